@@ -24,7 +24,7 @@ class VideoMeta:
     time_base: seconds per ``pts`` unit.
     n_frames: frame count announced by the container, or None when it does not say.
     has_audio: True when the source has at least one audio stream (copied unchanged to the output).
-    rotation: degrees (0, 90, 180, 270) the source asked players to rotate by; already applied.
+    rotation: clockwise degrees (0, 90, 180, 270) the source asked players to rotate by; already applied.
     duration: seconds, or None when unknown.
     codec: name of the source video codec (``"h264"``, ``"png"`` for an image...).
     is_image: True for a single still image (jpg/png...).
@@ -106,7 +106,7 @@ class Detections:
             raise ValueError(f"Detections fields disagree on N: masks has {n}, others have {sorted(lengths)}")
 
     @classmethod
-    def empty(cls, height: int, width: int, names: dict[int, str]) -> "Detections":
+    def empty(cls, height: int, width: int, names: dict[int, str]) -> Detections:
         """No regions in a frame of ``height`` x ``width`` pixels."""
         return cls(
             masks=torch.zeros((0, height, width), dtype=torch.bool),
@@ -124,7 +124,7 @@ class Detections:
         names: dict[int, str],
         scores: Any | None = None,
         track_ids: Any | None = None,
-    ) -> "Detections":
+    ) -> Detections:
         """Build detections from masks alone; boxes are the masks' tight bounding boxes, scores default to 1."""
         masks = _as_tensor(masks, torch.bool)
         n = masks.shape[0]
@@ -140,7 +140,7 @@ class Detections:
     def __len__(self) -> int:
         return int(self.masks.shape[0])
 
-    def __getitem__(self, index: Any) -> "Detections":
+    def __getitem__(self, index: Any) -> Detections:
         """Select regions by int, slice, index tensor or bool tensor; always returns Detections."""
         if isinstance(index, int):
             index = slice(index, index + 1) if index != -1 else slice(-1, None)
@@ -170,7 +170,7 @@ class Detections:
         """Class name of each region, in order."""
         return [self.names[int(c)] for c in self.class_ids.tolist()]
 
-    def to(self, device: torch.device | str) -> "Detections":
+    def to(self, device: torch.device | str) -> Detections:
         return replace(
             self,
             masks=self.masks.to(device),
@@ -180,10 +180,10 @@ class Detections:
             track_ids=None if self.track_ids is None else self.track_ids.to(device),
         )
 
-    def cpu(self) -> "Detections":
+    def cpu(self) -> Detections:
         return self.to("cpu")
 
-    def by_class(self, name: str) -> "Detections":
+    def by_class(self, name: str) -> Detections:
         """The regions of one class name (possibly empty)."""
         ids = [i for i, n in self.names.items() if n == name]
         keep = torch.isin(self.class_ids, torch.tensor(ids, dtype=torch.int64, device=self.class_ids.device))
@@ -262,7 +262,7 @@ class PromptEmbeds:
         """The (77, D) embedding for regions of class ``name``."""
         return self.cond.get(name, self.default)
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "PromptEmbeds":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptEmbeds:
         return PromptEmbeds(
             cond={k: v.to(device=device, dtype=dtype) for k, v in self.cond.items()},
             uncond=self.uncond.to(device=device, dtype=dtype),

@@ -1,0 +1,27 @@
+"""Shared fixtures: small synthetic clips (see tests/clips.py) built fresh in each test's tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.clips import make_clip
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    """24 frames, 160x120, 24 fps, H.264 yuv420p in .mp4, no audio."""
+    return make_clip(tmp_path / "clip.mp4")
+
+
+@pytest.fixture
+def clip_with_audio(tmp_path: Path) -> Path:
+    """Like ``clip`` plus a mono AAC 440 Hz tone as long as the video."""
+    return make_clip(tmp_path / "clip_audio.mp4", audio=True)
+
+
+@pytest.fixture
+def lossless_clip(tmp_path: Path) -> Path:
+    """24 frames, 160x120, FFV1 RGB in .mkv: decodes to exactly ``frame_image``."""
+    return make_clip(tmp_path / "clip_lossless.mkv", lossless=True)
