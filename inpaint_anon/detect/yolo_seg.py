@@ -1,0 +1,372 @@
+"""YOLO instance segmentation through ultralytics: RGB frames in, pixel masks at frame resolution out.
+
+This is the only module of the package that imports ultralytics. Any ultralytics model of the
+``segment`` task gives pixel masks; a ``detect`` model gives box-shaped masks (the box filled).
+
+Weights (``weights=``) may be:
+
+- a model name such as ``yolov8n-seg.pt``: looked up in the current directory, then in ultralytics'
+  weights dir (``SETTINGS["weights_dir"]``); when absent it is downloaded once into that weights dir
+  (unless ``YOLO_OFFLINE`` is set); any failure becomes a one-line :class:`WeightsError`;
+- a local path to any ultralytics model: ``.pt``, an exported ``.onnx`` (task read from the export's
+  metadata, or from its outputs for third-party exports: a 4-D prototype-mask output means ``segment``),
+  ``.torchscript`` and the other ultralytics export formats;
+- a ``.yaml`` model config (``yolov8n-seg.yaml``): builds a model with random weights (tests).
+
+Such a yaml build, like a third-party ONNX export without metadata, has placeholder class names
+(``"0"``/``"class0"``...); when there are 80 of them the model has the COCO layout of the released
+``yolov8n-seg.pt``, so they are replaced by the COCO names (``person``, ``bicycle``, ``car``...).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from ultralytics import YOLO
+from ultralytics.cfg import DEFAULT_CFG_DICT
+from ultralytics.engine.results import Results
+from ultralytics.utils import ROOT, SETTINGS, downloads, env_bool
+
+from inpaint_anon.errors import ConfigError, InputError, WeightsError
+from inpaint_anon.types import Detections
+
+DEFAULT_CLASSES: tuple[str, ...] = ("person", "bicycle", "car", "motorcycle", "bus", "truck")
+SUPPORTED_TASKS: tuple[str, ...] = ("segment", "detect")
+ASSETS_RELEASES_URL = "https://github.com/ultralytics/assets/releases"
+_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+_CONFIG_SUFFIXES = (".yaml", ".yml")
+_NAMES_SHOWN = 20
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``device`` ("auto", "cpu", "cuda", "cuda:N", "mps") into the torch device string to run on.
+
+    "auto" is "cuda:0" when torch sees a CUDA device, else "cpu"; "cuda" means "cuda:0".
+    Raises ConfigError for a malformed string or a device this machine does not have.
+    """
+    if not isinstance(device, str) or not _DEVICE_PATTERN.fullmatch(device):
+        raise ConfigError(
+            f"detector.device={device!r} is not a device; use one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"
+        )
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"detector.device={device} but torch sees no CUDA device here; use detector.device=cpu "
+                "(or auto)"
+            )
+        index = int(device.partition(":")[2] or 0)
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise ConfigError(
+                f"detector.device={device} but torch sees only {count} CUDA device(s); "
+                f"use cuda:0..cuda:{count - 1}, auto or cpu"
+            )
+        return f"cuda:{index}"
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            "detector.device=mps but MPS is not available here; use detector.device=cpu (or auto)"
+        )
+    return device
+
+
+def _check_number(name: str, value: object, low: float, high: float | None, integer: bool) -> None:
+    """Raise ConfigError unless ``value`` is a number (an int when ``integer``) in [low, high]."""
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool)
+    ok = ok and low <= value and (high is None or value <= high)  # type: ignore[operator]
+    if not ok:
+        allowed = f"an integer >= {low:g}" if integer else f"a number in [{low:g}, {high:g}]"
+        raise ConfigError(f"detector.{name}={value!r} is out of range; use {allowed}")
+
+
+def _precision_args(half: bool) -> dict[str, object]:
+    """The predict argument for fp16 (``quantize`` since ultralytics 8.4, ``half`` before)."""
+    if "quantize" in DEFAULT_CFG_DICT:
+        return {"quantize": 16 if half else None}
+    return {"half": half}
+
+
+def weights_dir() -> Path:
+    """ultralytics' weights directory (``SETTINGS["weights_dir"]``), where bare model names are looked up."""
+    return Path(SETTINGS["weights_dir"])
+
+
+def _is_bare_name(weights: str) -> bool:
+    """True for a file name without any directory part (``yolov8n-seg.pt``)."""
+    return Path(weights).name == weights
+
+
+def _not_downloadable(weights: str, reason: str) -> WeightsError:
+    """The one-line error for a known model name that is neither cached nor downloadable."""
+    return WeightsError(
+        f"detector weights '{weights}' are not available locally and could not be downloaded ({reason}); "
+        f"on a connected machine download {weights} from {ASSETS_RELEASES_URL} and pass "
+        f"detector.weights=/path/to/{weights}, or place it in {weights_dir()}"
+    )
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message``, cut to ``limit`` characters."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def locate_weights(weights: str) -> str:
+    """Return a local path (or a model config name) for ``weights``, downloading a known model name if needed.
+
+    Order: ``.yaml`` configs are passed through (ultralytics finds its own); an existing path; a bare name
+    in ultralytics' weights dir; a bare ultralytics asset name (``yolov8n-seg.pt``) downloaded into that
+    weights dir unless ``YOLO_OFFLINE`` is set. Raises WeightsError when none applies or the download fails.
+    """
+    if weights.lower().endswith(_CONFIG_SUFFIXES):
+        return weights
+    path = Path(weights).expanduser()
+    if path.exists():
+        return str(path)
+    if _is_bare_name(weights) and (weights_dir() / weights).exists():
+        return str(weights_dir() / weights)
+    if not (_is_bare_name(weights) and weights in downloads.GITHUB_ASSETS_NAMES):
+        raise WeightsError(
+            f"detector weights '{weights}' not found (looked in {Path.cwd()} and {weights_dir()}); "
+            "pass an existing file as detector.weights=/path/to/model.pt or a known model name such as "
+            "yolov8n-seg.pt"
+        )
+    if env_bool("YOLO_OFFLINE"):
+        raise _not_downloadable(weights, "YOLO_OFFLINE is set")
+    target = weights_dir() / weights
+    try:
+        downloads.attempt_download_asset(target, retry=1)
+    except Exception as error:  # ultralytics raises ConnectionError, OSError, ... depending on the failure
+        raise _not_downloadable(weights, f"offline? {_one_line(error, 120)}") from error
+    if not target.exists():
+        raise _not_downloadable(weights, "offline?")
+    return str(target)
+
+
+def onnx_task(path: str) -> str:
+    """The ultralytics task of an ONNX file: its ``task`` metadata, else ``segment`` when one output is 4-D
+    (the prototype masks, e.g. (1, 32, 160, 160)), else ``detect``. Raises WeightsError for a corrupt file."""
+    import onnx
+
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as error:  # protobuf DecodeError, OSError, ...
+        raise WeightsError(
+            f"cannot read detector weights {path}: not a valid ONNX file ({_one_line(error, 120)}); "
+            "re-export or re-download it"
+        ) from error
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    if metadata.get("task"):
+        return metadata["task"]
+    ranks = [len(output.type.tensor_type.shape.dim) for output in model.graph.output]
+    return "segment" if 4 in ranks else "detect"
+
+
+def load_yolo(weights: str) -> YOLO:
+    """Load ``weights`` (see the module docstring) as an ultralytics YOLO model of a supported task.
+
+    Raises WeightsError when the weights are missing, corrupt, or of another task (classify, pose...).
+    """
+    source = locate_weights(weights)
+    task = onnx_task(source) if source.lower().endswith(".onnx") else None
+    try:
+        model = YOLO(source, task=task, verbose=False)
+    except FileNotFoundError as error:
+        raise WeightsError(
+            f"detector weights '{weights}' not found: {_one_line(error, 120)}; pass an existing model file "
+            "or an ultralytics model config such as yolov8n-seg.yaml"
+        ) from error
+    except Exception as error:  # corrupt file: ultralytics raises TypeError, RuntimeError, UnpicklingError...
+        raise WeightsError(
+            f"cannot load detector weights {source} ({_one_line(error, 160)}); the file is corrupt or not an "
+            "ultralytics model: re-download or re-export it"
+        ) from error
+    if model.task not in SUPPORTED_TASKS:
+        raise WeightsError(
+            f"detector weights {source} are a '{model.task}' model; use a segmentation (e.g. yolov8n-seg.pt) "
+            "or detection (e.g. yolov8n.pt) model"
+        )
+    return model
+
+
+def readable_names(names: dict[int, str]) -> dict[int, str]:
+    """``names`` as an int -> str table, with 80 placeholder names ("0".."79" or "class0".."class79", from
+    a yaml build or a metadata-less export) replaced by the COCO names that ultralytics ships."""
+    table = {int(i): str(n) for i, n in names.items()}
+    placeholders = all(n in (str(i), f"class{i}") for i, n in table.items())
+    coco_file = Path(ROOT) / "cfg" / "datasets" / "coco.yaml"
+    if placeholders and len(table) == 80 and coco_file.exists():
+        coco = yaml.safe_load(coco_file.read_text())["names"]
+        return {int(i): str(n) for i, n in coco.items()}
+    return table
+
+
+def class_ids_for(classes: Sequence[str] | None, names: dict[int, str]) -> list[int] | None:
+    """Model class ids of the class names in ``classes`` (None: all classes, returned as None).
+
+    Raises ConfigError naming the unknown names and the available ones.
+    """
+    if classes is None:
+        return None
+    wanted = [classes] if isinstance(classes, str) else list(classes)
+    if not wanted:
+        raise ConfigError(
+            "detector.classes is empty; list class names (e.g. [person, car]) or use null for all"
+        )
+    available = list(names.values())
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        shown = ", ".join(available[:_NAMES_SHOWN])
+        more = f", ... ({len(available)} in all)" if len(available) > _NAMES_SHOWN else ""
+        raise ConfigError(
+            f"detector.classes has unknown class names {unknown}; this model knows: {shown}{more}; "
+            "use names from that list, or null for all classes"
+        )
+    return sorted(i for i, name in names.items() if name in wanted)
+
+
+def box_masks(boxes_xyxy: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Filled-box masks: bool (N, height, width), True inside each xyxy box (rounded outward, clipped)."""
+    boxes = boxes_xyxy.float()
+    x1, y1 = boxes[:, 0:1].floor(), boxes[:, 1:2].floor()
+    x2, y2 = boxes[:, 2:3].ceil(), boxes[:, 3:4].ceil()
+    cols = torch.arange(width, dtype=torch.float32)[None, :]
+    rows = torch.arange(height, dtype=torch.float32)[None, :]
+    inside_x = (cols >= x1) & (cols < x2)  # (N, W)
+    inside_y = (rows >= y1) & (rows < y2)  # (N, H)
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def result_to_detections(result: Results, names: dict[int, str]) -> Detections:
+    """Convert one ultralytics ``Results`` (predicted with ``retina_masks=True``) into CPU Detections."""
+    height, width = result.orig_shape
+    boxes = result.boxes
+    if boxes is None or len(boxes) == 0:
+        return Detections.empty(height, width, names)
+    xyxy = boxes.xyxy.detach().cpu().float()
+    if result.masks is None:
+        masks = box_masks(xyxy, height, width)
+    else:
+        masks = result.masks.data.detach().cpu() > 0.5
+        if tuple(masks.shape[1:]) != (height, width):
+            raise RuntimeError(f"mask shape {tuple(masks.shape)} does not match the frame {(height, width)}")
+    return Detections(
+        masks=masks,
+        class_ids=boxes.cls.detach().cpu().long(),
+        scores=boxes.conf.detach().cpu().float(),
+        boxes_xyxy=xyxy,
+        names=names,
+    )
+
+
+def _check_image(index: int, image: object) -> np.ndarray:
+    if not (
+        isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    ):
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise InputError(
+            f"frame {index} given to the detector is {got}; give RGB uint8 arrays of shape (H, W, 3)"
+        )
+    return image
+
+
+class YoloSegDetector:
+    """A :class:`~inpaint_anon.detect.base.Detector` backed by an ultralytics YOLO model.
+
+    weights: model name, local model file or ``.yaml`` config (see the module docstring).
+    classes: class names to keep (must be in the model's table), or None for all classes.
+    conf: minimum score in [0, 1]; iou: NMS IoU threshold in [0, 1].
+    imgsz: model input size in pixels (long side; ultralytics rounds it to the model stride).
+    batch_size: frames per forward pass; a call with more frames is split into such batches.
+    device: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N" or "mps".
+    half: fp16 inference, honoured only on CUDA.
+    max_det: maximum regions per frame.
+
+    The model is loaded and run once on a blank frame here, so bad weights fail at construction.
+    Attributes: ``model`` (the ultralytics YOLO), ``task`` ("segment" or "detect"), ``names`` (the model's
+    full id -> name table, see :func:`readable_names`), ``class_ids`` (kept ids, or None for all), ``device``
+    (the resolved torch device string).
+    """
+
+    def __init__(
+        self,
+        weights: str = "yolov8n-seg.pt",
+        classes: Sequence[str] | None = DEFAULT_CLASSES,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        imgsz: int = 640,
+        batch_size: int = 4,
+        device: str = "auto",
+        half: bool = False,
+        max_det: int = 100,
+    ) -> None:
+        _check_number("conf", conf, 0.0, 1.0, integer=False)
+        _check_number("iou", iou, 0.0, 1.0, integer=False)
+        _check_number("imgsz", imgsz, 1, None, integer=True)
+        _check_number("batch_size", batch_size, 1, None, integer=True)
+        _check_number("max_det", max_det, 1, None, integer=True)
+        if not isinstance(weights, (str, os.PathLike)) or not str(weights):
+            raise ConfigError(
+                f"detector.weights={weights!r} is not a model; use e.g. yolov8n-seg.pt or a path"
+            )
+        self.weights = str(weights)
+        self.device = resolve_device(device)
+        self.half = bool(half) and self.device.startswith("cuda")
+        self.batch_size = batch_size
+        self.model = load_yolo(self.weights)
+        self.task: str = self.model.task
+        self._predict_args: dict[str, object] = dict(
+            conf=float(conf),
+            iou=float(iou),
+            imgsz=imgsz,
+            device=self.device,
+            max_det=max_det,
+            **_precision_args(self.half),
+            retina_masks=True,
+            verbose=False,
+        )
+        self._warm_up()
+        self.names: dict[int, str] = readable_names(self.model.names)
+        self.class_ids = class_ids_for(classes, self.names)
+        self._predict_args["classes"] = self.class_ids
+
+    def _warm_up(self) -> None:
+        """Set the predictor up (load exported weights on the device) with one blank frame."""
+        try:
+            self.model.predict([np.zeros((32, 32, 3), dtype=np.uint8)], **self._predict_args)
+        except Exception as error:  # exported files are only opened here (onnxruntime, torchscript...)
+            raise WeightsError(
+                f"cannot run detector weights {self.weights} on {self.device} ({_one_line(error, 160)}); "
+                "the file is corrupt or not an ultralytics model: re-download or re-export it"
+            ) from error
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Detect regions in RGB uint8 frames (H, W, 3); sizes may differ.
+
+        Returns one CPU Detections per frame: masks bool (N, H, W) at that frame's size, class_ids of the
+        model, scores in [0, 1], boxes xyxy in frame pixels. Frames run in batches of ``batch_size``.
+        """
+        frames = [_check_image(i, image) for i, image in enumerate(images)]
+        detections: list[Detections] = []
+        for start in range(0, len(frames), self.batch_size):
+            batch = frames[start : start + self.batch_size]
+            # ultralytics reads numpy arrays as BGR (OpenCV order): flip the channels of our RGB frames.
+            bgr = [np.ascontiguousarray(frame[..., ::-1]) for frame in batch]
+            results = self.model.predict(bgr, stream=False, **self._predict_args)
+            detections.extend(result_to_detections(result, self.names) for result in results)
+        return detections
+
+    def __repr__(self) -> str:
+        return (
+            f"YoloSegDetector(weights={self.weights!r}, task={self.task!r}, device={self.device!r}, "
+            f"classes={None if self.class_ids is None else [self.names[i] for i in self.class_ids]})"
+        )
