@@ -1,0 +1,439 @@
+"""Real-time anonymizers: blur, pixelate, solid fill and keyed scramble, batched with torch.
+
+Each fills every region of every frame of an :class:`InpaintBatch` in one call, on its device ("auto" =
+cuda if available else cpu); frames and masks are moved there, results are returned on the device of the
+input images. Solid and scramble work on the union of each frame's fill regions. Blur and pixelate share
+one path:
+
+* all regions of the batch are gathered into one list of masked pixels (``_Regions``); geometry comes from
+  the fill masks themselves (tight boxes), never from ``boxes_xyxy``, so a fill region that grew past its
+  detector box (or came with a degenerate box) is still filled entirely;
+* ``roi_align`` resamples each region's neighbourhood into a small fixed-size *canonical crop* (with a
+  coverage channel, so pixels outside the frame do not count), the crops are processed in one batch, and
+  every masked pixel reads its value back from its region's crop with one vectorized gather
+  (``_sample_points``);
+* ``_paste`` writes the values; where regions overlap, the largest region (the coarsest fill) wins, so each
+  pixel is written once and the output is deterministic on every device.
+
+Fail closed: a region whose processed values are not finite (which a region inside the frame cannot
+produce, but a bug or a bad device kernel could) is filled with :data:`FALLBACK_RGB` (black) instead and
+reported as a :class:`Fallback`; a region is never left as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+from inpaint_anon.composite import check_float, check_int
+from inpaint_anon.errors import ConfigError
+from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
+from inpaint_anon.scramble import key_bytes, key_fingerprint, scramble_chw
+
+FALLBACK_RGB = (0, 0, 0)
+# Blur sigma per pixel of a region's shorter side at strength 1: a 100 px face gets sigma 15 px.
+BLUR_SIGMA_PER_SIDE = 0.15
+BLUR_MIN_SIGMA = 1.0  # pixels
+# Canonical-crop pixels per blur sigma along a region's shorter side (sets the crop size from the strength).
+_BLUR_CROP_PER_SIGMA = 2.5
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The torch device for ``device``: "auto" = cuda if available else cpu; else "cpu", "cuda", "cuda:1"...
+
+    Raises ConfigError for a name torch does not know, or for CUDA when no CUDA GPU is visible.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={device!r} is not a torch device; use 'auto', 'cpu' or 'cuda'") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but no CUDA GPU is visible; use device='auto' or 'cpu'")
+    return resolved
+
+
+@dataclass
+class _Regions:
+    """Every region of a batch, flattened (M regions, P masked pixels), on one device.
+
+    frame: int64 (M,) index of the region's frame in the batch; index: int64 (M,) its index in that frame's
+    Detections; ids: int64 (M,) its track id (or ``index`` before tracking); boxes: float32 (M, 4) tight
+    xyxy boxes of the fill masks (exclusive right/bottom; zeros for an empty mask); class_names: M names.
+    point_region, point_y, point_x: int64 (P,) region and frame coordinates of every masked pixel.
+    """
+
+    frame: torch.Tensor
+    index: torch.Tensor
+    ids: torch.Tensor
+    boxes: torch.Tensor
+    class_names: list[str]
+    point_region: torch.Tensor
+    point_y: torch.Tensor
+    point_x: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.frame.numel())
+
+
+class _TorchInpainter(Inpainter):
+    """An inpainter that runs on one torch device ("auto" = cuda if available else cpu)."""
+
+    def __init__(self, device: str | torch.device = "auto") -> None:
+        self._device = resolve_device(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+
+class _RegionInpainter(_TorchInpainter):
+    """Shared driver of blur and pixelate: gather the regions, compute a value per masked pixel, paste."""
+
+    def __call__(self, batch: InpaintBatch) -> InpaintOutput:
+        images = batch.images.to(self._device)
+        regions = _collect_regions(batch, self._device)
+        if regions.point_region.numel() == 0:
+            return InpaintOutput(images=batch.images.clone())
+        values = self._values(images, regions)
+        out, bad = _paste(images, regions, values)
+        fallbacks = [
+            Fallback(
+                frame_index=batch.frame_indices[int(regions.frame[m])],
+                region=int(regions.index[m]),
+                class_name=regions.class_names[m],
+                used="solid",
+                reason=f"{self.name}: non-finite values in the processed region",
+            )
+            for m in torch.nonzero(bad).flatten().tolist()
+        ]
+        return InpaintOutput(images=out.to(batch.images.device), fallbacks=fallbacks)
+
+    @abstractmethod
+    def _values(self, images: torch.Tensor, regions: _Regions) -> torch.Tensor:
+        """float32 (P, 3) in 0..255: the fill of every masked pixel (non-finite marks a failed region).
+
+        images: uint8 (B, 3, H, W) on the inpainter's device.
+        """
+
+
+class SolidInpainter(_TorchInpainter):
+    """Fills every region with one colour.
+
+    color: RGB, three integers 0..255. device: "auto", "cpu", "cuda"...
+    """
+
+    name = "solid"
+
+    def __init__(self, color: Sequence[int] = (0, 0, 0), device: str | torch.device = "auto") -> None:
+        super().__init__(device)
+        if (
+            isinstance(color, (str, bytes))
+            or not isinstance(color, Sequence)
+            or len(color) != 3
+            or not all(
+                isinstance(c, numbers.Integral) and not isinstance(c, bool) and 0 <= c <= 255 for c in color
+            )
+        ):
+            raise ConfigError(
+                f"SolidInpainter color={color!r} is invalid; use three integers 0..255 (R, G, B)"
+            )
+        self.color = tuple(int(c) for c in color)
+
+    def __call__(self, batch: InpaintBatch) -> InpaintOutput:
+        images = batch.images.to(self._device)
+        color = torch.tensor(self.color, dtype=torch.uint8, device=self._device)[None, :, None, None]
+        out = torch.where(_union_masks(batch, self._device)[:, None], color, images)
+        return InpaintOutput(images=out.to(batch.images.device))
+
+
+class BlurInpainter(_RegionInpainter):
+    """Gaussian blur of each region from its own neighbourhood, with a sigma that scales with its size.
+
+    strength: multiplies the sigma, which is ``0.15 * strength * shorter side of the region's box`` pixels
+    (at least 1 px): at the default a face or a person becomes a smooth blob (range 0.05..10).
+    Each region's box plus a 3-sigma margin is resampled to an S x S canonical crop (S from the strength,
+    32..256) by ``roi_align`` (area averaging), blurred there with its own separable Gaussian (sigma in crop
+    pixels, per axis) in one grouped convolution, then read back bilinearly at every masked pixel.
+    Pixels outside the frame are left out of the average (normalized convolution on a coverage channel).
+    """
+
+    name = "blur"
+
+    def __init__(self, strength: float = 1.0, device: str | torch.device = "auto") -> None:
+        super().__init__(device)
+        self.strength = check_float("BlurInpainter", "strength", strength, 0.05, 10.0)
+        fraction = BLUR_SIGMA_PER_SIDE * self.strength
+        self.crop_size = min(max(math.ceil(_BLUR_CROP_PER_SIGMA * (1 + 6 * fraction) / fraction), 32), 256)
+
+    def _values(self, images: torch.Tensor, regions: _Regions) -> torch.Tensor:
+        boxes = regions.boxes
+        sides = torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        sigma = (BLUR_SIGMA_PER_SIDE * self.strength * sides).clamp(min=BLUR_MIN_SIGMA)
+        margin = 3 * sigma[:, None]
+        rois = torch.cat([boxes[:, :2] - margin, boxes[:, 2:] + margin], dim=1)
+        size = self.crop_size
+        crops = _canonical_crops(images, regions.frame, rois, (size, size))
+        # Sigma in crop pixels along y and x; below half a crop pixel a blur means nothing (and would
+        # let the coverage of crop pixels just outside the frame underflow to 0).
+        sigma_y = (sigma * size / (rois[:, 3] - rois[:, 1])).clamp(min=0.5)
+        sigma_x = (sigma * size / (rois[:, 2] - rois[:, 0])).clamp(min=0.5)
+        blurred = _unpremultiply(_gaussian_blur_per_region(crops, sigma_y, sigma_x))
+        return _sample_points(blurred, rois, regions, bilinear=True)
+
+
+class PixelateInpainter(_RegionInpainter):
+    """Mosaic: each region is averaged over square blocks on its own grid, anchored to its box's top-left.
+
+    blocks: number of blocks along the region's longer side (1..256); the block side is longer side /
+        blocks pixels, so a region is cut into about blocks x (blocks * shorter / longer) blocks. Blocks
+        are averaged over all their pixels inside the frame (the region's and its surroundings'). Keep
+        blocks small: a region not much larger than ``blocks`` pixels stays nearly as it was.
+    noise: standard deviation (0..255 units) of Gaussian noise added to each block's colour, per channel.
+    seed: the noise of a region is a pure function of (seed, region id), region id = its track id when the
+        detections are tracked, else its index; a tracked object keeps its noise pattern in every frame.
+    """
+
+    name = "pixelate"
+
+    def __init__(
+        self, blocks: int = 8, noise: float = 0.0, seed: int = 0, device: str | torch.device = "auto"
+    ) -> None:
+        super().__init__(device)
+        self.blocks = check_int("PixelateInpainter", "blocks", blocks, 1, 256)
+        self.noise = check_float("PixelateInpainter", "noise", noise, 0.0, 255.0)
+        self.seed = check_int("PixelateInpainter", "seed", seed, 0, 2**63 - 1)
+
+    def _values(self, images: torch.Tensor, regions: _Regions) -> torch.Tensor:
+        boxes = regions.boxes
+        longer = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])[:, None]
+        # A square of side `longer` from the box's top-left corner: a blocks x blocks grid of square blocks.
+        rois = torch.cat([boxes[:, :2], boxes[:, :2] + longer], dim=1)
+        means = _unpremultiply(_canonical_crops(images, regions.frame, rois, (self.blocks, self.blocks)))
+        if self.noise > 0:
+            means = means + self.noise * self.block_noise(regions.ids).to(means.device)
+        return _sample_points(means, rois, regions, bilinear=False)
+
+    def block_noise(self, region_ids: torch.Tensor) -> torch.Tensor:
+        """float32 (M, 3, blocks, blocks) standard normal noise, a pure function of (seed, region id), on CPU.
+
+        One seeded ``torch.Generator`` per region (a short loop per region, not per pixel); generated on the
+        CPU so that the pattern is the same on every device.
+        """
+        noise = []
+        for region_id in region_ids.tolist():
+            digest = hashlib.blake2b(
+                f"{self.seed}/{region_id}".encode(), digest_size=8, person=b"ia-pixnoise"
+            ).digest()
+            generator = torch.Generator().manual_seed(int.from_bytes(digest, "big") >> 1)
+            noise.append(torch.randn((3, self.blocks, self.blocks), generator=generator))
+        return torch.stack(noise)
+
+
+class ScrambleInpainter(_TorchInpainter):
+    """Keyed, reversible scramble of each frame's fill regions (see :mod:`inpaint_anon.scramble`).
+
+    key: secret of at least 128 bits (hex string of >= 32 hex digits, or >= 16 bytes); make one with
+        ``python -c "import secrets; print(secrets.token_hex(32))"``.
+    hide_colors: also add a keyed offset mod 256 to every value (hides the colour histogram; default).
+    The scrambled area of a frame is the union of its fill regions, scrambled with the frame's index as
+    tweak. ``feather = False``: the compositor pastes it with hard edges, so :func:`unscramble` with the
+    same mask restores the frame exactly (on lossless output).
+    """
+
+    name = "scramble"
+    feather = False
+
+    def __init__(
+        self, key: str | bytes, hide_colors: bool = True, device: str | torch.device = "auto"
+    ) -> None:
+        super().__init__(device)
+        self._key = key_bytes(key)
+        self.key_fingerprint = key_fingerprint(self._key)
+        self.hide_colors = bool(hide_colors)
+
+    def __repr__(self) -> str:
+        return f"ScrambleInpainter(key=<fingerprint {self.key_fingerprint}>, hide_colors={self.hide_colors})"
+
+    def __call__(self, batch: InpaintBatch) -> InpaintOutput:
+        images = batch.images.to(self._device)
+        union = _union_masks(batch, self._device)
+        out = torch.stack(
+            [
+                scramble_chw(image, mask, self._key, index, self.hide_colors)
+                for image, mask, index in zip(images, union, batch.frame_indices, strict=True)
+            ]
+        )
+        return InpaintOutput(images=out.to(batch.images.device))
+
+
+def _union_masks(batch: InpaintBatch, device: torch.device) -> torch.Tensor:
+    """bool (B, H, W) on ``device``: the union of each frame's fill regions."""
+    return torch.stack(
+        [
+            _frame_masks(detections.masks, batch.images, device).any(dim=0)
+            if len(detections)
+            else torch.zeros(batch.images.shape[2:], dtype=torch.bool, device=device)
+            for detections in batch.detections
+        ]
+    )
+
+
+def _frame_masks(masks: torch.Tensor, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """bool (N, H, W) masks on ``device``, checked to be at the frame size of uint8 (B, 3, H, W) images."""
+    if tuple(masks.shape[1:]) != tuple(images.shape[2:]):
+        raise ValueError(
+            f"fill masks of size {tuple(masks.shape[1:])} do not match the frames "
+            f"{tuple(images.shape[2:])}; detections must be at frame resolution"
+        )
+    return masks.to(device=device, dtype=torch.bool)
+
+
+def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
+    """All regions of ``batch`` as one :class:`_Regions` on ``device`` (a loop over frames, not regions)."""
+    frame, index, ids, class_names, points = [], [], [], [], []
+    count = 0
+    for b, detections in enumerate(batch.detections):
+        n = len(detections)
+        if n == 0:
+            continue
+        masks = _frame_masks(detections.masks, batch.images, device)
+        region, y, x = torch.nonzero(masks, as_tuple=True)
+        points.append(torch.stack([region + count, y, x]))
+        frame.append(torch.full((n,), b, dtype=torch.int64, device=device))
+        index.append(torch.arange(n, device=device))
+        ids.append(index[-1] if detections.track_ids is None else detections.track_ids.to(device))
+        class_names += [detections.names.get(c, str(c)) for c in detections.class_ids.tolist()]
+        count += n
+    if count == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return _Regions(empty, empty, empty, torch.zeros((0, 4), device=device), [], empty, empty, empty)
+    point_region, point_y, point_x = torch.cat(points, dim=1)
+    return _Regions(
+        frame=torch.cat(frame),
+        index=torch.cat(index),
+        ids=torch.cat(ids),
+        boxes=_point_boxes(point_region, point_y, point_x, count),
+        class_names=class_names,
+        point_region=point_region,
+        point_y=point_y,
+        point_x=point_x,
+    )
+
+
+def _point_boxes(region: torch.Tensor, y: torch.Tensor, x: torch.Tensor, count: int) -> torch.Tensor:
+    """float32 (count, 4) tight xyxy boxes (exclusive right/bottom) of each region's points; zeros if none."""
+    boxes = torch.zeros((count, 4), dtype=torch.int64, device=region.device)
+    for column, coords, reduce in ((0, x, "amin"), (1, y, "amin"), (2, x + 1, "amax"), (3, y + 1, "amax")):
+        boxes[:, column].scatter_reduce_(0, region, coords, reduce=reduce, include_self=False)
+    return boxes.to(torch.float32)
+
+
+def _canonical_crops(
+    images: torch.Tensor, frame: torch.Tensor, rois: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """float32 (M, 4, h, w): each roi resampled to ``size`` = (h, w) by area-averaging ``roi_align``.
+
+    images: uint8 (B, 3, H, W); frame: int64 (M,) batch index of each roi; rois: float32 (M, 4) xyxy in
+    pixel-edge coordinates (pixel x covers [x, x + 1)). Channels 0..2 are the colour (0..255) times the
+    coverage, channel 3 the coverage: the fraction of each crop pixel that lies inside the frame.
+    """
+    b, _, h, w = images.shape
+    planes = torch.empty((b, 4, h, w), dtype=torch.float32, device=images.device)
+    planes[:, :3] = images  # one conversion pass, no intermediate copy
+    planes[:, 3] = 1.0
+    indexed = torch.cat([frame[:, None].to(torch.float32), rois], dim=1)
+    return roi_align(planes, indexed, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
+def _unpremultiply(crops: torch.Tensor) -> torch.Tensor:
+    """float32 (M, 3, h, w) colour of (M, 4, h, w) colour*coverage + coverage crops (NaN/inf where 0)."""
+    return crops[:, :3] / crops[:, 3:]
+
+
+def _gaussian_blur_per_region(
+    crops: torch.Tensor, sigma_y: torch.Tensor, sigma_x: torch.Tensor
+) -> torch.Tensor:
+    """float32 (M, C, h, w): crops blurred by separable Gaussians, sigma (crop pixels, (M,)) per region/axis.
+
+    One grouped ``conv2d`` per axis (a kernel per region and channel), zero padding; the kernel radius is
+    3 * the largest sigma.
+    """
+    m, c, h, w = crops.shape
+    radius = max(1, math.ceil(3 * float(torch.maximum(sigma_y, sigma_x).max())))
+    taps = torch.arange(-radius, radius + 1, device=crops.device, dtype=torch.float32)
+    flat = crops.reshape(1, m * c, h, w)
+    for sigma, shape, padding in ((sigma_y, (-1, 1), (radius, 0)), (sigma_x, (1, -1), (0, radius))):
+        kernel = torch.exp(-0.5 * (taps[None, :] / sigma[:, None]) ** 2)
+        kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)
+        flat = F.conv2d(flat, kernel.reshape(m * c, 1, *shape), padding=padding, groups=m * c)
+    return flat.reshape(m, c, h, w)
+
+
+def _sample_points(
+    crops: torch.Tensor, rois: torch.Tensor, regions: _Regions, bilinear: bool
+) -> torch.Tensor:
+    """float32 (P, C): each masked pixel's value read from its region's crop.
+
+    crops: float32 (M, C, h, w) covering ``rois`` (M, 4) xyxy. A pixel's centre (x + 0.5, y + 0.5) maps to
+    crop coordinates; ``bilinear`` interpolates between crop-pixel centres (edges replicated), otherwise the
+    crop pixel containing it is taken (nearest). One gather over all pixels of all regions, which have
+    different sizes (``grid_sample`` would need them padded to the largest).
+    """
+    m, c, h, w = crops.shape
+    region = regions.point_region
+    roi = rois[region]
+    u = (regions.point_x + 0.5 - roi[:, 0]) / (roi[:, 2] - roi[:, 0]) * w
+    v = (regions.point_y + 0.5 - roi[:, 1]) / (roi[:, 3] - roi[:, 1]) * h
+    table = crops.permute(0, 2, 3, 1).reshape(m * h * w, c)
+    base = region * (h * w)
+    if not bilinear:
+        return table[base + v.floor().long().clamp_(0, h - 1) * w + u.floor().long().clamp_(0, w - 1)]
+    u, v = u - 0.5, v - 0.5
+    u0, v0 = u.floor(), v.floor()
+    fu, fv = (u - u0)[:, None], (v - v0)[:, None]
+    cols = (u0.long().clamp(0, w - 1), (u0.long() + 1).clamp(0, w - 1))
+    rows = (v0.long().clamp(0, h - 1) * w, (v0.long() + 1).clamp(0, h - 1) * w)
+    top = table[base + rows[0] + cols[0]] * (1 - fu) + table[base + rows[0] + cols[1]] * fu
+    bottom = table[base + rows[1] + cols[0]] * (1 - fu) + table[base + rows[1] + cols[1]] * fu
+    return top * (1 - fv) + bottom * fv
+
+
+def _paste(
+    images: torch.Tensor, regions: _Regions, values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (B, 3, H, W) copy of ``images`` with float (P, 3) ``values`` at the masked pixels, and bool (M,)
+    flags of the regions that had non-finite values (filled with :data:`FALLBACK_RGB` instead).
+
+    Where regions overlap, the pixel is written once, by the region with the largest box (ties: the later).
+    """
+    b, _, h, w = images.shape
+    region = regions.point_region
+    finite = torch.isfinite(values).all(dim=1)
+    bad = torch.zeros(len(regions), dtype=torch.bool, device=images.device).index_fill_(
+        0, region[~finite], True
+    )
+    fallback = torch.tensor(FALLBACK_RGB, dtype=torch.float32, device=images.device)
+    values = torch.where(bad[region][:, None], fallback, values)
+    pixels = values.round().clamp(0, 255).to(torch.uint8)
+    frame = regions.frame[region]
+    offset = regions.point_y * w + regions.point_x
+    boxes = regions.boxes
+    priority = torch.empty(len(regions), dtype=torch.int64, device=images.device)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    priority[torch.argsort(area, stable=True)] = torch.arange(len(regions), device=images.device)
+    owner = torch.full((b * h * w,), -1, dtype=torch.int64, device=images.device)
+    owner.scatter_reduce_(0, frame * (h * w) + offset, priority[region], reduce="amax")
+    keep = owner[frame * (h * w) + offset] == priority[region]
+    out = images.clone(memory_format=torch.contiguous_format)
+    out.view(b, 3, h * w)[frame[keep], :, offset[keep]] = pixels[keep]
+    return out, bad
