@@ -1,0 +1,185 @@
+"""AnonymizePipeline end to end on generated clips with a scripted detector (no model weights)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from inpaint_anon.composite import Compositor
+from inpaint_anon.detect.scripted import ScriptedDetector
+from inpaint_anon.inpaint.base import InpaintBatch, Inpainter, InpaintOutput
+from inpaint_anon.inpaint.fast import BlurInpainter, SolidInpainter
+from inpaint_anon.pipeline import AnonymizePipeline
+from inpaint_anon.video import VideoReader
+from tests.clips import make_clip, object_masks
+
+SIZE = (160, 120)
+N_FRAMES = 20
+NAMES = ["person", "car"]
+
+
+def truth_detector(n_frames: int = N_FRAMES, size: tuple[int, int] = SIZE) -> ScriptedDetector:
+    return ScriptedDetector(lambda i: object_masks(i, size, n_frames), names=NAMES)
+
+
+def read_all(path: Path) -> list[np.ndarray]:
+    with VideoReader(path) as reader:
+        return [f.rgb for f in reader]
+
+
+def read_pts(path: Path) -> list[float]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return sorted(float(f.pts * f.time_base) for f in container.decode(stream))
+
+
+def audio_packets(path: Path) -> list[tuple[int, bytes]]:
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return []
+        return [(p.pts, bytes(p)) for p in container.demux(container.streams.audio[0]) if p.size]
+
+
+def region_alpha(index: int, compositor: Compositor) -> np.ndarray:
+    masks = torch.from_numpy(np.stack(list(object_masks(index, SIZE, N_FRAMES).values())))
+    return compositor.alpha(masks, None).numpy()
+
+
+@pytest.fixture
+def clip_audio(tmp_path: Path) -> Path:
+    return make_clip(tmp_path / "in.mp4", n_frames=N_FRAMES, size=SIZE, audio=True)
+
+
+def test_blur_run_keeps_frames_timestamps_audio_and_unmasked_pixels(clip_audio: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    before = clip_audio.read_bytes()
+    compositor = Compositor()
+    result = AnonymizePipeline(truth_detector(), BlurInpainter(device="cpu"), compositor, progress=False)(
+        clip_audio, out, crf=0, preset="ultrafast")
+
+    assert clip_audio.read_bytes() == before, "the input must never be modified"
+    assert result.out_path == out and out.exists()
+    assert result.frames_in == result.frames_out == N_FRAMES
+    assert {"decode", "detect", "inpaint", "composite", "encode"} <= set(result.timings)
+    assert read_pts(out) == pytest.approx(read_pts(clip_audio), abs=1e-3)
+    assert audio_packets(out) == audio_packets(clip_audio) and audio_packets(out)
+
+    for i, (src, dst) in enumerate(zip(read_all(clip_audio), read_all(out))):
+        outside = region_alpha(i, compositor) == 0
+        diff = np.abs(src.astype(int) - dst.astype(int))[outside]
+        assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4, f"frame {i}: unmasked pixels changed"
+
+
+def test_masked_pixels_are_replaced(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "in.mp4", n_frames=N_FRAMES, size=SIZE)
+    out = tmp_path / "out.mp4"
+    AnonymizePipeline(truth_detector(), SolidInpainter(color=(255, 0, 255), device="cpu"), progress=False)(
+        clip, out, crf=0, preset="ultrafast")
+    for i, (src, dst) in enumerate(zip(read_all(clip), read_all(out))):
+        for name, mask in object_masks(i, SIZE, N_FRAMES).items():
+            inside = np.abs(src.astype(int) - dst.astype(int))[mask].sum(axis=-1)
+            assert (inside > 30).mean() > 0.99, f"frame {i}: {name} shown in the clear"
+
+
+def test_frames_without_regions_pass_through(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "in.mp4", n_frames=6, size=SIZE)
+    nothing = ScriptedDetector(lambda i: {}, names=NAMES)
+    result = AnonymizePipeline(nothing, BlurInpainter(device="cpu"), progress=False)(
+        clip, tmp_path / "out.mp4", crf=0, preset="ultrafast")
+    assert result.frames_out == 6
+    for src, dst in zip(read_all(clip), read_all(tmp_path / "out.mp4")):
+        assert np.abs(src.astype(int) - dst.astype(int)).mean() < 1.0
+
+
+class ExplodingInpainter(Inpainter):
+    name = "exploding"
+
+    def __call__(self, batch: InpaintBatch) -> InpaintOutput:
+        raise RuntimeError("boom")
+
+
+def test_inpainter_failure_fails_closed(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "in.mp4", n_frames=8, size=SIZE)
+    out = tmp_path / "out.mp4"
+    result = AnonymizePipeline(truth_detector(8), ExplodingInpainter(), progress=False)(
+        clip, out, crf=0, preset="ultrafast")
+    fallbacks = [e for e in result.events if e["event"] == "fallback"]
+    assert len(fallbacks) == 8 * len(NAMES)
+    assert {e["used"] for e in fallbacks} <= {"blur", "solid"} and "boom" in fallbacks[0]["reason"]
+    for i, (src, dst) in enumerate(zip(read_all(clip), read_all(out))):
+        person = object_masks(i, SIZE, 8)["person"]
+        # the person's flat interior may stay its colour under blur, but its edges must be gone
+        changed = np.abs(src.astype(int) - dst.astype(int)).sum(axis=-1)[person] > 0
+        assert changed.any(), f"frame {i}: region left as it was after a failure"
+
+
+class FailingDetector(ScriptedDetector):
+    def __call__(self, images):  # type: ignore[override]
+        if self.calls and self.calls[-1] >= 4:
+            raise RuntimeError("detector crashed")
+        return super().__call__(images)
+
+
+def test_stage_failure_leaves_no_output(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "in.mp4", n_frames=12, size=SIZE)
+    out = tmp_path / "out.mp4"
+    detector = FailingDetector(lambda i: object_masks(i, SIZE, 12), names=NAMES)
+    detector.batch_size = 1
+    with pytest.raises(RuntimeError, match="detector crashed"):
+        AnonymizePipeline(detector, BlurInpainter(device="cpu"), progress=False)(clip, out)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["in.mp4"], "no temporary file may be left behind"
+
+
+class SlowInpainter(BlurInpainter):
+    """Blur, slowly, while recording how far decoding ran ahead."""
+
+    def __init__(self, decoded: list[int]) -> None:
+        super().__init__(device="cpu")
+        self.decoded, self.lead = decoded, 0
+
+    def __call__(self, batch: InpaintBatch) -> InpaintOutput:
+        threading.Event().wait(0.02)
+        self.lead = max(self.lead, self.decoded[0] - batch.frame_indices[-1])
+        return super().__call__(batch)
+
+
+def test_prefetch_is_bounded(tmp_path: Path) -> None:
+    """Decoding runs ahead of inpainting, but never by more than the queues hold: memory stays flat."""
+    n = 60
+    clip = make_clip(tmp_path / "in.mp4", n_frames=n, size=SIZE)
+    decoded = [0]
+
+    def masks(i: int) -> dict[str, np.ndarray]:
+        decoded[0] = i  # the detector sees frame i only after it was decoded
+        return object_masks(i, SIZE, n)
+
+    inpainter = SlowInpainter(decoded)
+    detector = ScriptedDetector(masks, names=NAMES)
+    pipe = AnonymizePipeline(detector, inpainter, batch_frames=2, queue_size=3, progress=False)
+    pipe(clip, tmp_path / "out.mp4", preset="ultrafast")
+    bound = 3 * pipe.queue_size + detector.batch_size + pipe.batch_frames
+    assert 1 <= inpainter.lead <= bound
+
+
+def test_image_in_image_out(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tests.clips import frame_image
+
+    rgb = frame_image(3, SIZE, N_FRAMES)
+    src = tmp_path / "in.png"
+    Image.fromarray(rgb).save(src)
+    detector = ScriptedDetector(lambda i: object_masks(3, SIZE, N_FRAMES), names=NAMES)
+    out = tmp_path / "out.png"
+    result = AnonymizePipeline(detector, SolidInpainter(device="cpu"), progress=False)(src, out)
+    assert result.frames_out == 1
+    dst = np.asarray(Image.open(out).convert("RGB"))
+    person = object_masks(3, SIZE, N_FRAMES)["person"]
+    assert (dst[person] == 0).all() and (dst[~region_alpha(3, Compositor()).astype(bool)] ==
+                                         rgb[~region_alpha(3, Compositor()).astype(bool)]).all()
