@@ -1,0 +1,576 @@
+"""Generative inpainting: every region repainted by Stable Diffusion 1.5 latent inpainting.
+
+Reads like diffusers' ``StableDiffusionInpaintPipeline``, of which :meth:`LatentInpainter.inpaint_crops`
+is a batched, per-region-seeded copy (same random draws in the same order, so a crop gives the same
+pixels as the pipeline): a 9-channel inpainting U-Net gets the mask and masked-image latents
+concatenated to its input; a plain 4-channel SD-1.5 U-Net gets the known region re-noised and blended
+back into the latents after every step. Around it, :meth:`LatentInpainter.__call__` crops each region
+(mask box plus context) out of its frame, resizes it to the model resolution, inpaints the crops of
+consecutive frames together and pastes each result back under its region's fill mask.
+
+Privacy fails closed: a chunk of crops that raises (CUDA out of memory included) or produces NaN/inf is
+retried one region at a time, and a region that still fails is filled by the fallback inpainter (blur),
+or painted black if that fails too; each such region is reported as a :class:`Fallback`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import diffusers
+import torch
+import torch.nn.functional as F
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
+    StableDiffusionInpaintPipeline,
+    retrieve_latents,
+    retrieve_timesteps,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+from inpaint_anon.errors import ConfigError
+from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
+from inpaint_anon.types import Detections, PromptEmbeds, SDComponents, masks_to_boxes
+
+logger = logging.getLogger(__name__)
+
+SCHEDULER_EXAMPLES = (
+    "DDIMScheduler",
+    "DPMSolverMultistepScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "LCMScheduler",
+    "PNDMScheduler",
+    "UniPCMultistepScheduler",
+)
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MIN_CONTEXT_PX = 4  # context added on every side of a mask box, on top of ``padding``
+
+
+class NonFiniteError(RuntimeError):
+    """NaN or inf appeared in the latents or the decoded crops (e.g. float16 overflow)."""
+
+
+def scheduler_class(name: str) -> type[SchedulerMixin]:
+    """The diffusers scheduler class called ``name`` (e.g. ``"DDIMScheduler"``); ConfigError if none."""
+    cls = getattr(diffusers, name, None) if name.endswith("Scheduler") else None
+    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
+        raise ConfigError(
+            f"unknown scheduler {name!r}: use a diffusers scheduler class name, "
+            f"e.g. {', '.join(SCHEDULER_EXAMPLES)}"
+        )
+    return cls
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; any other torch device string as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``"auto"`` -> float16 on CUDA, float32 elsewhere; else one of ``DTYPES``."""
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}: use 'auto', {', '.join(repr(d) for d in DTYPES)}")
+    return DTYPES[dtype]
+
+
+def region_seed(seed: int, *, track_id: int | None = None, frame_index: int = 0, region: int = 0) -> int:
+    """The noise seed of one region: from (seed, track id) when tracked, so a tracked object keeps its noise
+    (and so its generated identity) across frames; else from (seed, frame index, region index)."""
+    key = (
+        f"{seed}/track/{track_id}" if track_id is not None else f"{seed}/frame/{frame_index}/region/{region}"
+    )
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1
+
+
+@dataclass(frozen=True)
+class CropWindow:
+    """A crop in frame pixels: rows ``y0:y1``, columns ``x0:x1`` (exclusive ends)."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @classmethod
+    def around(cls, box_xyxy: Sequence[float], height: int, width: int, padding: float) -> CropWindow:
+        """A square window around ``box_xyxy`` (side: the box's longer side times ``1 + 2 * padding``, plus
+        ``MIN_CONTEXT_PX`` on each side), shifted to lie inside the ``height`` x ``width`` frame; it is cut
+        to the frame (and so no longer square) only where the frame is smaller than the side."""
+        x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+        side = round(max(x1 - x0, y1 - y0) * (1 + 2 * padding)) + 2 * MIN_CONTEXT_PX
+        win_w, win_h = min(side, width), min(side, height)
+        left = min(max(round((x0 + x1 - win_w) / 2), 0), width - win_w)
+        top = min(max(round((y0 + y1 - win_h) / 2), 0), height - win_h)
+        return cls(left, top, left + win_w, top + win_h)
+
+
+@dataclass(frozen=True)
+class _Region:
+    """One region to fill: frame ``b`` of the batch, region ``index`` of its Detections."""
+
+    b: int
+    index: int
+    frame_index: int
+    class_name: str
+    window: CropWindow
+    seed: int
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of float (B, C, h, w) to ``size`` (antialiased when shrinking)."""
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def _to(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """``model`` in eval mode on ``device``, cast to ``dtype`` only if it is not already (diffusers warns on
+    every cast)."""
+    model = model.to(device).eval()
+    return model if model.dtype == dtype else model.to(dtype=dtype)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:200]
+
+
+class LatentInpainter(Inpainter):
+    """Stable Diffusion 1.5 latent inpainting of every region, one crop per region.
+
+    Args:
+        components: vae, unet (9 input channels: inpainting U-Net; 4: plain SD-1.5) and scheduler; they are
+            moved to ``device``/``dtype`` here, once (in place, as ``DiffusionPipeline.to`` does).
+        prompt_embeds: CLIP embeddings of the class prompts; D must equal the U-Net's cross-attention dim.
+        steps: denoising steps (>= 1) before ``strength`` is applied, as diffusers' ``num_inference_steps``.
+        guidance_scale: classifier-free guidance weight (>= 0); guidance is skipped when <= 1.
+        strength: in (0, 1]; 1 starts from pure noise, less keeps some of the original region.
+        scheduler: diffusers scheduler class name to use instead of ``components.scheduler``, built with
+            ``from_config`` from its config (``"DPMSolverMultistepScheduler"``, ``"LCMScheduler"``...).
+        resolution: side in pixels of the model-resolution crops (multiple of 8).
+        padding: context around each mask box, as a fraction of the box's longer side (>= 0).
+        max_batch: crops denoised together (>= 1); crops of all frames of a call are mixed.
+        seed: base seed; each region's noise comes from its own generator seeded by :func:`region_seed`.
+        device: ``"auto"`` (cuda when available), ``"cpu"``, ``"cuda"``...
+        dtype: ``"auto"`` (float16 on CUDA, float32 on CPU), ``"float32"``, ``"float16"``, ``"bfloat16"``.
+        fallback: fills regions the model could not fill; default ``BlurInpainter``.
+    """
+
+    name = "diffusion"
+
+    def __init__(
+        self,
+        components: SDComponents,
+        prompt_embeds: PromptEmbeds,
+        *,
+        steps: int = 20,
+        guidance_scale: float = 7.5,
+        strength: float = 1.0,
+        scheduler: str | None = None,
+        resolution: int = 512,
+        padding: float = 0.25,
+        max_batch: int = 8,
+        seed: int = 0,
+        device: str = "auto",
+        dtype: str = "auto",
+        fallback: Inpainter | None = None,
+    ) -> None:
+        self._check_settings(steps, guidance_scale, strength, resolution, padding, max_batch)
+        self._device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self._device)
+        self.steps, self.guidance_scale, self.strength = steps, float(guidance_scale), float(strength)
+        self.resolution, self.padding, self.max_batch, self.seed = resolution, float(padding), max_batch, seed
+        self.fallback = fallback
+        self.vae_scale_factor = 2 ** (len(components.vae.config.block_out_channels) - 1)
+        self._check_model(components.unet, prompt_embeds)
+        base_scheduler = components.scheduler
+        scheduler_cls = type(base_scheduler) if scheduler is None else scheduler_class(scheduler)
+
+        self.vae = _to(components.vae, self._device, self.dtype)
+        self.unet = _to(components.unet, self._device, self.dtype)
+        self.scheduler = scheduler_cls.from_config(base_scheduler.config)  # own copy: schedulers keep state
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.prompt_embeds = prompt_embeds.to(self._device, self.dtype)
+        self.timings: dict[str, float] = {}
+
+    @staticmethod
+    def _check_settings(
+        steps: int, guidance_scale: float, strength: float, resolution: int, padding: float, max_batch: int
+    ) -> None:
+        if not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"steps must be an integer >= 1, got {steps!r}: set inpainter.steps to e.g. 20")
+        if guidance_scale < 0:
+            raise ConfigError(
+                f"guidance_scale must be >= 0, got {guidance_scale}: use e.g. 7.5 (<= 1 disables it)"
+            )
+        if not 0 < strength <= 1:
+            raise ConfigError(f"strength must be in (0, 1], got {strength}: use 1.0 to repaint regions fully")
+        if int(steps * strength) < 1:
+            raise ConfigError(
+                f"steps * strength = {steps * strength:g} leaves no denoising step: raise steps or strength"
+            )
+        if not isinstance(resolution, int) or resolution < 8 or resolution % 8:
+            raise ConfigError(
+                f"resolution must be a positive multiple of 8, got {resolution!r}: use e.g. 512"
+            )
+        if padding < 0:
+            raise ConfigError(f"padding must be >= 0, got {padding}: use e.g. 0.25 (a quarter of the box)")
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigError(
+                f"max_batch must be an integer >= 1, got {max_batch!r}: use e.g. 8 (lower on OOM)"
+            )
+
+    def _check_model(self, unet: torch.nn.Module, prompt_embeds: PromptEmbeds) -> None:
+        in_channels = unet.config.in_channels
+        if in_channels not in (4, 9):
+            raise ConfigError(
+                f"the U-Net has {in_channels} input channels: use an SD-1.5 inpainting U-Net (9) "
+                "or a plain SD-1.5 U-Net (4)"
+            )
+        multiple = self.vae_scale_factor * 2 ** (len(unet.config.block_out_channels) - 1)
+        if self.resolution % multiple:
+            raise ConfigError(
+                f"resolution {self.resolution} does not fit the VAE and U-Net downsampling: use a "
+                f"multiple of {multiple} (e.g. 512)"
+            )
+        dim = prompt_embeds.uncond.shape[-1]
+        if dim != unet.config.cross_attention_dim:
+            raise ConfigError(
+                f"prompt embeddings have width {dim} but the U-Net expects "
+                f"{unet.config.cross_attention_dim}: encode the prompts with this model's "
+                "text encoder"
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self.guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
+
+    @contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        """Add the seconds spent in the block to ``timings[name]`` (CUDA work waited for)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._device.type == "cuda":
+                torch.cuda.synchronize(self._device)
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    # ------------------------------------------------------------------------------------------ frames
+
+    @torch.no_grad()
+    def __call__(self, batch: InpaintBatch) -> InpaintOutput:
+        """Fill every region of ``batch``; returns the frames (uint8 (B, 3, H, W)) with each region's fill
+        mask repainted and every other pixel unchanged."""
+        # 1. Check inputs and list the regions to fill
+        images = batch.images.to(self._device)
+        batch = InpaintBatch(
+            images, [d.to(self._device) for d in batch.detections], list(batch.frame_indices)
+        )
+        regions = self._list_regions(batch, height=images.shape[2], width=images.shape[3])
+        output = images.clone()
+        failures: list[tuple[_Region, str]] = []
+
+        for chunk in _chunks(regions, self.max_batch):
+            # 2. Prepare crops at model resolution
+            with self._timed("crop"):
+                crops, crop_masks = self._prepare_crops(images, batch.detections, chunk)
+            # 3. Inpaint them (retried one by one on failure)
+            fills = self._inpaint_fail_closed(chunk, crops, crop_masks)
+            # 4. Paste each fill back under its region's fill mask
+            with self._timed("paste"):
+                for region, fill in zip(chunk, fills):
+                    if isinstance(fill, str):
+                        failures.append((region, fill))
+                    else:
+                        self._paste(output, batch.detections, region, fill)
+
+        # 5. Fill what failed with the fallback
+        with self._timed("fallback"):
+            fallbacks = self._fill_failures(output, images, batch, failures)
+        return InpaintOutput(images=output, fallbacks=fallbacks)
+
+    def _list_regions(self, batch: InpaintBatch, height: int, width: int) -> list[_Region]:
+        """Every non-empty fill mask of every frame, with its crop window and noise seed."""
+        regions = []
+        for b, (dets, frame_index) in enumerate(zip(batch.detections, batch.frame_indices)):
+            if len(dets) and (dets.height, dets.width) != (height, width):
+                raise ValueError(
+                    f"frame {frame_index}: masks are {dets.height}x{dets.width} but the frame is "
+                    f"{height}x{width}"
+                )
+            boxes = masks_to_boxes(dets.masks).tolist()
+            names = dets.class_names
+            for i, box in enumerate(boxes):
+                if box[2] <= box[0]:
+                    continue  # empty mask: nothing to fill
+                track_id = None if dets.track_ids is None else int(dets.track_ids[i])
+                seed = region_seed(self.seed, track_id=track_id, frame_index=frame_index, region=i)
+                window = CropWindow.around(box, height, width, self.padding)
+                regions.append(_Region(b, i, frame_index, names[i], window, seed))
+        return regions
+
+    def _prepare_crops(
+        self, images: torch.Tensor, detections: list[Detections], regions: list[_Region]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crops float32 (R, 3, res, res) in [-1, 1] and their fill masks float32 (R, 1, res, res) in {0, 1}.
+
+        A mask covers every model pixel its region touches, rounded out to whole latent cells, so that the
+        mask at latent resolution (nearest-neighbour, as diffusers does) still covers the whole region.
+        """
+        size = (self.resolution, self.resolution)
+        crops, masks = [], []
+        for r in regions:
+            w = r.window
+            crop = images[r.b, :, w.y0 : w.y1, w.x0 : w.x1].float() / 127.5 - 1
+            mask = detections[r.b].masks[r.index, w.y0 : w.y1, w.x0 : w.x1].float()
+            crops.append(_resize(crop[None], size))
+            masks.append(_resize(mask[None, None], size) > 0)
+        f = self.vae_scale_factor
+        masks = F.interpolate(F.max_pool2d(torch.cat(masks).float(), f), scale_factor=f, mode="nearest")
+        return torch.cat(crops), masks
+
+    def _inpaint_fail_closed(
+        self, regions: list[_Region], crops: torch.Tensor, masks: torch.Tensor
+    ) -> list[torch.Tensor | str]:
+        """Per region: its fill float (3, res, res) in [0, 1], or the one-line reason it failed."""
+        try:
+            return list(self._inpaint_regions(regions, crops, masks))
+        except Exception as err:  # noqa: BLE001 - privacy fails closed, whatever went wrong
+            reason = self._recover(err)
+            if len(regions) == 1:
+                return [reason]
+            logger.warning("%d crops failed together (%s); retrying one at a time", len(regions), reason)
+        fills: list[torch.Tensor | str] = []
+        for i in range(len(regions)):
+            try:
+                fills.append(self._inpaint_regions(regions[i : i + 1], crops[i : i + 1], masks[i : i + 1])[0])
+            except Exception as err:  # noqa: BLE001
+                fills.append(self._recover(err))
+        return fills
+
+    def _recover(self, err: Exception) -> str:
+        """Free what a failed attempt left on the GPU; return the failure as one line."""
+        logger.debug("inpainting failed", exc_info=err)
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+        return _one_line(err)
+
+    def _inpaint_regions(
+        self, regions: list[_Region], crops: torch.Tensor, masks: torch.Tensor
+    ) -> torch.Tensor:
+        cond = torch.stack([self.prompt_embeds.for_class(r.class_name) for r in regions])
+        generators = [torch.Generator("cpu").manual_seed(r.seed) for r in regions]
+        return self.inpaint_crops(crops, masks, cond, generators)
+
+    def _paste(
+        self, output: torch.Tensor, detections: list[Detections], region: _Region, fill: torch.Tensor
+    ) -> None:
+        """Resize ``fill`` (3, res, res) in [0, 1] to the region's window and write it into ``output`` (uint8)
+        under the region's fill mask only."""
+        w = region.window
+        fill = _resize(fill[None].float(), (w.y1 - w.y0, w.x1 - w.x0))[0]
+        fill = (fill * 255).round().clamp(0, 255).to(torch.uint8)
+        mask = detections[region.b].masks[region.index, w.y0 : w.y1, w.x0 : w.x1]
+        view = output[region.b, :, w.y0 : w.y1, w.x0 : w.x1]
+        view.copy_(torch.where(mask, fill, view))
+
+    def _fill_failures(
+        self,
+        output: torch.Tensor,
+        images: torch.Tensor,
+        batch: InpaintBatch,
+        failures: list[tuple[_Region, str]],
+    ) -> list[Fallback]:
+        """Fill each failed region with the fallback inpainter (solid black if it fails too)."""
+        if not failures:
+            return []
+        frames = sorted({r.b for r, _ in failures})
+        sub_batch = InpaintBatch(
+            images=images[frames],
+            detections=[batch.detections[b][[r.index for r, _ in failures if r.b == b]] for b in frames],
+            frame_indices=[batch.frame_indices[b] for b in frames],
+        )
+        try:
+            fallback = self._fallback_inpainter()
+            filled, used = fallback(sub_batch).images.to(self._device), fallback.name
+        except Exception as err:  # noqa: BLE001 - the last resort below cannot fail
+            logger.warning("fallback failed (%s); regions painted solid black", _one_line(err))
+            filled, used = torch.zeros_like(sub_batch.images), "solid"
+        reports = []
+        for region, reason in failures:
+            mask = batch.detections[region.b].masks[region.index]
+            output[region.b][:, mask] = filled[frames.index(region.b)][:, mask]
+            logger.warning(
+                "frame %d region %d (%s): %s; filled by %s",
+                region.frame_index,
+                region.index,
+                region.class_name,
+                reason,
+                used,
+            )
+            reports.append(Fallback(region.frame_index, region.index, region.class_name, used, reason))
+        return reports
+
+    def _fallback_inpainter(self) -> Inpainter:
+        if self.fallback is None:
+            from inpaint_anon.inpaint.fast import BlurInpainter
+
+            self.fallback = BlurInpainter(device=str(self._device))
+        return self.fallback
+
+    # ------------------------------------------------------------------------------------------- crops
+
+    @torch.no_grad()
+    def inpaint_crops(
+        self, images: torch.Tensor, masks: torch.Tensor, cond: torch.Tensor, generators: list[torch.Generator]
+    ) -> torch.Tensor:
+        """Inpaint model-resolution crops, as ``StableDiffusionInpaintPipeline`` does with the same inputs.
+
+        Args:
+            images: float (B, 3, h, w) in [-1, 1]; h and w multiples of the latent downsampling.
+            masks: float (B, 1, h, w) in {0, 1}; 1 = repaint.
+            cond: float (B, 77, D), each crop's prompt embedding (``uncond`` comes from ``prompt_embeds``).
+            generators: B CPU ``torch.Generator``, one per crop; all of a crop's noise comes from its own.
+
+        Returns:
+            float32 (B, 3, h, w) in [0, 1], the decoded crops.
+
+        Raises:
+            NonFiniteError: NaN/inf in the latents or decoded crops.
+        """
+        # 1. Check inputs
+        b, _, h, w = images.shape
+        if masks.shape != (b, 1, h, w) or cond.shape[0] != b or len(generators) != b:
+            raise ValueError(
+                f"inpaint_crops: images {tuple(images.shape)}, masks {tuple(masks.shape)}, cond "
+                f"{tuple(cond.shape)} and {len(generators)} generators disagree"
+            )
+        device, dtype, f = self._device, self.dtype, self.vae_scale_factor
+        nine_channels = self.unet.config.in_channels == 9
+        is_strength_max = self.strength == 1.0
+
+        # 2. Prompt embeddings ([uncond, cond] for classifier-free guidance, as diffusers)
+        prompt_embeds = cond.to(device=device, dtype=dtype)
+        if self.do_classifier_free_guidance:
+            prompt_embeds = torch.cat([self.prompt_embeds.uncond.expand(b, -1, -1), prompt_embeds])
+        timestep_cond = self._timestep_cond(b)
+
+        # 3. Timesteps (shortened by strength)
+        retrieve_timesteps(self.scheduler, self.steps, device)
+        timesteps, _ = StableDiffusionInpaintPipeline.get_timesteps(self, self.steps, self.strength, device)
+        latent_timestep = timesteps[:1].repeat(b)
+
+        # 4. Latents: noise, or the image latents noised to the first timestep when strength < 1
+        images = images.to(device=device, dtype=torch.float32)
+        image_latents = None
+        if not nine_channels or not is_strength_max:
+            with self._timed("vae_encode"):
+                image_latents = self._encode(images, generators)
+        latent_shape = (b, self.vae.config.latent_channels, h // f, w // f)
+        noise = randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
+        if is_strength_max:
+            latents = noise * self.scheduler.init_noise_sigma
+        else:
+            latents = self.scheduler.add_noise(image_latents, noise, latent_timestep)
+
+        # 5. Mask latents
+        mask = F.interpolate(masks.to(device=device, dtype=torch.float32), size=(h // f, w // f))
+        mask = mask.to(dtype=dtype)
+        masked_image = images * (masks.to(device) < 0.5)
+        masked_image_latents = None
+        if nine_channels:
+            with self._timed("vae_encode"):
+                masked_image_latents = self._encode(masked_image, generators)
+        else:
+            # diffusers encodes the masked image for a 4-channel U-Net too (and discards it): draw the same
+            # numbers so that the schedulers that draw noise in step() stay in line with it
+            randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
+
+        # 6. Denoise
+        extra_step_kwargs = StableDiffusionInpaintPipeline.prepare_extra_step_kwargs(self, generators, 0.0)
+        with self._timed("unet"):
+            for i, t in enumerate(timesteps):
+                noise_pred = self._predict_noise(
+                    latents, t, prompt_embeds, timestep_cond, mask, masked_image_latents
+                )
+                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+                if not nine_channels:
+                    known = image_latents
+                    if i < len(timesteps) - 1:
+                        known = self.scheduler.add_noise(image_latents, noise, timesteps[i + 1 : i + 2])
+                    latents = (1 - mask) * known + mask * latents
+        if not torch.isfinite(latents).all():
+            raise NonFiniteError("NaN/inf in latents after denoising")
+
+        # 7. Decode
+        with self._timed("vae_decode"):
+            decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+        if not torch.isfinite(decoded).all():
+            raise NonFiniteError("NaN/inf in decoded crop")
+        return self.image_processor.postprocess(decoded, output_type="pt").float()
+
+    def _encode(self, images: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        """Scaled VAE latents of ``images`` (B, 3, h, w) in [-1, 1], each sampled with its own generator."""
+        images = images.to(device=self._device, dtype=self.dtype)
+        return self.vae.config.scaling_factor * retrieve_latents(
+            self.vae.encode(images), generator=generators
+        )
+
+    def _timestep_cond(self, batch_size: int) -> torch.Tensor | None:
+        """Guidance-scale embedding for U-Nets distilled with it (LCM), as diffusers; else None."""
+        dim = self.unet.config.time_cond_proj_dim
+        if dim is None:
+            return None
+        w = torch.tensor(self.guidance_scale - 1).repeat(batch_size)
+        embedding = StableDiffusionInpaintPipeline.get_guidance_scale_embedding(self, w, embedding_dim=dim)
+        return embedding.to(device=self._device, dtype=self.dtype)
+
+    def _predict_noise(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        timestep_cond: torch.Tensor | None,
+        mask: torch.Tensor,
+        masked_image_latents: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """One guided U-Net noise prediction (B, 4, h/f, w/f)."""
+        copies = 2 if self.do_classifier_free_guidance else 1
+        model_input = self.scheduler.scale_model_input(torch.cat([latents] * copies), t)
+        if masked_image_latents is not None:
+            model_input = torch.cat(
+                [model_input, torch.cat([mask] * copies), torch.cat([masked_image_latents] * copies)], dim=1
+            )
+        noise_pred = self.unet(
+            model_input,
+            t,
+            encoder_hidden_states=prompt_embeds,
+            timestep_cond=timestep_cond,
+            return_dict=False,
+        )[0]
+        if copies == 2:
+            noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+            noise_pred = noise_pred_uncond + self.guidance_scale * (noise_pred_text - noise_pred_uncond)
+        return noise_pred
