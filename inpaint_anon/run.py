@@ -140,9 +140,15 @@ def _instantiate(group: str, node: DictConfig) -> Any:
             cause = cause.__cause__ or cause.__context__
         if cause is None:
             raise
-        raise type(cause)(f"{group}: {cause}") from err
+        raise _prefixed(cause, group) from err
     except ConfigError as err:
-        raise ConfigError(f"{group}: {err}") from err
+        raise _prefixed(err, group) from err
+
+
+def _prefixed(err: InpaintAnonError, group: str) -> InpaintAnonError:
+    """The same error, its message starting with the config group unless it already names it."""
+    message = str(err)
+    return type(err)(message if message.startswith(f"{group}.") else f"{group}: {message}")
 
 
 def _plain(node: DictConfig) -> dict[str, Any]:

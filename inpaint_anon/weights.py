@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
+from inpaint_anon.device import resolve_device, resolve_dtype
 from inpaint_anon.errors import ConfigError, InpaintAnonError, WeightsError
-from inpaint_anon.inpaint.diffusion import resolve_device, resolve_dtype, scheduler_class
+from inpaint_anon.inpaint.diffusion import scheduler_class
 from inpaint_anon.tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
 from inpaint_anon.types import SDComponents
 
@@ -100,8 +101,6 @@ def load_sd_components(
     """
     ref = _check_ref(ref)
     torch_device = resolve_device(device)
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for CUDA but no CUDA GPU is available: use device='cpu'")
     torch_dtype = resolve_dtype(dtype, torch_device)
     variant_name = _resolve_variant(variant, torch_dtype)
     swap_to = scheduler_class(scheduler) if scheduler is not None else None  # fail before loading gigabytes

@@ -385,9 +385,6 @@ def test_empty_class_list() -> None:
         ({"batch_size": 0}, "batch_size"),
         ({"batch_size": True}, "batch_size"),
         ({"max_det": 0}, "max_det"),
-        ({"device": "gpu"}, "device"),
-        ({"device": "cuda:x"}, "device"),
-        ({"device": None}, "device"),
         ({"weights": ""}, "weights"),
         ({"weights": None}, "weights"),
     ],
@@ -395,29 +392,6 @@ def test_empty_class_list() -> None:
 def test_bad_arguments(kwargs: dict, name: str) -> None:
     with pytest.raises(ConfigError, match=f"detector.{name}="):
         YoloSegDetector(**{"weights": "yolov8n-seg.yaml", **kwargs})
-
-
-def test_cuda_requested_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for device in ("cuda", "cuda:1"):
-        with pytest.raises(ConfigError, match=r"no CUDA device.*detector\.device=cpu"):
-            YoloSegDetector("yolov8n-seg.yaml", device=device)
-    assert yolo_seg.resolve_device("auto") == "cpu"
-
-
-def test_cuda_index_out_of_range(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert yolo_seg.resolve_device("auto") == "cuda:0"
-    assert yolo_seg.resolve_device("cuda") == "cuda:0"
-    with pytest.raises(ConfigError, match="only 1 CUDA device"):
-        yolo_seg.resolve_device("cuda:3")
-
-
-def test_mps_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match="MPS is not available"):
-        yolo_seg.resolve_device("mps")
 
 
 def test_half_is_ignored_on_cpu() -> None:

@@ -8,7 +8,8 @@ from diffusers import UNet2DConditionModel
 
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import InpaintBatch, Inpainter, InpaintOutput
-from inpaint_anon.inpaint.diffusion import CropWindow, LatentInpainter, region_seed, resolve_dtype
+from inpaint_anon.device import resolve_dtype
+from inpaint_anon.inpaint.diffusion import CropWindow, LatentInpainter, region_seed
 from inpaint_anon.inpaint.tiny import tiny_components
 from inpaint_anon.types import Detections, PromptEmbeds, SDComponents
 
@@ -269,7 +270,8 @@ def test_a_region_that_keeps_failing_is_filled_by_the_fallback(components, promp
     for b, dets in enumerate(batch.detections):
         person, car_mask = dets.masks
         assert (out.images[b][:, car_mask] == 128).all()
-        assert torch.equal(out.images[b][:, person], expected[b][:, person])
+        # regenerated alone after its chunk failed: equal to the batched result within 1 (batching parity)
+        assert (out.images[b][:, person].int() - expected[b][:, person].int()).abs().max() <= 1
     outside = ~fill_masks(batch)
     assert torch.equal(out.images.permute(0, 2, 3, 1)[outside], batch.images.permute(0, 2, 3, 1)[outside])
 

@@ -24,7 +24,7 @@ from inpaint_anon.inpaint import (
     SolidInpainter,
     make_inpainter,
 )
-from inpaint_anon.inpaint.fast import FALLBACK_RGB, resolve_device
+from inpaint_anon.inpaint.fast import FALLBACK_RGB
 from inpaint_anon.scramble import key_bytes, key_fingerprint, new_key, scramble, unscramble
 from inpaint_anon.types import Detections
 
@@ -81,16 +81,6 @@ def laplacian_variance(image: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 # --- device --------------------------------------------------------------------------------------------
-
-
-def test_resolve_device():
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
-    with pytest.raises(ConfigError, match="'gpu0' is not a torch device"):
-        resolve_device("gpu0")
-    with pytest.raises(ConfigError, match="not a torch device"):
-        BlurInpainter(device="nonsense")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

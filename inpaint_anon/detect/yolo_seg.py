@@ -21,7 +21,6 @@ Such a yaml build, like a third-party ONNX export without metadata, has placehol
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,48 +32,15 @@ from ultralytics.cfg import DEFAULT_CFG_DICT
 from ultralytics.engine.results import Results
 from ultralytics.utils import ROOT, SETTINGS, downloads, env_bool
 
+from inpaint_anon.device import resolve_device
 from inpaint_anon.errors import ConfigError, InputError, WeightsError
 from inpaint_anon.types import Detections
 
 DEFAULT_CLASSES: tuple[str, ...] = ("person", "bicycle", "car", "motorcycle", "bus", "truck")
 SUPPORTED_TASKS: tuple[str, ...] = ("segment", "detect")
 ASSETS_RELEASES_URL = "https://github.com/ultralytics/assets/releases"
-_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _CONFIG_SUFFIXES = (".yaml", ".yml")
 _NAMES_SHOWN = 20
-
-
-def resolve_device(device: str) -> str:
-    """Turn ``device`` ("auto", "cpu", "cuda", "cuda:N", "mps") into the torch device string to run on.
-
-    "auto" is "cuda:0" when torch sees a CUDA device, else "cpu"; "cuda" means "cuda:0".
-    Raises ConfigError for a malformed string or a device this machine does not have.
-    """
-    if not isinstance(device, str) or not _DEVICE_PATTERN.fullmatch(device):
-        raise ConfigError(
-            f"detector.device={device!r} is not a device; use one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"
-        )
-    if device == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"detector.device={device} but torch sees no CUDA device here; use detector.device=cpu "
-                "(or auto)"
-            )
-        index = int(device.partition(":")[2] or 0)
-        count = torch.cuda.device_count()
-        if index >= count:
-            raise ConfigError(
-                f"detector.device={device} but torch sees only {count} CUDA device(s); "
-                f"use cuda:0..cuda:{count - 1}, auto or cpu"
-            )
-        return f"cuda:{index}"
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(
-            "detector.device=mps but MPS is not available here; use detector.device=cpu (or auto)"
-        )
-    return device
 
 
 def _check_number(name: str, value: object, low: float, high: float | None, integer: bool) -> None:
@@ -319,7 +285,7 @@ class YoloSegDetector:
                 f"detector.weights={weights!r} is not a model; use e.g. yolov8n-seg.pt or a path"
             )
         self.weights = str(weights)
-        self.device = resolve_device(device)
+        self.device = str(resolve_device(device))
         self.half = bool(half) and self.device.startswith("cuda")
         self.batch_size = batch_size
         self.model = load_yolo(self.weights)

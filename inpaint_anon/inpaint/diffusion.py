@@ -34,6 +34,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint impo
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
+from inpaint_anon.device import resolve_device, resolve_dtype
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.types import Detections, PromptEmbeds, SDComponents, masks_to_boxes
@@ -49,7 +50,6 @@ SCHEDULER_EXAMPLES = (
     "PNDMScheduler",
     "UniPCMultistepScheduler",
 )
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MIN_CONTEXT_PX = 4  # context added on every side of a mask box, on top of ``padding``
 
 
@@ -66,25 +66,6 @@ def scheduler_class(name: str) -> type[SchedulerMixin]:
             f"e.g. {', '.join(SCHEDULER_EXAMPLES)}"
         )
     return cls
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; any other torch device string as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ConfigError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``"auto"`` -> float16 on CUDA, float32 elsewhere; else one of ``DTYPES``."""
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}: use 'auto', {', '.join(repr(d) for d in DTYPES)}")
-    return DTYPES[dtype]
 
 
 def region_seed(seed: int, *, track_id: int | None = None, frame_index: int = 0, region: int = 0) -> int:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from inpaint_anon.composite import check_float, check_int
+from inpaint_anon.device import resolve_device
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.scramble import key_bytes, key_fingerprint, scramble_chw
@@ -44,22 +45,6 @@ BLUR_SIGMA_PER_SIDE = 0.15
 BLUR_MIN_SIGMA = 1.0  # pixels
 # Canonical-crop pixels per blur sigma along a region's shorter side (sets the crop size from the strength).
 _BLUR_CROP_PER_SIGMA = 2.5
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """The torch device for ``device``: "auto" = cuda if available else cpu; else "cpu", "cuda", "cuda:1"...
-
-    Raises ConfigError for a name torch does not know, or for CUDA when no CUDA GPU is visible.
-    """
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device={device!r} is not a torch device; use 'auto', 'cpu' or 'cuda'") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} but no CUDA GPU is visible; use device='auto' or 'cpu'")
-    return resolved
 
 
 @dataclass
