@@ -163,6 +163,7 @@ class AnonymizePipeline:
         """
         started = time.perf_counter()
         timings = _Timings()
+        inpainter_before = dict(getattr(self.inpainter, "timings", {}))
         events: list[dict[str, Any]] = []
         stop = threading.Event()
         decoded, detected, anonymized = (_Channel(stop, self.queue_size) for _ in range(3))
@@ -230,6 +231,8 @@ class AnonymizePipeline:
             if getattr(writer, "padded_size", None):
                 events.append({"event": "padded", "to_size": list(writer.padded_size),
                                "reason": "yuv420p needs even width and height"})
+        for step, seconds in getattr(self.inpainter, "timings", {}).items():
+            timings[f"inpaint.{step}"] = seconds - inpainter_before.get(step, 0.0)
         return RunResult(
             out_path=Path(output),
             meta=meta,

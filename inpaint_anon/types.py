@@ -197,7 +197,9 @@ class Detections:
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight xyxy boxes (float32 (N, 4), exclusive right/bottom edge) of bool masks (N, H, W); empty masks give zeros."""
+    """Tight xyxy boxes, float32 (N, 4) with exclusive right/bottom edges, of bool masks (N, H, W).
+
+    Empty masks give all-zero boxes."""
     n = masks.shape[0]
     boxes = torch.zeros((n, 4), dtype=torch.float32, device=masks.device)
     if n == 0:

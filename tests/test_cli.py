@@ -55,6 +55,19 @@ def test_street_blur_end_to_end(workdir: Path) -> None:
     assert set(record["timings"]) >= {"decode", "detect", "encode"}
 
 
+def test_street_generative_tiny_end_to_end(workdir: Path) -> None:
+    """The generative engine end to end on CPU: tiny random SD-1.5 components (output is noise, by design)."""
+    out = workdir / "anon_tiny.mp4"
+    proc = run_cli("+experiment=street", "input=street.mp4", f"output={out}", "inpainter=tiny", *TINY_DETECTOR,
+                   "video.preset=ultrafast", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    assert "noise" in (proc.stdout + proc.stderr).lower(), "the tiny model must warn that its output is noise"
+    record = json.loads((workdir / "run" / "run.json").read_text())
+    assert record["inpainter"] == "diffusion" and record["frames_out"] == 8
+    assert {"inpaint.vae_encode", "inpaint.unet", "inpaint.vae_decode"} <= set(record["timings"])
+
+
 def test_scramble_key_is_generated_saved_and_never_logged(workdir: Path) -> None:
     out = workdir / "scrambled.mp4"
     proc = run_cli("input=street.mp4", f"output={out}", "inpainter=scramble", *TINY_DETECTOR,
@@ -78,9 +91,11 @@ def test_scramble_key_is_generated_saved_and_never_logged(workdir: Path) -> None
         (["input=street.mp4", "output=street.mp4"], ["input"]),
         (["input=street.mp4", "detector.weights=yolov8x-seg-not-cached.pt"], ["yolov8x-seg-not-cached.pt"]),
         (["input=street.mp4", "inpainter.nonexistent_key=1"], ["nonexistent_key"]),
+        (["+experiment=street", "input=street.mp4"], ["stable-diffusion-v1-5/stable-diffusion-inpainting"]),
+        (["input=street.mp4", "inpainter=tiny", "inpainter.steps=0"], ["steps"]),
     ],
     ids=["missing-input", "no-input", "unknown-inpainter", "unknown-class", "bad-conf", "bad-crf",
-         "bad-strength", "output-is-input", "missing-weights", "unknown-key"],
+         "bad-strength", "output-is-input", "missing-weights", "unknown-key", "sd-weights-offline", "bad-steps"],
 )
 def test_user_errors(workdir: Path, args: list[str], needles: list[str]) -> None:
     before = sorted(p.name for p in workdir.iterdir())

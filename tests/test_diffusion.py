@@ -6,9 +6,9 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
+from inpaint_anon.device import resolve_dtype
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import InpaintBatch, Inpainter, InpaintOutput
-from inpaint_anon.device import resolve_dtype
 from inpaint_anon.inpaint.diffusion import CropWindow, LatentInpainter, region_seed
 from inpaint_anon.inpaint.tiny import tiny_components
 from inpaint_anon.types import Detections, PromptEmbeds, SDComponents
@@ -430,3 +430,29 @@ def test_tiny_components_depend_on_the_seed_alone():
 def test_tiny_components_reject_bad_values(kwargs, words):
     with pytest.raises(ConfigError, match=words):
         tiny_components(**kwargs)
+
+
+def test_the_model_never_sees_another_regions_original_pixels(components, prompt_embeds, monkeypatch):
+    """Each crop's model mask covers every region in the crop, not only its own (privacy); only its own is pasted."""
+    batch = make_batch(n_frames=1)
+    inpainter = make_inpainter(components, prompt_embeds, padding=2.0)  # crops wide enough to hold both regions
+    seen: list[torch.Tensor] = []
+    original = LatentInpainter.inpaint_crops
+
+    def record(self, images, masks, cond, generators):
+        seen.append(masks.clone())
+        return original(self, images, masks, cond, generators)
+
+    monkeypatch.setattr(LatentInpainter, "inpaint_crops", record)
+    out = inpainter(batch)
+    masks = torch.cat(seen)
+    person_window = CropWindow.around(list(BOXES["person"]), H, W, 2.0)
+    car = batch.detections[0].masks[1]
+    assert car[person_window.y0 : person_window.y1, person_window.x0 : person_window.x1].any(), "test setup"
+    # the person's crop (model resolution) is masked wherever the car's pixels fall inside it
+    w = person_window
+    car_in_crop = car[w.y0 : w.y1, w.x0 : w.x1].float()[None, None]
+    car_at_model_res = torch.nn.functional.interpolate(car_in_crop, size=masks.shape[-2:], mode="nearest")[0, 0]
+    assert car_at_model_res.any() and (masks[0, 0][car_at_model_res > 0] == 1).all()
+    outside = ~fill_masks(batch)
+    assert torch.equal(out.images.permute(0, 2, 3, 1)[outside], batch.images.permute(0, 2, 3, 1)[outside])

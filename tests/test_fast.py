@@ -463,7 +463,7 @@ def test_scramble_inpainter_round_trips_through_the_compositor():
 
 
 def test_make_inpainter_builds_each_registered_inpainter():
-    assert set(INPAINTERS) == {"blur", "pixelate", "solid", "scramble"}
+    assert set(INPAINTERS) == {"blur", "pixelate", "solid", "scramble", "diffusion"}
     built = [
         make_inpainter("blur", strength=2.0, device="cpu"),
         make_inpainter("pixelate", blocks=4),
@@ -476,7 +476,7 @@ def test_make_inpainter_builds_each_registered_inpainter():
 
 
 def test_make_inpainter_rejects_unknown_names_and_options():
-    with pytest.raises(ConfigError, match="unknown inpainter 'gauss'; choose one of: blur, pixelate"):
+    with pytest.raises(ConfigError, match="unknown inpainter 'gauss'; choose one of: blur, diffusion, pixelate"):
         make_inpainter("gauss")
     with pytest.raises(ConfigError, match="'blur'.*options are: strength, device"):
         make_inpainter("blur", blocks=4)

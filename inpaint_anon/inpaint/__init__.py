@@ -11,8 +11,9 @@ from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, Inpaint
 from inpaint_anon.inpaint.fast import BlurInpainter, PixelateInpainter, ScrambleInpainter, SolidInpainter
 
 # name -> "module:class", imported only when asked for (so the generative engine's heavy imports, e.g.
-# diffusers, happen only when it is used). The generative engine adds its entry here.
+# diffusers, happen only when it is used).
 INPAINTERS: dict[str, str] = {
+    "diffusion": "inpaint_anon.inpaint.diffusion:LatentInpainter.from_pretrained",
     "blur": "inpaint_anon.inpaint.fast:BlurInpainter",
     "pixelate": "inpaint_anon.inpaint.fast:PixelateInpainter",
     "solid": "inpaint_anon.inpaint.fast:SolidInpainter",
@@ -34,7 +35,7 @@ __all__ = [
 
 
 def make_inpainter(name: str, **kwargs: Any) -> Inpainter:
-    """Build the inpainter registered as ``name`` ("blur", "pixelate", "solid", "scramble"...), given kwargs.
+    """Build the inpainter registered as ``name`` ("blur", "pixelate", "solid", "scramble", "diffusion"), given kwargs.
 
     Raises ConfigError for an unknown name (listing the choices) or an option the inpainter does not take
     (listing its options); bad option values raise the inpainter's own ConfigError.
@@ -42,8 +43,10 @@ def make_inpainter(name: str, **kwargs: Any) -> Inpainter:
     target = INPAINTERS.get(name)
     if target is None:
         raise ConfigError(f"unknown inpainter {name!r}; choose one of: {', '.join(sorted(INPAINTERS))}")
-    module_name, class_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    module_name, attribute = target.split(":")
+    cls = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        cls = getattr(cls, part)
     signature = inspect.signature(cls)
     try:
         signature.bind(**kwargs)

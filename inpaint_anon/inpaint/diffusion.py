@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import diffusers
 import torch
@@ -37,6 +38,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from inpaint_anon.device import resolve_device, resolve_dtype
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
+from inpaint_anon.inpaint.fallback import fail_closed_fill
 from inpaint_anon.types import Detections, PromptEmbeds, SDComponents, masks_to_boxes
 
 logger = logging.getLogger(__name__)
@@ -191,6 +193,43 @@ class LatentInpainter(Inpainter):
         self.prompt_embeds = prompt_embeds.to(self._device, self.dtype)
         self.timings: dict[str, float] = {}
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str = "stable-diffusion-v1-5/stable-diffusion-inpainting",
+        *,
+        prompts: Mapping[str, str] | None = None,
+        negative_prompt: str | None = None,
+        default_prompt: str | None = None,
+        variant: str | None = "auto",
+        allow_ckpt: bool = False,
+        device: str = "auto",
+        dtype: str = "auto",
+        **kwargs: Any,
+    ) -> LatentInpainter:
+        """Load a model and encode the class prompts once; the text encoder is then let go.
+
+        model: a hub id (the HF cache is used; offline and uncached fails at once, saying how to provide
+            it), a local diffusers folder, a single ``.safetensors`` file (``.ckpt`` with ``allow_ckpt``),
+            or ``"tiny"`` (tiny random components: smoke runs only, the output is noise).
+        prompts: class name -> prompt (default :data:`inpaint_anon.prompts.DEFAULT_PROMPTS`);
+            negative_prompt / default_prompt: None for the package defaults.
+        Other keyword arguments go to :class:`LatentInpainter`.
+        """
+        from inpaint_anon import prompts as defaults
+        from inpaint_anon.weights import load_sd_components
+
+        components = load_sd_components(model, device=device, dtype=dtype, variant=variant, allow_ckpt=allow_ckpt)
+        embeds = defaults.encode_prompts(
+            defaults.DEFAULT_PROMPTS if prompts is None else prompts,
+            defaults.DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt,
+            components.tokenizer,
+            components.text_encoder,
+            default_prompt=defaults.DEFAULT_PROMPT if default_prompt is None else default_prompt,
+        )
+        components = replace(components, text_encoder=None, tokenizer=None)
+        return cls(components, embeds, device=device, dtype=dtype, **kwargs)
+
     @staticmethod
     def _check_settings(
         steps: int, guidance_scale: float, strength: float, resolution: int, padding: float, max_batch: int
@@ -315,17 +354,22 @@ class LatentInpainter(Inpainter):
     def _prepare_crops(
         self, images: torch.Tensor, detections: list[Detections], regions: list[_Region]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crops float32 (R, 3, res, res) in [-1, 1] and their fill masks float32 (R, 1, res, res) in {0, 1}.
+        """Crops float32 (R, 3, res, res) in [-1, 1] and their masks float32 (R, 1, res, res) in {0, 1}.
+
+        A crop's mask is the union of *every* region's fill mask in its frame, not only its own: the model
+        never sees a neighbouring region's original pixels as context (only the crop's own region is pasted
+        back, so the extra masked pixels cost nothing but keep identities out of the model's input).
 
         A mask covers every model pixel its region touches, rounded out to whole latent cells, so that the
         mask at latent resolution (nearest-neighbour, as diffusers does) still covers the whole region.
         """
         size = (self.resolution, self.resolution)
+        known = {b: detections[b].union_mask() for b in {r.b for r in regions}}
         crops, masks = [], []
         for r in regions:
             w = r.window
             crop = images[r.b, :, w.y0 : w.y1, w.x0 : w.x1].float() / 127.5 - 1
-            mask = detections[r.b].masks[r.index, w.y0 : w.y1, w.x0 : w.x1].float()
+            mask = known[r.b][w.y0 : w.y1, w.x0 : w.x1].float()
             crops.append(_resize(crop[None], size))
             masks.append(_resize(mask[None, None], size) > 0)
         f = self.vae_scale_factor
@@ -393,12 +437,7 @@ class LatentInpainter(Inpainter):
             detections=[batch.detections[b][[r.index for r, _ in failures if r.b == b]] for b in frames],
             frame_indices=[batch.frame_indices[b] for b in frames],
         )
-        try:
-            fallback = self._fallback_inpainter()
-            filled, used = fallback(sub_batch).images.to(self._device), fallback.name
-        except Exception as err:  # noqa: BLE001 - the last resort below cannot fail
-            logger.warning("fallback failed (%s); regions painted solid black", _one_line(err))
-            filled, used = torch.zeros_like(sub_batch.images), "solid"
+        filled, used = fail_closed_fill(sub_batch, self.fallback)
         reports = []
         for region, reason in failures:
             mask = batch.detections[region.b].masks[region.index]
@@ -413,13 +452,6 @@ class LatentInpainter(Inpainter):
             )
             reports.append(Fallback(region.frame_index, region.index, region.class_name, used, reason))
         return reports
-
-    def _fallback_inpainter(self) -> Inpainter:
-        if self.fallback is None:
-            from inpaint_anon.inpaint.fast import BlurInpainter
-
-            self.fallback = BlurInpainter(device=str(self._device))
-        return self.fallback
 
     # ------------------------------------------------------------------------------------------- crops
 

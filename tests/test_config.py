@@ -1,0 +1,62 @@
+"""Every config composes, every component config instantiates, every experiment composes (Hydra compose API)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from inpaint_anon.composite import Compositor
+from inpaint_anon.inpaint.base import Inpainter
+from inpaint_anon.prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, DEFAULT_PROMPTS
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+KEY = "00112233445566778899aabbccddeeff"
+
+
+def compose_run(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="run", overrides=["input=x.mp4", *overrides], return_hydra_config=False)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_package_conf_is_the_checkout_conf() -> None:
+    """The configs the console script finds (inside the package) are the top-level conf/."""
+    packaged = Path(__file__).resolve().parents[1] / "inpaint_anon" / "conf"
+    assert packaged.resolve() == CONF.resolve()
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiments_compose(experiment: str) -> None:
+    cfg = compose_run(f"+experiment={experiment}")
+    assert OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("inpainter", [o for o in options("inpainter") if o != "diffusion"])
+def test_inpainters_instantiate(inpainter: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INPAINT_ANON_KEY", KEY)
+    cfg = compose_run(f"inpainter={inpainter}", "device=cpu")
+    built = instantiate(cfg.inpainter, _convert_="all")
+    assert isinstance(built, Inpainter)
+
+
+def test_compositor_instantiates() -> None:
+    assert isinstance(instantiate(compose_run().compositor, _convert_="all"), Compositor)
+
+
+def test_street_uses_the_diffusion_engine_and_cli_choice_wins() -> None:
+    assert compose_run("+experiment=street").inpainter.model.startswith("stable-diffusion-v1-5/")
+    assert compose_run("+experiment=street", "inpainter=blur").inpainter._target_.endswith("BlurInpainter")
+
+
+def test_prompt_config_mirrors_package_defaults() -> None:
+    prompts = OmegaConf.to_container(compose_run().prompts, resolve=True)
+    assert prompts["classes"] == dict(DEFAULT_PROMPTS)
+    assert prompts["negative"] == DEFAULT_NEGATIVE_PROMPT
+    assert prompts["default"] == DEFAULT_PROMPT
