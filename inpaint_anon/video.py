@@ -268,7 +268,9 @@ class _ImageSource:
                 rotation = _exif_rotation(image.getexif())
                 codec = (image.format or "").lower()
                 rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        # ImportError: once ultralytics is imported, its patched Image.open retries unknown files as HEIF
+        # and needs the optional pi-heif package
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as error:
             raise InputError(
                 f"cannot read {path} as an image: not an image, or truncated or corrupt ({error}); "
                 "check that it opens in an image viewer, or export it again"

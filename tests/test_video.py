@@ -255,6 +255,16 @@ def test_corrupt_and_truncated_images(tmp_path: Path) -> None:
         probe(cut(photo, tmp_path / "half.jpg"))
 
 
+def test_corrupt_image_after_ultralytics_import(tmp_path: Path) -> None:
+    """ultralytics patches PIL's Image.open (HEIF retry via the optional pi-heif); still one clean InputError."""
+    import ultralytics.utils.patches  # noqa: F401 - applies the patch, as the detector does in a real run
+
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image" * 100)
+    with raises_input_error("cannot read .*junk.png as an image"):
+        probe(junk)
+
+
 # ------------------------------------------------------------------------------------------------ writing
 
 
