@@ -74,7 +74,11 @@ class _Channel:
 
 
 class _Timings(dict):
-    """Stage name -> seconds spent working (not waiting on queues); one writer per key."""
+    """Stage name -> seconds spent working (not waiting on queues); safe to add to from several threads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -82,7 +86,8 @@ class _Timings(dict):
         try:
             yield
         finally:
-            self[stage] = self.get(stage, 0.0) + time.perf_counter() - start
+            with self._lock:
+                self[stage] = self.get(stage, 0.0) + time.perf_counter() - start
 
 
 class _StageThread(threading.Thread):
@@ -157,17 +162,20 @@ class AnonymizePipeline:
         """Anonymize ``source`` into ``output`` and return what happened.
 
         1. open the source (its metadata) and the output (a temporary file next to it);
-        2. start the decode, detect and encode threads joined by bounded queues;
-        3. anonymize batches of frames on this thread as they arrive;
-        4. on success rename the temporary file to ``output``; on any error delete it and re-raise.
+        2. run the stages, each in its own thread, joined by bounded queues: decode -> detect -> prepare
+           (masks to fill regions and alpha) -> the inpainter's steps (one, or several that overlap, e.g.
+           VAE encode / U-Net / VAE decode) -> blend -> encode;
+        3. on success rename the temporary file to ``output``; on any error delete it and re-raise.
         """
         started = time.perf_counter()
         timings = _Timings()
         inpainter_before = dict(getattr(self.inpainter, "timings", {}))
         events: list[dict[str, Any]] = []
         stop = threading.Event()
-        decoded, detected, anonymized = (_Channel(stop, self.queue_size) for _ in range(3))
         counts = {"in": 0, "out": 0}
+        steps = self.inpainter.stages()
+        channels = [_Channel(stop, self.queue_size) for _ in range(4 + len(steps))]
+        decoded, detected, prepared, *inpainted, blended = channels
 
         # 1. open source and output; both raise InputError before any work starts
         with VideoReader(source) as reader, VideoWriter(
@@ -182,7 +190,6 @@ class AnonymizePipeline:
                 for frame in self._timed_iter(reader, timings, "decode"):
                     counts["in"] += 1
                     decoded.put(frame)
-                decoded.put(_END)
 
             def detect() -> None:
                 for frames in _batched(decoded, self.detector.batch_size):
@@ -190,40 +197,47 @@ class AnonymizePipeline:
                         found = self.detector([f.rgb for f in frames])
                     if len(found) != len(frames):
                         raise RuntimeError(f"detector returned {len(found)} results for {len(frames)} frames")
-                    for frame, dets in zip(frames, found):
-                        detected.put((frame, dets))
-                detected.put(_END)
+                    for pair in zip(frames, found):
+                        detected.put(pair)
+
+            def prepare() -> None:
+                for pairs in _batched(detected, self.batch_frames):
+                    with timings("composite"):
+                        prepared.put(self._prepare(pairs))
+
+            def inpaint_step(index: int) -> Callable[[], None]:
+                source_channel, sink = ([prepared, *inpainted])[index], inpainted[index]
+
+                def work() -> None:
+                    for item in source_channel:
+                        with timings("inpaint"):
+                            self._run_step(steps[index], index == len(steps) - 1, item, events)
+                        sink.put(item)
+                return work
+
+            def blend() -> None:
+                for item in inpainted[-1]:
+                    with timings("composite"):
+                        frames = self._blend(item)
+                    for frame in frames:
+                        blended.put(frame)
 
             def encode() -> None:
-                for frame in anonymized:
+                for frame in blended:
                     with timings("encode"):
                         writer.write(frame)
                     counts["out"] += 1
                     bar.update(1)
 
-            # 2. start the stages around this thread
-            threads = [_StageThread(n, w, stop) for n, w in (("decode", decode), ("detect", detect),
-                                                             ("encode", encode))]
-            for thread in threads:
-                thread.start()
+            # 2. run every stage in its own thread
+            stages = [("decode", decode, decoded), ("detect", detect, detected), ("prepare", prepare, prepared),
+                      *((f"inpaint{i}", inpaint_step(i), inpainted[i]) for i in range(len(steps))),
+                      ("blend", blend, blended), ("encode", encode, None)]
             try:
-                # 3. anonymize on this thread
-                for pairs in _batched(detected, self.batch_frames):
-                    for frame in self._anonymize(pairs, timings, events):
-                        anonymized.put(frame)
-                anonymized.put(_END)
-                threads[-1].join()
-            except _Stopped:
-                pass  # another stage failed: its error is raised below
+                _run_stages(stages, stop)
             finally:
-                stop.set()  # no-op after a clean run; otherwise unblocks every stage
-                for thread in threads:
-                    thread.join()
                 bar.close()
-            # 4. a failure anywhere aborts the output (the writer deletes its temporary file)
-            for thread in threads:
-                if thread.error is not None:
-                    raise thread.error
+            # 3. a failure anywhere has aborted the output (the writer deletes its temporary file)
             if counts["out"] != counts["in"]:
                 raise RuntimeError(f"wrote {counts['out']} frames but decoded {counts['in']}")
             if counts["in"] == 0:
@@ -255,40 +269,89 @@ class AnonymizePipeline:
                 return
             yield item
 
-    def _anonymize(self, pairs: list[tuple[Frame, Detections]], timings: _Timings,
-                   events: list[dict[str, Any]]) -> list[Frame]:
-        """Fill and composite one batch of frames; frames without regions pass through untouched."""
-        if not any(len(dets) for _, dets in pairs):
-            return [frame for frame, _ in pairs]
-        device = self.inpainter.device
-        feather = self.inpainter.feather
-        with timings("to_device"):
-            images = torch.from_numpy(np.stack([f.rgb for f, _ in pairs])).permute(0, 3, 1, 2).to(device)
-            dets = [d.to(device) for _, d in pairs]
-        with timings("composite"):
-            regions, alphas = zip(*(self.compositor.prepare(d, feather=feather) for d in dets))
-        batch = InpaintBatch(images=images, detections=list(regions), frame_indices=[f.index for f, _ in pairs])
-        with timings("inpaint"):
-            filled = self._inpaint_fail_closed(batch)
-        for fallback in filled.fallbacks:
-            events.append({"event": "fallback", **fallback.as_dict()})
-        with timings("composite"):
-            out = self.compositor.blend(images, filled.images, torch.stack(alphas)).permute(0, 2, 3, 1).cpu().numpy()
-        return [replace(frame, rgb=np.ascontiguousarray(rgb)) for (frame, _), rgb in zip(pairs, out)]
+    def _prepare(self, pairs: list[tuple[Frame, Detections]]) -> _Work:
+        """Frames and detections -> the inpainter's batch (masks grown to fill regions) and each frame's alpha.
 
-    def _inpaint_fail_closed(self, batch: InpaintBatch) -> InpaintOutput:
-        """Run the inpainter; if it raises, fill every region with the fail-closed fallback instead."""
+        A batch without any region needs no inpainting: its work is marked done and passes through.
+        """
+        if not any(len(dets) for _, dets in pairs):
+            return _Work(pairs, done=True)
+        device, feather = self.inpainter.device, self.inpainter.feather
+        images = torch.from_numpy(np.stack([f.rgb for f, _ in pairs])).permute(0, 3, 1, 2).to(device)
+        regions, alphas = zip(*(self.compositor.prepare(d.to(device), feather=feather) for _, d in pairs))
+        batch = InpaintBatch(images=images, detections=list(regions), frame_indices=[f.index for f, _ in pairs])
+        return _Work(pairs, batch=batch, alphas=torch.stack(alphas), state=batch)
+
+    def _run_step(self, step: Callable[[Any], Any], last: bool, work: _Work, events: list[dict[str, Any]]) -> None:
+        """Apply one inpainter step; if it raises, fill every region of the batch with the fail-closed fallback."""
+        if work.done:
+            return
         try:
-            return self.inpainter(batch)
+            work.state = step(work.state)
+            work.done = last
         except Exception as err:  # noqa: BLE001 - privacy: any failure must still hide the regions
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
             logger.warning("%s failed on frames %s (%s); regions filled by the fallback",
-                           self.inpainter.name, batch.frame_indices, reason)
-            images, used = fail_closed_fill(batch)
-            return InpaintOutput(images=images, fallbacks=[
+                           self.inpainter.name, work.batch.frame_indices, reason)
+            images, used = fail_closed_fill(work.batch)
+            work.state, work.done = InpaintOutput(images=images, fallbacks=[
                 Fallback(frame_index=i, region=r, class_name=name, used=used, reason=reason)
-                for i, d in zip(batch.frame_indices, batch.detections) for r, name in enumerate(d.class_names)
-            ])
+                for i, d in zip(work.batch.frame_indices, work.batch.detections)
+                for r, name in enumerate(d.class_names)
+            ]), True
+        if work.done:
+            events.extend({"event": "fallback", **f.as_dict()} for f in work.state.fallbacks)
+
+    def _blend(self, work: _Work) -> list[Frame]:
+        """Paste the filled regions into the frames (only pixels under each frame's alpha)."""
+        if work.batch is None:
+            return [frame for frame, _ in work.pairs]
+        if not isinstance(work.state, InpaintOutput):
+            raise TypeError(f"{self.inpainter.name}: its last step returned {type(work.state).__name__}, "
+                            "not InpaintOutput")
+        out = self.compositor.blend(work.batch.images, work.state.images, work.alphas)
+        out = out.permute(0, 2, 3, 1).cpu().numpy()
+        return [replace(frame, rgb=np.ascontiguousarray(rgb)) for (frame, _), rgb in zip(work.pairs, out)]
+
+
+@dataclass
+class _Work:
+    """One batch of frames between the prepare and blend stages.
+
+    pairs: the frames and their detections; batch: what the inpainter fills (None when no frame has a
+    region); alphas: float32 (B, H, W) blend weights; state: the latest inpainter step's result, an
+    InpaintOutput once done.
+    """
+
+    pairs: list[tuple[Frame, Detections]]
+    batch: InpaintBatch | None = None
+    alphas: torch.Tensor | None = None
+    state: Any = None
+    done: bool = False
+
+
+def _run_stages(stages: list[tuple[str, Callable[[], None], _Channel | None]], stop: threading.Event) -> None:
+    """Run each stage in its own thread; each ends its output channel; the first failure stops all and is raised."""
+
+    def ended(work: Callable[[], None], sink: _Channel | None) -> Callable[[], None]:
+        def run() -> None:
+            work()
+            if sink is not None:
+                sink.put(_END)
+        return run
+
+    threads = [_StageThread(name, ended(work, sink), stop) for name, work, sink in stages]
+    for thread in threads:
+        thread.start()
+    try:
+        threads[-1].join()
+    finally:
+        stop.set()  # no-op after a clean run; otherwise unblocks every stage
+        for thread in threads:
+            thread.join()
+    for thread in threads:
+        if thread.error is not None:
+            raise thread.error
 
 
 def _batched(channel: _Channel, size: int) -> Iterator[list[Any]]:

@@ -138,4 +138,4 @@ def test_console_script_composes_the_same_config(tmp_path: Path) -> None:
     proc = subprocess.run([str(script), "+experiment=street", "input=x.mp4", "--cfg", "job"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "yolov8n-seg.pt" in proc.stdout and "BlurInpainter" in proc.stdout
+    assert "yolov8n-seg.pt" in proc.stdout and "LatentInpainter.from_pretrained" in proc.stdout

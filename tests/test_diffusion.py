@@ -437,13 +437,13 @@ def test_the_model_never_sees_another_regions_original_pixels(components, prompt
     batch = make_batch(n_frames=1)
     inpainter = make_inpainter(components, prompt_embeds, padding=2.0)  # crops wide enough to hold both regions
     seen: list[torch.Tensor] = []
-    original = LatentInpainter.inpaint_crops
+    original = LatentInpainter._prepare_latents
 
     def record(self, images, masks, cond, generators):
         seen.append(masks.clone())
         return original(self, images, masks, cond, generators)
 
-    monkeypatch.setattr(LatentInpainter, "inpaint_crops", record)
+    monkeypatch.setattr(LatentInpainter, "_prepare_latents", record)
     out = inpainter(batch)
     masks = torch.cat(seen)
     person_window = CropWindow.around(list(BOXES["person"]), H, W, 2.0)

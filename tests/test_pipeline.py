@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import av
@@ -183,3 +184,58 @@ def test_image_in_image_out(tmp_path: Path) -> None:
     person = object_masks(3, SIZE, N_FRAMES)["person"]
     assert (dst[person] == 0).all() and (dst[~region_alpha(3, Compositor()).astype(bool)] ==
                                          rgb[~region_alpha(3, Compositor()).astype(bool)]).all()
+
+
+class ThreeStepBlur(BlurInpainter):
+    """Blur split into three steps (like VAE encode / U-Net / VAE decode); records when each ran."""
+
+    def __init__(self, fail_frame: int | None = None) -> None:
+        super().__init__(device="cpu")
+        self.fail_frame, self.log = fail_frame, []
+
+    def stages(self):  # type: ignore[override]
+        return (self.first, self.middle, self.last)
+
+    def _record(self, step: str, batch: InpaintBatch) -> None:
+        self.log.append((step, batch.frame_indices[0], time.perf_counter(), threading.current_thread().name))
+
+    def first(self, batch: InpaintBatch) -> InpaintBatch:
+        self._record("first", batch)
+        return batch
+
+    def middle(self, batch: InpaintBatch) -> InpaintBatch:
+        self._record("middle", batch)
+        if self.fail_frame in batch.frame_indices:
+            raise RuntimeError("middle step failed")
+        threading.Event().wait(0.05)
+        self._record("middle-end", batch)
+        return batch
+
+    def last(self, batch: InpaintBatch) -> InpaintOutput:
+        self._record("last", batch)
+        return BlurInpainter.__call__(self, batch)
+
+
+def test_inpainter_steps_overlap_across_batches(tmp_path: Path) -> None:
+    """While batch k is in the middle step, batch k+1 already went through the first (prefetch)."""
+    clip = make_clip(tmp_path / "in.mp4", n_frames=N_FRAMES, size=SIZE)
+    inpainter = ThreeStepBlur()
+    AnonymizePipeline(truth_detector(), inpainter, batch_frames=2, progress=False)(clip, tmp_path / "out.mp4")
+    threads = {step: {t for s, _, _, t in inpainter.log if s == step} for step in ("first", "middle", "last")}
+    assert len(set.union(*threads.values())) == 3, "each step runs in its own thread"
+    when = {(s, f): t for s, f, t, _ in inpainter.log}
+    overlapped = [f for f in range(0, N_FRAMES - 2, 2)
+                  if when[("middle", f)] < when[("first", f + 2)] < when[("middle-end", f)]]
+    assert overlapped, "the next batch's first step never ran during a middle step"
+
+
+def test_a_failing_middle_step_fails_closed(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "in.mp4", n_frames=8, size=SIZE)
+    out = tmp_path / "out.mp4"
+    result = AnonymizePipeline(truth_detector(8), ThreeStepBlur(fail_frame=4), batch_frames=2, progress=False)(
+        clip, out, crf=0, preset="ultrafast")
+    fallbacks = [e for e in result.events if e["event"] == "fallback"]
+    assert sorted({e["frame_index"] for e in fallbacks}) == [4, 5] and "middle step failed" in fallbacks[0]["reason"]
+    for i, (src, dst) in enumerate(zip(read_all(clip), read_all(out))):
+        person = object_masks(i, SIZE, 8)["person"]
+        assert (np.abs(src.astype(int) - dst.astype(int)).sum(axis=-1)[person] > 0).any(), f"frame {i} in the clear"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,14 @@ class Inpainter(ABC):
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
+
+    def stages(self) -> tuple[Callable[[Any], Any], ...]:
+        """This inpainter's work as consecutive steps the pipeline may run in overlapping threads.
+
+        The first step takes an InpaintBatch, each next one what the previous returned, and the last returns
+        an InpaintOutput; running them in order must equal ``self(batch)``. Default: one step, ``self``.
+        """
+        return (self,)
 
     @abstractmethod
     def __call__(self, batch: InpaintBatch) -> InpaintOutput:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any
 
 import diffusers
@@ -135,6 +136,48 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"[:200]
 
 
+@dataclass
+class _ChunkLatents:
+    """A chunk of crops ready for the U-Net (what :meth:`LatentInpainter._prepare_latents` hands on).
+
+    latents, noise: (B, 4, h/f, w/f); image_latents: the crops' latents (4-channel U-Net or strength < 1) or
+    None; mask: (B, 1, h/f, w/f); masked_image_latents: (B, 4, h/f, w/f) for a 9-channel U-Net, else None;
+    prompt_embeds: ([uncond,] cond) (B or 2B, 77, D); timestep_cond: guidance embedding or None.
+    """
+
+    latents: torch.Tensor
+    noise: torch.Tensor
+    image_latents: torch.Tensor | None
+    mask: torch.Tensor
+    masked_image_latents: torch.Tensor | None
+    prompt_embeds: torch.Tensor
+    timestep_cond: torch.Tensor | None
+    generators: list[torch.Generator]
+
+
+@dataclass
+class _Chunk:
+    """Up to ``max_batch`` regions going through the model together.
+
+    crops: float32 (R, 3, res, res) in [-1, 1]; masks: float32 (R, 1, res, res) in {0, 1}; state: the
+    latest step's result (_ChunkLatents, then latents, then decoded crops); error: why a step failed.
+    """
+
+    regions: list[_Region]
+    crops: torch.Tensor
+    masks: torch.Tensor
+    state: Any = None
+    error: str | None = None
+
+
+@dataclass
+class _Job:
+    """One InpaintBatch on its way through :meth:`LatentInpainter.stages` (batch already on the device)."""
+
+    batch: InpaintBatch
+    chunks: list[_Chunk]
+
+
 class LatentInpainter(Inpainter):
     """Stable Diffusion 1.5 latent inpainting of every region, one crop per region.
 
@@ -188,7 +231,9 @@ class LatentInpainter(Inpainter):
 
         self.vae = _to(components.vae, self._device, self.dtype)
         self.unet = _to(components.unet, self._device, self.dtype)
-        self.scheduler = scheduler_cls.from_config(base_scheduler.config)  # own copy: schedulers keep state
+        # own copies: schedulers keep state; one denoises while the other prepares the next chunk's noise
+        self.scheduler = scheduler_cls.from_config(base_scheduler.config)
+        self._noise_scheduler = scheduler_cls.from_config(base_scheduler.config)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.prompt_embeds = prompt_embeds.to(self._device, self.dtype)
         self.timings: dict[str, float] = {}
@@ -293,42 +338,68 @@ class LatentInpainter(Inpainter):
         try:
             yield
         finally:
-            if self._device.type == "cuda":
-                torch.cuda.synchronize(self._device)
+            if self._device.type == "cuda":  # this thread's stream only: other steps may be running
+                torch.cuda.current_stream(self._device).synchronize()
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
     # ------------------------------------------------------------------------------------------ frames
+
+    def stages(self) -> tuple[Callable[[Any], Any], ...]:
+        """Three steps the pipeline runs in overlapping threads: VAE-encode batch k+1 while the U-Net denoises
+        batch k and batch k-1 is VAE-decoded and pasted back."""
+        return (self.encode_step, self.denoise_step, self.decode_step)
 
     @torch.no_grad()
     def __call__(self, batch: InpaintBatch) -> InpaintOutput:
         """Fill every region of ``batch``; returns the frames (uint8 (B, 3, H, W)) with each region's fill
         mask repainted and every other pixel unchanged."""
+        return self.decode_step(self.denoise_step(self.encode_step(batch)))
+
+    @torch.no_grad()
+    def encode_step(self, batch: InpaintBatch) -> _Job:
+        """Steps 1-2: list the regions, crop them at model resolution, VAE-encode and draw their noise."""
         # 1. Check inputs and list the regions to fill
         images = batch.images.to(self._device)
         batch = InpaintBatch(
             images, [d.to(self._device) for d in batch.detections], list(batch.frame_indices)
         )
         regions = self._list_regions(batch, height=images.shape[2], width=images.shape[3])
-        output = images.clone()
-        failures: list[tuple[_Region, str]] = []
-
-        for chunk in _chunks(regions, self.max_batch):
-            # 2. Prepare crops at model resolution
+        # 2. Prepare crops at model resolution and their latents, chunk by chunk
+        chunks = []
+        for chunk_regions in _chunks(regions, self.max_batch):
             with self._timed("crop"):
-                crops, crop_masks = self._prepare_crops(images, batch.detections, chunk)
-            # 3. Inpaint them (retried one by one on failure)
-            fills = self._inpaint_fail_closed(chunk, crops, crop_masks)
-            # 4. Paste each fill back under its region's fill mask
+                crops, masks = self._prepare_crops(images, batch.detections, chunk_regions)
+            chunk = _Chunk(chunk_regions, crops, masks)
+            self._attempt(chunk, lambda c=chunk: self._prepare_latents(c.crops, c.masks, *self._conditions(c.regions)))
+            chunks.append(chunk)
+        return _Job(batch, chunks)
+
+    @torch.no_grad()
+    def denoise_step(self, job: _Job) -> _Job:
+        """Step 3: the U-Net loop of every chunk."""
+        for chunk in job.chunks:
+            self._attempt(chunk, lambda c=chunk: self._denoise(c.state))
+        return job
+
+    @torch.no_grad()
+    def decode_step(self, job: _Job) -> InpaintOutput:
+        """Steps 4-6: VAE-decode, retry failed chunks one region at a time, paste back, fill what failed."""
+        output = job.batch.images.clone()
+        failures: list[tuple[_Region, str]] = []
+        for chunk in job.chunks:
+            # 4. Decode (a chunk that failed anywhere is retried one region at a time)
+            self._attempt(chunk, lambda c=chunk: self._decode(c.state))
+            fills = list(chunk.state) if chunk.error is None else self._retry_one_by_one(chunk)
+            # 5. Paste each fill back under its region's fill mask
             with self._timed("paste"):
-                for region, fill in zip(chunk, fills):
+                for region, fill in zip(chunk.regions, fills):
                     if isinstance(fill, str):
                         failures.append((region, fill))
                     else:
-                        self._paste(output, batch.detections, region, fill)
-
-        # 5. Fill what failed with the fallback
+                        self._paste(output, job.batch.detections, region, fill)
+        # 6. Fill what failed with the fallback
         with self._timed("fallback"):
-            fallbacks = self._fill_failures(output, images, batch, failures)
+            fallbacks = self._fill_failures(output, job.batch.images, job.batch, failures)
         return InpaintOutput(images=output, fallbacks=fallbacks)
 
     def _list_regions(self, batch: InpaintBatch, height: int, width: int) -> list[_Region]:
@@ -376,21 +447,25 @@ class LatentInpainter(Inpainter):
         masks = F.interpolate(F.max_pool2d(torch.cat(masks).float(), f), scale_factor=f, mode="nearest")
         return torch.cat(crops), masks
 
-    def _inpaint_fail_closed(
-        self, regions: list[_Region], crops: torch.Tensor, masks: torch.Tensor
-    ) -> list[torch.Tensor | str]:
-        """Per region: its fill float (3, res, res) in [0, 1], or the one-line reason it failed."""
+    def _attempt(self, chunk: _Chunk, work: Callable[[], Any]) -> None:
+        """Run one step of a chunk that has not failed yet; keep its result, or the failure as one line."""
+        if chunk.error is not None:
+            return
         try:
-            return list(self._inpaint_regions(regions, crops, masks))
+            chunk.state = work()
         except Exception as err:  # noqa: BLE001 - privacy fails closed, whatever went wrong
-            reason = self._recover(err)
-            if len(regions) == 1:
-                return [reason]
-            logger.warning("%d crops failed together (%s); retrying one at a time", len(regions), reason)
+            chunk.error, chunk.state = self._recover(err), None
+
+    def _retry_one_by_one(self, chunk: _Chunk) -> list[torch.Tensor | str]:
+        """Per region of a failed chunk: its fill float (3, res, res) in [0, 1], or why it failed."""
+        if len(chunk.regions) == 1:
+            return [chunk.error or "failed"]
+        logger.warning("%d crops failed together (%s); retrying one at a time", len(chunk.regions), chunk.error)
         fills: list[torch.Tensor | str] = []
-        for i in range(len(regions)):
+        for i, region in enumerate(chunk.regions):
             try:
-                fills.append(self._inpaint_regions(regions[i : i + 1], crops[i : i + 1], masks[i : i + 1])[0])
+                crops, masks = chunk.crops[i : i + 1], chunk.masks[i : i + 1]
+                fills.append(self.inpaint_crops(crops, masks, *self._conditions([region]))[0])
             except Exception as err:  # noqa: BLE001
                 fills.append(self._recover(err))
         return fills
@@ -402,12 +477,10 @@ class LatentInpainter(Inpainter):
             torch.cuda.empty_cache()
         return _one_line(err)
 
-    def _inpaint_regions(
-        self, regions: list[_Region], crops: torch.Tensor, masks: torch.Tensor
-    ) -> torch.Tensor:
+    def _conditions(self, regions: list[_Region]) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """The regions' prompt embeddings (R, 77, D) and fresh generators seeded per region."""
         cond = torch.stack([self.prompt_embeds.for_class(r.class_name) for r in regions])
-        generators = [torch.Generator("cpu").manual_seed(r.seed) for r in regions]
-        return self.inpaint_crops(crops, masks, cond, generators)
+        return cond, [torch.Generator("cpu").manual_seed(r.seed) for r in regions]
 
     def _paste(
         self, output: torch.Tensor, detections: list[Detections], region: _Region, fill: torch.Tensor
@@ -473,6 +546,15 @@ class LatentInpainter(Inpainter):
         Raises:
             NonFiniteError: NaN/inf in the latents or decoded crops.
         """
+        return self._decode(self._denoise(self._prepare_latents(images, masks, cond, generators)))
+
+    def _prepare_latents(
+        self, images: torch.Tensor, masks: torch.Tensor, cond: torch.Tensor, generators: list[torch.Generator]
+    ) -> _ChunkLatents:
+        """Steps 1-5 of :meth:`inpaint_crops`: embeddings, timesteps, noise, VAE-encoded (masked) crops.
+
+        Uses its own scheduler copy (``_noise_scheduler``) so it can run while another chunk is denoised.
+        """
         # 1. Check inputs
         b, _, h, w = images.shape
         if masks.shape != (b, 1, h, w) or cond.shape[0] != b or len(generators) != b:
@@ -483,16 +565,15 @@ class LatentInpainter(Inpainter):
         device, dtype, f = self._device, self.dtype, self.vae_scale_factor
         nine_channels = self.unet.config.in_channels == 9
         is_strength_max = self.strength == 1.0
+        scheduler = self._noise_scheduler
 
         # 2. Prompt embeddings ([uncond, cond] for classifier-free guidance, as diffusers)
         prompt_embeds = cond.to(device=device, dtype=dtype)
         if self.do_classifier_free_guidance:
             prompt_embeds = torch.cat([self.prompt_embeds.uncond.expand(b, -1, -1), prompt_embeds])
-        timestep_cond = self._timestep_cond(b)
 
         # 3. Timesteps (shortened by strength)
-        retrieve_timesteps(self.scheduler, self.steps, device)
-        timesteps, _ = StableDiffusionInpaintPipeline.get_timesteps(self, self.steps, self.strength, device)
+        timesteps = self._timesteps(scheduler)
         latent_timestep = timesteps[:1].repeat(b)
 
         # 4. Latents: noise, or the image latents noised to the first timestep when strength < 1
@@ -504,9 +585,9 @@ class LatentInpainter(Inpainter):
         latent_shape = (b, self.vae.config.latent_channels, h // f, w // f)
         noise = randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
         if is_strength_max:
-            latents = noise * self.scheduler.init_noise_sigma
+            latents = noise * scheduler.init_noise_sigma
         else:
-            latents = self.scheduler.add_noise(image_latents, noise, latent_timestep)
+            latents = scheduler.add_noise(image_latents, noise, latent_timestep)
 
         # 5. Mask latents
         mask = F.interpolate(masks.to(device=device, dtype=torch.float32), size=(h // f, w // f))
@@ -520,24 +601,38 @@ class LatentInpainter(Inpainter):
             # diffusers encodes the masked image for a 4-channel U-Net too (and discards it): draw the same
             # numbers so that the schedulers that draw noise in step() stay in line with it
             randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
+        return _ChunkLatents(latents, noise, image_latents, mask, masked_image_latents, prompt_embeds,
+                             self._timestep_cond(b), generators)
 
-        # 6. Denoise
-        extra_step_kwargs = StableDiffusionInpaintPipeline.prepare_extra_step_kwargs(self, generators, 0.0)
+    def _denoise(self, chunk: _ChunkLatents) -> torch.Tensor:
+        """Step 6 of :meth:`inpaint_crops`: the U-Net loop; returns the final latents (B, 4, h/f, w/f)."""
+        nine_channels = self.unet.config.in_channels == 9
+        timesteps = self._timesteps(self.scheduler)  # also resets multistep solvers' state
+        extra_step_kwargs = StableDiffusionInpaintPipeline.prepare_extra_step_kwargs(self, chunk.generators, 0.0)
+        latents, mask = chunk.latents, chunk.mask
         with self._timed("unet"):
             for i, t in enumerate(timesteps):
                 noise_pred = self._predict_noise(
-                    latents, t, prompt_embeds, timestep_cond, mask, masked_image_latents
+                    latents, t, chunk.prompt_embeds, chunk.timestep_cond, mask, chunk.masked_image_latents
                 )
                 latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
                 if not nine_channels:
-                    known = image_latents
+                    known = chunk.image_latents
                     if i < len(timesteps) - 1:
-                        known = self.scheduler.add_noise(image_latents, noise, timesteps[i + 1 : i + 2])
+                        known = self.scheduler.add_noise(chunk.image_latents, chunk.noise, timesteps[i + 1 : i + 2])
                     latents = (1 - mask) * known + mask * latents
         if not torch.isfinite(latents).all():
             raise NonFiniteError("NaN/inf in latents after denoising")
+        return latents
 
-        # 7. Decode
+    def _timesteps(self, scheduler: SchedulerMixin) -> torch.Tensor:
+        """Set ``scheduler`` to ``steps`` and return the timesteps left after ``strength``, as diffusers."""
+        retrieve_timesteps(scheduler, self.steps, self._device)
+        view = SimpleNamespace(scheduler=scheduler)  # get_timesteps reads only .scheduler
+        return StableDiffusionInpaintPipeline.get_timesteps(view, self.steps, self.strength, self._device)[0]
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Step 7 of :meth:`inpaint_crops`: VAE decode to float32 (B, 3, h, w) in [0, 1]."""
         with self._timed("vae_decode"):
             decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
         if not torch.isfinite(decoded).all():
