@@ -1,0 +1,102 @@
+"""Shared parts of the benchmark scripts: generated clips, a detector with real cost, timing, reporting."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from inpaint_anon.composite import Compositor
+from inpaint_anon.detect.scripted import ScriptedDetector
+from inpaint_anon.inpaint.base import Inpainter
+from inpaint_anon.pipeline import AnonymizePipeline
+from tests.clips import make_clip, object_masks
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+class ArchitectureTimedDetector(ScriptedDetector):
+    """Runs a YOLOv8-seg model on every frame for its cost, then reports the clip's true masks.
+
+    Random weights (built from the yaml) find nothing; anonymizing nothing would flatter the numbers.
+    """
+
+    def __init__(self, size: tuple[int, int], n_frames: int, imgsz: int, batch_size: int, device: str) -> None:
+        from inpaint_anon.detect.yolo_seg import YoloSegDetector
+
+        super().__init__(lambda i: object_masks(i, size, n_frames), names=["person", "car"], batch_size=batch_size)
+        self.model = YoloSegDetector(weights="yolov8n-seg.yaml", classes=None, imgsz=imgsz,
+                                     batch_size=batch_size, device=device)
+
+    def __call__(self, images):  # type: ignore[no-untyped-def, override]
+        self.model(images)
+        return super().__call__(images)
+
+
+def generated_clip(workdir: Path, size: tuple[int, int], n_frames: int) -> Path:
+    """A street-like clip with audio (cached in ``workdir``)."""
+    clip = workdir / f"clip_{size[0]}x{size[1]}_{n_frames}.mp4"
+    if not clip.exists():
+        make_clip(clip, n_frames=n_frames, size=size, fps=25, audio=True)
+    return clip
+
+
+def run_pipeline(clip: Path, size: tuple[int, int], n_frames: int, inpainter: Inpainter, *, preset: str,
+                 imgsz: int, device: str, batch_frames: int = 4) -> dict[str, Any]:
+    """One timed pipeline run; returns fps and seconds per frame per stage (stages overlap)."""
+    detector = ArchitectureTimedDetector(size, n_frames, imgsz=imgsz, batch_size=4, device=device)
+    pipe = AnonymizePipeline(detector, inpainter, Compositor(), batch_frames=batch_frames, progress=False)
+    out = clip.with_name(f"out_{clip.stem}_{inpainter.name}.mp4")
+    out.unlink(missing_ok=True)
+    start = time.perf_counter()
+    result = pipe(clip, out, preset=preset)
+    wall = time.perf_counter() - start
+    return {
+        "size": f"{size[0]}x{size[1]}",
+        "inpainter": inpainter.name,
+        "preset": preset,
+        "frames": result.frames_out,
+        "wall_s": round(wall, 3),
+        "fps": round(result.frames_out / wall, 3),
+        "s_per_frame": round(wall / result.frames_out, 4),
+        "ms_per_frame": {k: round(1000 * v / result.frames_out, 2) for k, v in sorted(result.timings.items())},
+    }
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A markdown table: the row keys, then one column per stage (ms per frame)."""
+    stages = sorted({s for r in rows for s in r["ms_per_frame"]})
+    head = columns + [f"{s} ms/f" for s in stages]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        cells = [r[c] for c in columns] + [r["ms_per_frame"].get(s, "") for s in stages]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+def write_report(path: Path, name: str, rows: list[dict[str, Any]], **extra: Any) -> None:
+    """Write the benchmark's JSON: rows, machine, peak memory, versions."""
+    report = {
+        "benchmark": name,
+        "rows": rows,
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+                    "platform": platform.platform()},
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "versions": {"torch": torch.__version__},
+        **extra,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, height = (int(v) for v in text.lower().split("x"))
+    return width, height
