@@ -1,0 +1,601 @@
+"""Tracking between detection and anonymization: stable ids, fail-closed holds, gap interpolation, backfill.
+
+The most visible failure of a video anonymizer is a face or plate shown in the clear for a frame or two
+when the detector misses it. :class:`Tracker` closes those holes with a small look-ahead buffer:
+
+- **ids**: ultralytics' ``BYTETracker`` or ``BOTSORT`` associates our boxes/scores/classes (from any
+  detector) and each returned track is mapped back to its detection index, so the mask follows the id.
+  A detection the tracker does not report (a new, still unconfirmed track; a score below the tracker's
+  thresholds; a degenerate box) is still emitted in its own frame, with the unconfirmed track's id or a
+  fresh id from :data:`UNTRACKED_ID_BASE` on: every raw detection appears in the output (fail closed).
+- **hold**: a track missed in a frame keeps its last mask, moved by its box-centre velocity and dilated by
+  ``hold_dilate``, for up to ``hold_frames`` frames.
+- **interpolation**: a track seen at frames ``a`` and ``b`` with ``b - a - 1 <= max_gap`` missing frames in
+  between gets, in each of them, the linearly interpolated box and the union of both neighbouring masks
+  moved (translated and scaled) to that box, dilated. It takes precedence over the hold.
+- **backfill**: a track first seen at frame ``t`` also covers frames ``t - backfill_frames .. t - 1`` with its
+  first mask moved back along its velocity (from its first two sightings), dilated. Backfill looks one
+  frame further ahead than ``backfill_frames`` so that even its earliest frame knows the second sighting
+  (with detection every ``k`` frames, ``max_gap >= backfill_frames + k`` gives it that); without a second
+  sighting the first mask is used in place, dilated.
+- **smoothing**: only the *boxes* (``boxes_xyxy``, used to place crops and size dilation) are smoothed;
+  masks are never moved or shrunk by smoothing (privacy). The smoothed box at frame ``f`` is a weighted
+  local linear fit of the track's detected boxes within ``delay`` frames on both sides, weights
+  ``smooth ** |frame - f|``: centred (it uses the look-ahead), so constant motion gets no lag, and i.i.d.
+  jitter is averaged out. Boxes of held / backfilled regions (outside the track's sightings) are not smoothed.
+
+How it works: :meth:`Tracker.push` runs the association at once and records each detection as a *sighting*
+of its track (mask cropped to its bounding box); frames are emitted ``delay = max(backfill_frames + 1,
+max_gap)`` frames later (``max_gap`` alone when ``backfill_frames`` is 0), when everything that can decide
+their synthetic regions is known: held, interpolated and backfilled regions are made at emission time from
+the sightings, so there is no "hold now, replace later" bookkeeping. Latency is ``delay`` frames (12 with
+the defaults: 0.4 s at 30 fps); memory is ``delay + 1`` frames of sightings (masks cropped to their boxes)
+plus the last two older sightings of each live track.
+
+Synthetic regions keep their track's id and class and have score 0.0; detected regions keep their
+detector's score. Output Detections are on the CPU; input ``track_ids`` are ignored (replaced).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from inpaint_anon.composite import check_int
+from inpaint_anon.errors import ConfigError
+from inpaint_anon.types import Detections
+
+METHODS: tuple[str, ...] = ("bytetrack", "botsort")
+"""Association backends: ultralytics' BYTETracker and BOTSORT (without ReID / camera-motion compensation)."""
+
+KINDS: tuple[str, ...] = ("detected", "held", "interpolated", "backfilled")
+"""How a region of an output frame came about (counted in :attr:`Tracker.stats`)."""
+
+UNTRACKED_ID_BASE = 1 << 40
+"""Ids given to detections the association does not report start here, far above ultralytics' ids (1, 2...)."""
+
+_MAX_FRAMES = 300  # upper bound of hold_frames / backfill_frames / max_gap (bounds the buffer's memory)
+_REFERENCE_FPS = 30.0  # ultralytics' track_buffer is given in frames at this rate
+_MIN_WEIGHT = 1e-6  # smoothing weights below this are ignored
+
+
+# -- geometry ---------------------------------------------------------------------------------------------
+
+
+def interpolate_box(box_a: Sequence[float], box_b: Sequence[float], fraction: float) -> np.ndarray:
+    """float64 (4,) xyxy box ``fraction`` of the way from ``box_a`` (0.0) to ``box_b`` (1.0), both xyxy pixels."""
+    a, b = np.asarray(box_a, dtype=np.float64), np.asarray(box_b, dtype=np.float64)
+    return (1.0 - fraction) * a + fraction * b
+
+
+def shift_box(box: np.ndarray, velocity: np.ndarray, frames: float) -> np.ndarray:
+    """float64 (4,) xyxy ``box`` moved by ``velocity`` (dx, dy pixels per frame) times ``frames``."""
+    dx, dy = velocity * frames
+    return box + np.array([dx, dy, dx, dy])
+
+
+@dataclass(frozen=True)
+class _Patch:
+    """A bool mask stored as its crop: ``pixels[y, x]`` is frame pixel ``(y0 + y, x0 + x)``; may lie partly
+    outside the frame (clipped when pasted)."""
+
+    pixels: np.ndarray
+    x0: int
+    y0: int
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray) -> _Patch:
+        """The crop of bool (H, W) ``mask`` to its bounding box (a 0 x 0 patch for an empty mask)."""
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if len(rows) == 0:
+            return cls(np.zeros((0, 0), dtype=bool), 0, 0)
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        return cls(np.ascontiguousarray(mask[y0:y1, x0:x1]), int(x0), int(y0))
+
+    @property
+    def empty(self) -> bool:
+        return self.pixels.size == 0
+
+    def warp(self, src_box: np.ndarray, dst_box: np.ndarray) -> _Patch:
+        """This mask moved by the map taking xyxy ``src_box`` onto ``dst_box`` (translation + per-axis scale).
+
+        Scaling resizes with area averaging and keeps every pixel with any coverage, so thin parts survive."""
+        if self.empty:
+            return self
+        height, width = self.pixels.shape
+        src_w, src_h = max(src_box[2] - src_box[0], 1.0), max(src_box[3] - src_box[1], 1.0)
+        scale_x, scale_y = (dst_box[2] - dst_box[0]) / src_w, (dst_box[3] - dst_box[1]) / src_h
+        scale_x, scale_y = (s if s > 0 else 1.0 for s in (scale_x, scale_y))  # degenerate box: translate only
+        x0 = round(dst_box[0] + (self.x0 - src_box[0]) * scale_x)
+        y0 = round(dst_box[1] + (self.y0 - src_box[1]) * scale_y)
+        new_w, new_h = max(1, round(width * scale_x)), max(1, round(height * scale_y))
+        pixels = self.pixels
+        if (new_w, new_h) != (width, height):
+            pixels = cv2.resize(pixels.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA) > 0
+        return _Patch(pixels, int(x0), int(y0))
+
+    def dilate(self, radius: int) -> _Patch:
+        """This mask grown by ``radius`` pixels: every pixel within Euclidean distance ``radius`` of it."""
+        if self.empty or radius <= 0:
+            return self
+        padded = np.pad(self.pixels, radius).astype(np.uint8)
+        y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+        disk = (x * x + y * y <= radius * radius).astype(np.uint8)
+        return _Patch(cv2.dilate(padded, disk).astype(bool), self.x0 - radius, self.y0 - radius)
+
+    @staticmethod
+    def union(patches: Sequence[_Patch]) -> _Patch:
+        """The pixels covered by any of ``patches``."""
+        patches = [p for p in patches if not p.empty]
+        if len(patches) <= 1:
+            return patches[0] if patches else _Patch(np.zeros((0, 0), dtype=bool), 0, 0)
+        x0, y0 = min(p.x0 for p in patches), min(p.y0 for p in patches)
+        x1 = max(p.x0 + p.pixels.shape[1] for p in patches)
+        y1 = max(p.y0 + p.pixels.shape[0] for p in patches)
+        pixels = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        for p in patches:
+            h, w = p.pixels.shape
+            pixels[p.y0 - y0 : p.y0 - y0 + h, p.x0 - x0 : p.x0 - x0 + w] |= p.pixels
+        return _Patch(pixels, x0, y0)
+
+    def paste(self, height: int, width: int) -> np.ndarray:
+        """bool (height, width): this mask in a frame of that size (parts outside the frame are cut)."""
+        frame = np.zeros((height, width), dtype=bool)
+        h, w = self.pixels.shape
+        fx0, fy0 = max(self.x0, 0), max(self.y0, 0)
+        fx1, fy1 = min(self.x0 + w, width), min(self.y0 + h, height)
+        if fx1 > fx0 and fy1 > fy0:
+            frame[fy0:fy1, fx0:fx1] = self.pixels[fy0 - self.y0 : fy1 - self.y0, fx0 - self.x0 : fx1 - self.x0]
+        return frame
+
+
+def warp_mask(mask: np.ndarray, src_box: Sequence[float], dst_box: Sequence[float], dilate: int = 0) -> np.ndarray:
+    """bool (H, W): bool (H, W) ``mask`` moved from xyxy ``src_box`` to ``dst_box`` (translate + scale), then
+    grown by ``dilate`` pixels; what falls outside the frame is cut. The geometry of held, interpolated and
+    backfilled masks."""
+    patch = _Patch.from_mask(np.asarray(mask, dtype=bool))
+    moved = patch.warp(np.asarray(src_box, dtype=np.float64), np.asarray(dst_box, dtype=np.float64))
+    return moved.dilate(dilate).paste(*mask.shape)
+
+
+# -- per-track records ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Sighting:
+    """One detection of a track: frame index, float64 (4,) xyxy box, mask patch, class id and score."""
+
+    frame: int
+    box: np.ndarray
+    patch: _Patch
+    class_id: int
+    score: float
+
+    @property
+    def centre(self) -> np.ndarray:
+        return (self.box[:2] + self.box[2:]) / 2
+
+
+def _velocity(earlier: _Sighting | None, later: _Sighting) -> np.ndarray:
+    """float64 (2,) box-centre motion in pixels per frame between two sightings (zero without ``earlier``)."""
+    if earlier is None or later.frame == earlier.frame:
+        return np.zeros(2)
+    return (later.centre - earlier.centre) / (later.frame - earlier.frame)
+
+
+@dataclass
+class _History:
+    """A track's recent sightings, in frame order."""
+
+    sightings: list[_Sighting] = field(default_factory=list)
+
+    def at(self, frame: int) -> _Sighting | None:
+        return next((s for s in self.sightings if s.frame == frame), None)
+
+    def before(self, frame: int, count: int = 1) -> list[_Sighting]:
+        """The last ``count`` sightings before ``frame`` (oldest first)."""
+        return [s for s in self.sightings if s.frame < frame][-count:]
+
+    def after(self, frame: int, count: int = 1) -> list[_Sighting]:
+        """The first ``count`` sightings after ``frame``."""
+        return [s for s in self.sightings if s.frame > frame][:count]
+
+    def trim(self, cutoff: int) -> None:
+        """Forget sightings before ``cutoff`` except the last two of them (hold position and velocity)."""
+        self.sightings = self.before(cutoff, 2) + [s for s in self.sightings if s.frame >= cutoff]
+
+
+@dataclass(frozen=True)
+class _Region:
+    """One region of an output frame: id, class, score, float64 (4,) xyxy box, mask patch and how it came about."""
+
+    track_id: int
+    class_id: int
+    score: float
+    box: np.ndarray
+    patch: _Patch
+    kind: str
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """A buffered frame: its index and the track id of each of its detections, in detection order (None when
+    the detector did not run on it)."""
+
+    index: int
+    track_ids: list[int] | None
+
+
+# -- association (ultralytics) ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Boxes:
+    """The ``Results.boxes``-like view ultralytics' trackers read: float32 ``xyxy`` (N, 4), ``conf`` (N,),
+    ``cls`` (N,), ``xywh`` (centre, size), boolean indexing and ``len``."""
+
+    xyxy: np.ndarray
+    conf: np.ndarray
+    cls: np.ndarray
+
+    @property
+    def xywh(self) -> np.ndarray:
+        return np.concatenate([(self.xyxy[:, :2] + self.xyxy[:, 2:]) / 2, self.xyxy[:, 2:] - self.xyxy[:, :2]], axis=1)
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, index: Any) -> _Boxes:
+        return _Boxes(self.xyxy[index], self.conf[index], self.cls[index])
+
+
+def tracker_defaults(method: str) -> dict[str, Any]:
+    """The settings of ultralytics' ``cfg/trackers/<method>.yaml`` (without ``tracker_type``), as a dict."""
+    from ultralytics.utils import YAML
+    from ultralytics.utils.checks import check_yaml
+
+    settings = dict(YAML.load(check_yaml(f"{method}.yaml")))
+    settings.pop("tracker_type", None)
+    if method == "botsort":
+        settings["gmc_method"] = "none"  # camera-motion compensation needs frames; the Tracker sees only masks
+    return settings
+
+
+_SETTING_RULES: tuple[tuple[type, str, Any], ...] = (
+    (bool, "True or False", lambda v: isinstance(v, bool)),
+    (int, "an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+    (float, "a number from 0 to 1", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1),
+    (str, "a string", lambda v: isinstance(v, str)),
+)
+"""(type of the yaml default, what is allowed, check) for the backend settings; the first matching type wins."""
+
+
+def _check_tracker_args(method: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The backend's settings: its yaml defaults updated with ``overrides``, each checked by the type of its
+    default (thresholds in [0, 1], ``track_buffer`` an int >= 1, flags bool)."""
+    settings = tracker_defaults(method)
+    for key, value in overrides.items():
+        if key not in settings:
+            raise ConfigError(f"Tracker got unknown argument {key}={value!r}; {method} accepts {sorted(settings)}")
+        allowed, check = next((a, c) for kind, a, c in _SETTING_RULES if isinstance(settings[key], kind))
+        if not check(value):
+            raise ConfigError(
+                f"Tracker {key}={value!r} is invalid; use {allowed} ({method}'s default is {settings[key]!r})"
+            )
+        settings[key] = value
+    if settings.get("with_reid"):
+        raise ConfigError("Tracker with_reid=True is not supported (the tracker sees masks, not frames); drop it")
+    if settings.get("gmc_method", "none") != "none":
+        raise ConfigError(
+            f"Tracker gmc_method={settings['gmc_method']!r} is not supported (it needs frames); use 'none'"
+        )
+    return settings
+
+
+class _Association:
+    """ultralytics' BYTETracker / BOTSORT fed with plain boxes; returns one track id per detection."""
+
+    def __init__(self, method: str, settings: dict[str, Any]) -> None:
+        from ultralytics.trackers import BOTSORT, BYTETracker
+        from ultralytics.utils import IterableSimpleNamespace
+
+        backend = {"bytetrack": BYTETracker, "botsort": BOTSORT}[method]
+        self.tracker = backend(IterableSimpleNamespace(tracker_type=method, **settings))
+
+    @property
+    def frame_id(self) -> int:
+        """Frames the backend has advanced through (detected or predicted)."""
+        return int(self.tracker.frame_id)
+
+    def update(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
+        """int64 (N,) track id of each detection (float (N, 4) xyxy boxes, (N,) scores and class ids), or -1
+        where the backend gives none. Unconfirmed new tracks count: their id is the one they keep once confirmed."""
+        found = _Boxes(boxes.astype(np.float32), scores.astype(np.float32), class_ids.astype(np.float32))
+        rows = self.tracker.update(found, None)
+        ids = np.full(len(found), -1, dtype=np.int64)
+        for row in rows:
+            ids[int(row[-1])] = int(row[4])
+        for track in self.tracker.tracked_stracks:
+            if not track.is_activated and track.frame_id == self.tracker.frame_id and ids[int(track.idx)] < 0:
+                ids[int(track.idx)] = int(track.track_id)
+        return ids
+
+    def skip(self) -> None:
+        """Advance one frame on which the detector did not run: Kalman predict-only, no track is marked lost."""
+        self.tracker.frame_id += 1
+        live = [t for t in self.tracker.tracked_stracks if t.is_activated] + list(self.tracker.lost_stracks)
+        if live:
+            self.tracker.multi_predict(live)
+
+
+# -- the stage --------------------------------------------------------------------------------------------
+
+
+class Tracker:
+    """Online tracking stage with a look-ahead of ``delay`` frames (see the module docstring).
+
+    method: association backend, one of :data:`METHODS`.
+    hold_frames: frames (0..300) a missed track's last mask keeps being emitted (moved and dilated).
+    backfill_frames: frames (0..300) before its first detection that a new track also covers.
+    max_gap: longest run of missing frames (0..300) between two sightings that is interpolated.
+    smooth: box smoothing strength in [0, 1) (0 = off); weight of a sighting ``k`` frames away is ``smooth**k``.
+    hold_dilate: pixels (0..512) added around held, interpolated and backfilled masks.
+    fps: frame rate of the video (> 0); ultralytics' ``track_buffer`` (frames at 30 fps) is scaled by
+        ``fps / 30`` and raised to at least ``max_gap + 1`` so an id survives every gap that is interpolated.
+    tracker_args: overrides of ultralytics' ``cfg/trackers/<method>.yaml`` (``track_high_thresh``,
+        ``new_track_thresh``, ``match_thresh``, ``track_buffer``...); unknown keys are a ConfigError.
+
+    With detection every ``k`` frames keep ``max_gap`` (or ``hold_frames``) >= ``k - 1``, or skipped frames
+    go uncovered. Smoothing uses the look-ahead, so it needs ``delay >= 1``. Detections the association does
+    not report get their own id and are held and backfilled like any track (fail closed).
+    """
+
+    def __init__(
+        self,
+        *,
+        method: str = "bytetrack",
+        hold_frames: int = 12,
+        backfill_frames: int = 6,
+        max_gap: int = 12,
+        smooth: float = 0.5,
+        hold_dilate: int = 4,
+        fps: float = 30.0,
+        **tracker_args: Any,
+    ) -> None:
+        if method not in METHODS:
+            raise ConfigError(f"Tracker method={method!r} is unknown; use one of {list(METHODS)}")
+        self.method = method
+        self.hold_frames = check_int("Tracker", "hold_frames", hold_frames, 0, _MAX_FRAMES)
+        self.backfill_frames = check_int("Tracker", "backfill_frames", backfill_frames, 0, _MAX_FRAMES)
+        self.max_gap = check_int("Tracker", "max_gap", max_gap, 0, _MAX_FRAMES)
+        self.hold_dilate = check_int("Tracker", "hold_dilate", hold_dilate, 0, 512)
+        if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not 0.0 <= smooth < 1.0:
+            raise ConfigError(f"Tracker smooth={smooth!r} is invalid; use a number in [0, 1) (0 turns smoothing off)")
+        self.smooth = float(smooth)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0.0 < fps < math.inf:
+            raise ConfigError(f"Tracker fps={fps!r} is invalid; use the video's frame rate, a number > 0")
+        self.fps = float(fps)
+        settings = _check_tracker_args(method, tracker_args)
+        settings["track_buffer"] = max(round(settings["track_buffer"] * self.fps / _REFERENCE_FPS), self.max_gap + 1)
+        self.tracker_settings = settings
+        self.delay = max(self.backfill_frames + 1 if self.backfill_frames else 0, self.max_gap)
+        self._association = _Association(method, settings)
+        self._buffer: deque[_Slot] = deque()
+        self._histories: dict[int, _History] = {}
+        self._last_index: int | None = None
+        self._shape: tuple[int, int] | None = None
+        self._names: dict[int, str] = {}
+        self._next_untracked = UNTRACKED_ID_BASE
+        self._flushed = False
+        self._counts = dict.fromkeys(("tracks", "untracked", *KINDS), 0)
+
+    def __repr__(self) -> str:
+        return (
+            f"Tracker(method={self.method!r}, hold_frames={self.hold_frames}, backfill_frames={self.backfill_frames},"
+            f" max_gap={self.max_gap}, smooth={self.smooth}, hold_dilate={self.hold_dilate}, fps={self.fps})"
+        )
+
+    # -- public ---------------------------------------------------------------------------------------------
+
+    @property
+    def ids_seen(self) -> int:
+        """Distinct track ids given out so far (tracked and untracked)."""
+        return self._counts["tracks"]
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counts for run.json: ``tracks`` (ids given out), ``untracked`` (detections the association did not
+        report), and region-frames emitted by kind: ``detected``, ``held``, ``interpolated``, ``backfilled``."""
+        return dict(self._counts)
+
+    @property
+    def live_tracks(self) -> int:
+        """Tracks currently remembered (those that can still cover a frame not yet emitted)."""
+        return len(self._histories)
+
+    @property
+    def pending(self) -> int:
+        """Frames pushed but not yet emitted (at most ``delay`` between calls)."""
+        return len(self._buffer)
+
+    def push(self, index: int, detections: Detections | None) -> list[tuple[int, Detections]]:
+        """Add frame ``index`` and return the frames that are now final, in order (each ``delay`` frames late).
+
+        index: frame index; frames must be pushed once each, consecutively (any first index).
+        detections: the frame's detections, masks bool (N, H, W) at frame size on any device; an empty
+            Detections means the detector ran and found nothing; None means it did not run on this frame.
+        Returns ``(index, Detections)`` pairs on the CPU whose ``track_ids`` (int64) cover every region.
+        """
+        self._check_push(index, detections)
+        index = self._last_index = int(index)
+        if detections is None:
+            self._association.skip()
+            self._buffer.append(_Slot(index, None))
+        else:
+            self._buffer.append(_Slot(index, self._record(index, detections.cpu())))
+        emitted = []
+        while len(self._buffer) > self.delay:
+            emitted.append(self._emit(self._buffer.popleft()))
+        return emitted
+
+    def flush(self) -> list[tuple[int, Detections]]:
+        """End of stream: the remaining frames, in order. The Tracker takes no more frames afterwards."""
+        emitted = [self._emit(self._buffer.popleft()) for _ in range(len(self._buffer))]
+        self._flushed = True
+        return emitted
+
+    # -- intake ---------------------------------------------------------------------------------------------
+
+    def _check_push(self, index: int, detections: Detections | None) -> None:
+        if self._flushed:
+            raise ValueError("Tracker.push after flush(); make a new Tracker for the next video")
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"Tracker.push index={index!r} must be an int frame index")
+        if self._last_index is not None and index != self._last_index + 1:
+            raise ValueError(
+                f"Tracker.push got frame {index} after frame {self._last_index}; push every frame once, in order "
+                "(None for frames the detector skipped)"
+            )
+        if detections is not None and not isinstance(detections, Detections):
+            raise TypeError(f"Tracker.push detections must be Detections or None, got {type(detections).__name__}")
+        if detections is None:
+            return
+        if self._shape is not None and (detections.height, detections.width) != self._shape:
+            raise ValueError(
+                f"Tracker.push frame {index}: masks are {detections.height}x{detections.width} but earlier frames "
+                f"were {self._shape[0]}x{self._shape[1]} (HxW); use one Tracker per video"
+            )
+
+    def _record(self, index: int, detections: Detections) -> list[int]:
+        """Associate ``detections`` (CPU) of frame ``index`` and store each as a sighting; returns their ids."""
+        self._shape = (detections.height, detections.width)
+        self._names.update(detections.names)
+        boxes = detections.boxes_xyxy.double().numpy()
+        ids = self._association.update(boxes, detections.scores.numpy(), detections.class_ids.numpy())
+        masks, class_ids, scores = detections.masks.numpy(), detections.class_ids.tolist(), detections.scores.tolist()
+        for i, (box, class_id, score) in enumerate(zip(boxes, class_ids, scores)):
+            if ids[i] < 0:
+                ids[i] = self._next_untracked
+                self._next_untracked += 1
+                self._counts["untracked"] += 1
+            track_id = int(ids[i])
+            if track_id not in self._histories:
+                self._histories[track_id] = _History()
+                self._counts["tracks"] += 1
+            sighting = _Sighting(index, box, _Patch.from_mask(masks[i]), int(class_id), float(score))
+            self._histories[track_id].sightings.append(sighting)
+        return [int(i) for i in ids]
+
+    # -- output ---------------------------------------------------------------------------------------------
+
+    def _emit(self, slot: _Slot) -> tuple[int, Detections]:
+        """The final Detections of a buffered frame; then forget what no later frame can need."""
+        frame = slot.index
+        detected = slot.track_ids or []
+        regions = [self._detected_region(track_id, frame) for track_id in detected]
+        for track_id in sorted(set(self._histories) - set(detected)):
+            region = self._synthetic_region(track_id, frame)
+            if region is not None:
+                regions.append(region)
+        for region in regions:
+            self._counts[region.kind] += 1
+        self._forget(frame + 1)
+        return frame, self._to_detections(frame, regions)
+
+    def _detected_region(self, track_id: int, frame: int) -> _Region:
+        sighting = self._histories[track_id].at(frame)
+        smoothed = self._smoothed_box(self._histories[track_id], frame)
+        box = sighting.box if smoothed is None else smoothed
+        return _Region(track_id, sighting.class_id, sighting.score, box, sighting.patch, "detected")
+
+    def _synthetic_region(self, track_id: int, frame: int) -> _Region | None:
+        """The held, interpolated or backfilled region of a track missed in ``frame``, or None (not covered)."""
+        history = self._histories[track_id]
+        earlier, later = history.before(frame, 2), history.after(frame, 2)
+        previous, following = (earlier[-1] if earlier else None), (later[0] if later else None)
+        if previous is not None and following is not None and following.frame - previous.frame - 1 <= self.max_gap:
+            fraction = (frame - previous.frame) / (following.frame - previous.frame)
+            box = interpolate_box(previous.box, following.box, fraction)
+            patch = _Patch.union([previous.patch.warp(previous.box, box), following.patch.warp(following.box, box)])
+            smoothed = self._smoothed_box(history, frame)
+            return self._synthetic(track_id, previous, box if smoothed is None else smoothed, patch, "interpolated")
+        if previous is not None and frame - previous.frame <= self.hold_frames:
+            velocity = _velocity(earlier[0] if len(earlier) == 2 else None, previous)
+            box = shift_box(previous.box, velocity, frame - previous.frame)
+            return self._synthetic(track_id, previous, box, previous.patch.warp(previous.box, box), "held")
+        if following is not None and following.frame - frame <= self.backfill_frames:
+            velocity = _velocity(following, later[1]) if len(later) == 2 else np.zeros(2)
+            box = shift_box(following.box, velocity, frame - following.frame)
+            return self._synthetic(track_id, following, box, following.patch.warp(following.box, box), "backfilled")
+        return None
+
+    def _synthetic(self, track_id: int, source: _Sighting, box: np.ndarray, patch: _Patch, kind: str) -> _Region:
+        """A region made from ``source``'s class, score 0.0, ``box`` and ``patch`` grown by ``hold_dilate``."""
+        return _Region(track_id, source.class_id, 0.0, box, patch.dilate(self.hold_dilate), kind)
+
+    def _smoothed_box(self, history: _History, frame: int) -> np.ndarray | None:
+        """float64 (4,) weighted local linear fit at ``frame`` of the track's boxes within ``delay`` frames
+        (weights ``smooth ** |k|``); None when smoothing is off or ``frame`` is outside the sightings used."""
+        if self.smooth == 0.0:
+            return None
+        near = [
+            s for s in history.sightings
+            if abs(s.frame - frame) <= self.delay and self.smooth ** abs(s.frame - frame) >= _MIN_WEIGHT
+        ]
+        if not near or not near[0].frame <= frame <= near[-1].frame:
+            return None
+        offsets = np.array([s.frame - frame for s in near], dtype=np.float64)
+        weights = self.smooth ** np.abs(offsets)
+        boxes = np.stack([s.box for s in near])
+        mean_offset = np.average(offsets, weights=weights)
+        mean_box = np.average(boxes, axis=0, weights=weights)
+        spread = np.sum(weights * (offsets - mean_offset) ** 2)
+        if spread == 0.0:
+            return mean_box
+        slope = (weights * (offsets - mean_offset)) @ (boxes - mean_box) / spread
+        return mean_box - slope * mean_offset
+
+    def _forget(self, next_frame: int) -> None:
+        """Trim sightings no frame from ``next_frame`` on can use; drop tracks that can cover no such frame."""
+        for track_id in list(self._histories):
+            history = self._histories[track_id]
+            history.trim(next_frame - self.delay)
+            latest = history.sightings[-1].frame
+            can_hold = next_frame - latest <= self.hold_frames
+            can_interpolate = self._last_index + 1 - latest - 1 <= self.max_gap
+            if latest < next_frame and not can_hold and not can_interpolate:
+                del self._histories[track_id]
+
+    def _to_detections(self, frame: int, regions: list[_Region]) -> Detections:
+        if self._shape is None:
+            raise ValueError(
+                f"Tracker: frame {frame} is due but no Detections have been pushed yet, so its size is unknown; "
+                "run the detector on the first frame"
+            )
+        height, width = self._shape
+        masks = np.zeros((len(regions), height, width), dtype=bool)
+        for i, region in enumerate(regions):
+            masks[i] = region.patch.paste(height, width)
+        return Detections(
+            masks=torch.from_numpy(masks),
+            class_ids=torch.tensor([r.class_id for r in regions], dtype=torch.int64),
+            scores=torch.tensor([r.score for r in regions], dtype=torch.float32),
+            boxes_xyxy=torch.tensor(np.array([r.box for r in regions]).reshape(-1, 4), dtype=torch.float32),
+            names=dict(self._names),
+            track_ids=torch.tensor([r.track_id for r in regions], dtype=torch.int64),
+        )
+
+
+def track_all(tracker: Tracker, stream: Iterable[tuple[int, Detections | None]]) -> Iterator[tuple[int, Detections]]:
+    """Push every ``(index, detections)`` of ``stream`` into ``tracker``, then flush; yields the final frames in
+    order (each frame once, ``tracker.delay`` frames after it went in)."""
+    for index, detections in stream:
+        yield from tracker.push(index, detections)
+    yield from tracker.flush()

@@ -1,0 +1,421 @@
+"""Tracker: ids from ultralytics' trackers on our Detections, fail-closed holds, backfill, gap interpolation,
+box smoothing, look-ahead latency and memory, argument checks. Ground truth comes from tests.clips."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported anywhere in this process
+
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from inpaint_anon.detect import ScriptedDetector
+from inpaint_anon.errors import ConfigError
+from inpaint_anon.track import (
+    UNTRACKED_ID_BASE,
+    Tracker,
+    interpolate_box,
+    track_all,
+    tracker_defaults,
+    warp_mask,
+)
+from inpaint_anon.types import Detections, masks_to_boxes
+from tests.clips import object_masks
+
+SIZE = (160, 120)  # (W, H)
+NAMES = {0: "person", 1: "car"}
+N_FRAMES = 40  # the person moves about 3 px per frame
+
+
+def clip_detections(n_frames: int = N_FRAMES, drop: Callable[[int, str], bool] = lambda i, name: False) -> Callable:
+    """A ScriptedDetector script: the clip's objects, without those for which ``drop(index, name)`` holds."""
+
+    def script(index: int) -> dict[str, np.ndarray]:
+        masks = object_masks(index, SIZE, n_frames)
+        return {name: mask for name, mask in masks.items() if not drop(index, name)}
+
+    return script
+
+
+def detected(script: Callable, n_frames: int) -> Iterator[tuple[int, Detections]]:
+    """``(index, Detections)`` for each frame, from a ScriptedDetector running ``script`` on blank frames."""
+    detector = ScriptedDetector(script, ["person", "car"])
+    blank = np.zeros((SIZE[1], SIZE[0], 3), dtype=np.uint8)
+    for index in range(n_frames):
+        yield index, detector([blank])[0]
+
+
+def run(tracker: Tracker, script: Callable, n_frames: int = N_FRAMES) -> list[tuple[int, Detections]]:
+    out = list(track_all(tracker, detected(script, n_frames)))
+    assert [i for i, _ in out] == list(range(n_frames))
+    return out
+
+
+def uncovered(out: list[tuple[int, Detections]], name: str, n_frames: int = N_FRAMES) -> dict[int, int]:
+    """Frame -> count of the object's true pixels not covered by any output region (frames with leaks only)."""
+    leaks = {}
+    for index, dets in out:
+        truth = object_masks(index, SIZE, n_frames)[name]
+        missing = int((truth & ~dets.union_mask().numpy()).sum())
+        if missing:
+            leaks[index] = missing
+    return leaks
+
+
+def ids_of(dets: Detections, class_id: int) -> list[int]:
+    return dets.track_ids[dets.class_ids == class_id].tolist()
+
+
+def rect(x0: int, y0: int, x1: int, y1: int, size: tuple[int, int] = SIZE) -> np.ndarray:
+    mask = np.zeros((size[1], size[0]), dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+# -- arguments --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"method": "sort"}, "method='sort'"),
+        ({"hold_frames": -1}, "hold_frames=-1"),
+        ({"hold_frames": 301}, "hold_frames=301"),
+        ({"hold_frames": 1.5}, "hold_frames=1.5"),
+        ({"hold_frames": True}, "hold_frames=True"),
+        ({"backfill_frames": -2}, "backfill_frames=-2"),
+        ({"max_gap": 1000}, "max_gap=1000"),
+        ({"hold_dilate": -1}, "hold_dilate=-1"),
+        ({"smooth": 1.0}, "smooth=1.0"),
+        ({"smooth": -0.1}, "smooth=-0.1"),
+        ({"smooth": math.nan}, "smooth=nan"),
+        ({"smooth": "0.5"}, "smooth='0.5'"),
+        ({"fps": 0}, "fps=0"),
+        ({"fps": -30.0}, "fps=-30.0"),
+        ({"fps": math.inf}, "fps=inf"),
+        ({"fps": math.nan}, "fps=nan"),
+        ({"fps": True}, "fps=True"),
+        ({"track_hi_thresh": 0.5}, "track_hi_thresh=0.5"),
+        ({"tracker_type": "botsort"}, "tracker_type='botsort'"),
+        ({"track_high_thresh": 1.5}, "track_high_thresh=1.5"),
+        ({"match_thresh": "high"}, "match_thresh='high'"),
+        ({"track_buffer": 0}, "track_buffer=0"),
+        ({"track_buffer": 2.5}, "track_buffer=2.5"),
+        ({"fuse_score": 1}, "fuse_score=1"),
+        ({"gmc_method": "none"}, "gmc_method='none'"),  # a botsort setting, unknown to bytetrack
+        ({"method": "botsort", "with_reid": True}, "with_reid=True"),
+        ({"method": "botsort", "gmc_method": "sparseOptFlow"}, "gmc_method='sparseOptFlow'"),
+    ],
+)
+def test_bad_arguments_raise_config_error_naming_them(kwargs: dict, named: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Tracker(**kwargs)
+    message = str(err.value)
+    assert named in message and "\n" not in message
+    assert "use" in message or "accepts" in message or "drop it" in message
+
+
+def test_settings_come_from_ultralytics_yaml_and_fps_scales_track_buffer() -> None:
+    defaults = tracker_defaults("bytetrack")
+    assert defaults["track_buffer"] == 30 and "tracker_type" not in defaults
+    assert tracker_defaults("botsort")["gmc_method"] == "none"
+    assert Tracker(fps=60).tracker_settings["track_buffer"] == 60
+    assert Tracker(fps=15, max_gap=20).tracker_settings["track_buffer"] == 21  # an id survives every gap
+    tracker = Tracker(method="botsort", new_track_thresh=0.5, fuse_score=False)
+    assert tracker.tracker_settings["new_track_thresh"] == 0.5 and tracker.tracker_settings["fuse_score"] is False
+    assert Tracker(backfill_frames=3, max_gap=7).delay == 7
+    assert Tracker(backfill_frames=7, max_gap=3).delay == 8  # backfill sees one later sighting
+    assert Tracker(backfill_frames=0, max_gap=0).delay == 0
+    assert "hold_frames=12" in repr(Tracker())
+
+
+def test_push_errors() -> None:
+    empty = Detections.empty(SIZE[1], SIZE[0], NAMES)
+    tracker = Tracker()
+    tracker.push(3, empty)
+    with pytest.raises(ValueError, match="got frame 5 after frame 3"):
+        tracker.push(5, empty)
+    with pytest.raises(ValueError, match="got frame 3 after frame 3"):
+        tracker.push(3, empty)
+    with pytest.raises(ValueError, match="masks are 10x10 but earlier frames were 120x160"):
+        tracker.push(4, Detections.empty(10, 10, NAMES))
+    with pytest.raises(TypeError, match="must be Detections or None"):
+        tracker.push(4, [empty])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be an int"):
+        tracker.push("4", empty)  # type: ignore[arg-type]
+    tracker.flush()
+    with pytest.raises(ValueError, match="after flush"):
+        tracker.push(4, empty)
+
+
+def test_frames_before_any_detections_wait_for_the_frame_size() -> None:
+    tracker = Tracker(backfill_frames=0, max_gap=2)
+    assert tracker.push(0, None) == [] and tracker.push(1, None) == []
+    (index, dets), = tracker.push(2, Detections.empty(SIZE[1], SIZE[0], NAMES))
+    assert index == 0 and (dets.height, dets.width) == (SIZE[1], SIZE[0]) and len(dets) == 0
+    blind = Tracker(backfill_frames=0, max_gap=0)
+    with pytest.raises(ValueError, match="frame 0 is due but no Detections have been pushed"):
+        blind.push(0, None)
+
+
+# -- ids --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["bytetrack", "botsort"])
+def test_two_crossing_objects_keep_their_ids(method: str) -> None:
+    n_frames = 30
+
+    def objects(index: int) -> tuple[np.ndarray, np.ndarray]:
+        a = 10 + 4 * index  # rightwards
+        b = 130 - 4 * index  # leftwards; the boxes overlap around frame 15
+        return rect(a, 30, a + 20, 60), rect(b, 45, b + 20, 75)
+
+    script = lambda index: {"person": list(objects(index))}  # noqa: E731
+    out = run(Tracker(method=method, smooth=0.0), script, n_frames)
+    owner: dict[int, int] = {}
+    for index, dets in out:
+        assert len(dets) == 2 and dets.track_ids.dtype == torch.int64
+        for region in range(2):
+            which = next(k for k, truth in enumerate(objects(index)) if np.array_equal(dets.masks[region], truth))
+            assert owner.setdefault(int(dets.track_ids[region]), which) == which, f"id switch at frame {index}"
+    assert len(owner) == 2
+
+
+def test_clip_objects_get_one_id_each_and_stats() -> None:
+    tracker = Tracker()
+    out = run(tracker, clip_detections())
+    assert {tuple(ids_of(d, 0)) for _, d in out} == {(1,)} and {tuple(ids_of(d, 1)) for _, d in out} == {(2,)}
+    assert tracker.ids_seen == 2
+    assert tracker.stats == {
+        "tracks": 2, "untracked": 0, "detected": 2 * N_FRAMES, "held": 0, "interpolated": 0, "backfilled": 0,
+    }
+
+
+def test_stride_k_frames_advance_the_tracker_and_are_interpolated() -> None:
+    n_frames, stride = 49, 3  # the last frame is detected
+
+    def stream() -> Iterator[tuple[int, Detections | None]]:
+        for index in range(n_frames):
+            if index % stride:
+                yield index, None
+                continue
+            masks = object_masks(index, SIZE, n_frames)
+            yield index, Detections.from_masks(np.stack([masks["person"], masks["car"]]), [0, 1], NAMES)
+
+    tracker = Tracker()
+    out = list(track_all(tracker, stream()))
+    assert [i for i, _ in out] == list(range(n_frames))
+    assert {tuple(ids_of(d, 0)) for _, d in out} == {(1,)} and {tuple(ids_of(d, 1)) for _, d in out} == {(2,)}
+    assert uncovered(out, "person", n_frames) == {} and uncovered(out, "car", n_frames) == {}
+    skipped = n_frames - len(range(0, n_frames, stride))
+    assert tracker.stats["interpolated"] == 2 * skipped and tracker.stats["held"] == 0
+
+
+def test_every_raw_detection_appears_in_its_own_frame() -> None:
+    """Pass-through settings: the output is exactly the input, including a new object's first (unconfirmed)
+    detection, a one-frame false positive and a detection below the tracker's score thresholds."""
+    n_frames = 12
+
+    def stream() -> Iterator[tuple[int, Detections]]:
+        for index in range(n_frames):
+            masks = [rect(10 + 3 * index, 10, 30 + 3 * index, 40)]
+            scores = [0.9]
+            if index >= 5:  # appears late: unconfirmed on its first frame
+                masks.append(rect(100, 60 + index, 130, 90 + index))
+                scores.append(0.8)
+            if index == 7:  # one-frame false positive and a weak detection
+                masks += [rect(60, 5, 70, 15), rect(5, 90, 25, 110)]
+                scores += [0.6, 0.05]
+            yield index, Detections.from_masks(np.stack(masks), [0] * len(masks), NAMES, scores=scores)
+
+    tracker = Tracker(hold_frames=0, backfill_frames=0, max_gap=0, smooth=0.0)
+    pairs = list(stream())
+    out = list(track_all(tracker, iter(pairs)))
+    for (index, raw), (out_index, dets) in zip(pairs, out):
+        assert index == out_index
+        assert torch.equal(dets.masks, raw.masks) and torch.equal(dets.scores, raw.scores)
+        assert torch.equal(dets.boxes_xyxy, raw.boxes_xyxy)
+        assert len(set(dets.track_ids.tolist())) == len(dets)
+    assert out[5][1].track_ids[1] == out[6][1].track_ids[1]  # the first detection already has the final id
+    assert out[7][1].track_ids[3] >= UNTRACKED_ID_BASE
+    assert tracker.stats["untracked"] == 1
+
+
+def test_empty_frames_give_empty_detections_with_track_ids() -> None:
+    tracker = Tracker(backfill_frames=0, max_gap=0)
+    (_, dets), = tracker.push(0, Detections.empty(SIZE[1], SIZE[0], NAMES))
+    assert len(dets) == 0 and dets.masks.shape == (0, SIZE[1], SIZE[0])
+    assert dets.track_ids is not None and dets.track_ids.dtype == torch.int64 and dets.names == NAMES
+
+
+# -- hold -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hold_frames", [1, 4, 12])
+def test_hold_covers_every_dropped_frame(hold_frames: int) -> None:
+    for dropped in range(1, hold_frames + 1):
+        tracker = Tracker(hold_frames=hold_frames, backfill_frames=0, max_gap=0)  # no look-ahead: hold only
+        out = run(tracker, clip_detections(drop=lambda i, name, d=dropped: name == "person" and 10 <= i < 10 + d))
+        assert uncovered(out, "person") == {}, f"dropped {dropped}"
+        assert all(ids_of(dets, 0) == [1] for _, dets in out)
+        held = [dets for index, dets in out if 10 <= index < 10 + dropped]
+        assert all(float(d.scores[d.class_ids == 0]) == 0.0 for d in held)
+        assert tracker.stats["held"] == dropped
+
+
+def test_hold_stops_after_hold_frames() -> None:
+    tracker = Tracker(hold_frames=5, backfill_frames=0, max_gap=3)
+    out = run(tracker, clip_detections(drop=lambda i, name: name == "person" and i >= 10))
+    assert [index for index, dets in out if ids_of(dets, 0)] == list(range(15))
+    assert tracker.stats["held"] == 5 and tracker.stats["interpolated"] == 0
+    assert tracker.live_tracks == 1  # the person's track was forgotten
+
+
+def test_gap_longer_than_max_gap_is_held_not_interpolated() -> None:
+    tracker = Tracker(max_gap=2)
+    out = run(tracker, clip_detections(drop=lambda i, name: name == "person" and 10 <= i < 15))
+    assert uncovered(out, "person") == {}
+    assert tracker.stats["held"] == 5 and tracker.stats["interpolated"] == 0
+
+
+# -- backfill ---------------------------------------------------------------------------------------------
+
+
+def test_backfill_covers_frames_before_the_first_detection() -> None:
+    tracker = Tracker(backfill_frames=3, max_gap=0)
+    out = run(tracker, clip_detections(drop=lambda i, name: name == "person" and i < 5))
+    assert [index for index, dets in out if ids_of(dets, 0)] == list(range(2, N_FRAMES))
+    assert set(uncovered(out, "person")) == {0, 1}
+    first_id = ids_of(out[5][1], 0)
+    assert all(ids_of(dets, 0) == first_id for _, dets in out[2:])
+    assert tracker.stats["backfilled"] == 3
+
+
+def test_reappearance_after_a_long_gap_is_held_then_backfilled() -> None:
+    tracker = Tracker(hold_frames=5, backfill_frames=6, max_gap=8)
+    out = run(tracker, clip_detections(drop=lambda i, name: name == "person" and 10 <= i < 30))
+    assert set(uncovered(out, "person")) == set(range(15, 24))
+    assert tracker.stats["held"] == 5 and tracker.stats["backfilled"] == 6
+
+
+def test_frames_come_out_delay_frames_late_and_the_buffer_stays_small() -> None:
+    tracker = Tracker(backfill_frames=4, max_gap=6)
+    emitted = []
+    for index, dets in detected(clip_detections(), N_FRAMES):
+        out = tracker.push(index, dets)
+        assert [i for i, _ in out] == ([index - tracker.delay] if index >= tracker.delay else [])
+        assert tracker.pending <= tracker.delay
+        emitted += out
+    emitted += tracker.flush()
+    assert [i for i, _ in emitted] == list(range(N_FRAMES)) and tracker.pending == 0
+
+
+def test_one_off_detections_are_forgotten() -> None:
+    """Memory stays flat: tracks that can cover no future frame are dropped."""
+    tracker = Tracker(hold_frames=3, backfill_frames=2, max_gap=2)
+    for index in range(60):
+        x = (7 * index) % 140
+        tracker.push(index, Detections.from_masks(rect(x, (5 * index) % 100, x + 8, (5 * index) % 100 + 8)[None],
+                                                  [0], NAMES))
+        assert tracker.live_tracks <= 8
+    assert tracker.ids_seen > 8
+
+
+# -- interpolation ----------------------------------------------------------------------------------------
+
+
+def test_gap_is_interpolated_between_neighbours() -> None:
+    tracker = Tracker(smooth=0.0)
+    out = run(tracker, clip_detections(drop=lambda i, name: name == "person" and 10 <= i < 15))
+    assert uncovered(out, "person") == {}
+    assert all(ids_of(dets, 0) == [1] for _, dets in out)
+    before = out[9][1].boxes_xyxy[out[9][1].class_ids == 0][0].numpy()
+    after = out[15][1].boxes_xyxy[out[15][1].class_ids == 0][0].numpy()
+    for index in range(10, 15):
+        dets = out[index][1]
+        box = dets.boxes_xyxy[dets.class_ids == 0][0].numpy()
+        assert np.all(box >= np.minimum(before, after) - 1e-4) and np.all(box <= np.maximum(before, after) + 1e-4)
+        np.testing.assert_allclose(box, interpolate_box(before, after, (index - 9) / 6), atol=1e-4)
+        assert float(dets.scores[dets.class_ids == 0]) == 0.0
+    assert tracker.stats["interpolated"] == 5 and tracker.stats["held"] == 0
+
+
+def test_interpolate_box() -> None:
+    a, b = [0, 0, 10, 20], [10, 20, 30, 60]
+    np.testing.assert_allclose(interpolate_box(a, b, 0.0), a)
+    np.testing.assert_allclose(interpolate_box(a, b, 1.0), b)
+    np.testing.assert_allclose(interpolate_box(a, b, 0.25), [2.5, 5, 15, 30])
+
+
+def test_warp_mask_translates_and_scales() -> None:
+    mask = rect(10, 10, 20, 30)
+    moved = warp_mask(mask, [10, 10, 20, 30], [40, 20, 60, 60])
+    np.testing.assert_array_equal(moved, rect(40, 20, 60, 60))
+    ellipse = object_masks(0, SIZE, 1)["car"]
+    box = masks_to_boxes(torch.from_numpy(ellipse)[None])[0].numpy()
+    half = warp_mask(ellipse, box, box / 2)
+    assert abs(int(half.sum()) - ellipse.sum() / 4) < 0.1 * ellipse.sum() / 4
+    np.testing.assert_array_equal(warp_mask(ellipse, box, box), ellipse)
+
+
+def test_warp_mask_dilates_clips_and_survives_degenerate_boxes() -> None:
+    dot = rect(50, 50, 51, 51)
+    grown = warp_mask(dot, [50, 50, 51, 51], [50, 50, 51, 51], dilate=3)
+    yy, xx = np.mgrid[: grown.shape[0], : grown.shape[1]]
+    np.testing.assert_array_equal(grown, (yy - 50) ** 2 + (xx - 50) ** 2 <= 9)  # a Euclidean disk of radius 3
+    edge = warp_mask(rect(0, 0, 10, 10), [0, 0, 10, 10], [-5, -5, 5, 5])
+    np.testing.assert_array_equal(edge, rect(0, 0, 5, 5))
+    line = rect(20, 20, 21, 40)  # zero-width source box: moved, not scaled
+    np.testing.assert_array_equal(warp_mask(line, [20, 20, 20, 40], [30, 20, 30, 40]), rect(30, 20, 31, 40))
+    assert not warp_mask(np.zeros((8, 8), dtype=bool), [0, 0, 1, 1], [2, 2, 3, 3], dilate=2).any()
+
+
+# -- smoothing --------------------------------------------------------------------------------------------
+
+
+def jittered_track(seed: int = 0) -> list[tuple[int, Detections]]:
+    """A 20x30 box moving 2 px per frame right, its position jittered by up to 3 px per frame."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for index in range(N_FRAMES):
+        dx, dy = rng.integers(-3, 4, size=2)
+        x, y = 20 + 2 * index + dx, 40 + dy
+        pairs.append((index, Detections.from_masks(rect(x, y, x + 20, y + 30)[None], [0], NAMES)))
+    return pairs
+
+
+def box_jitter(out: list[tuple[int, Detections]]) -> float:
+    boxes = np.stack([dets.boxes_xyxy[0].numpy() for _, dets in out])
+    return float(np.diff(boxes, axis=0).std(axis=0).mean())
+
+
+def test_smoothing_reduces_box_jitter_and_never_touches_masks() -> None:
+    pairs = jittered_track()
+    raw = list(track_all(Tracker(smooth=0.0), iter(pairs)))
+    smoothed = list(track_all(Tracker(smooth=0.5), iter(pairs)))
+    assert box_jitter(smoothed) < 0.6 * box_jitter(raw)
+    for (_, given), (_, dets) in zip(pairs, smoothed):
+        assert torch.equal(dets.masks, given.masks)  # masks are never moved or shrunk by smoothing
+
+
+def test_smoothing_has_no_lag_on_constant_motion() -> None:
+    pairs = [(i, Detections.from_masks(rect(10 + 3 * i, 20, 30 + 3 * i, 50)[None], [0], NAMES)) for i in range(30)]
+    for (_, given), (_, dets) in zip(pairs, track_all(Tracker(smooth=0.8), iter(pairs))):
+        np.testing.assert_allclose(dets.boxes_xyxy.numpy(), given.boxes_xyxy.numpy(), atol=1e-3)
+
+
+def test_track_all_matches_push_and_flush() -> None:
+    pairs = list(detected(clip_detections(drop=lambda i, name: i % 4 == 1), N_FRAMES))
+    manual, tracker = [], Tracker()
+    for index, dets in pairs:
+        manual += tracker.push(index, dets)
+    manual += tracker.flush()
+    streamed = list(track_all(Tracker(), iter(pairs)))
+    assert [i for i, _ in manual] == [i for i, _ in streamed]
+    for (_, a), (_, b) in zip(manual, streamed):
+        assert torch.equal(a.masks, b.masks) and torch.equal(a.track_ids, b.track_ids)
