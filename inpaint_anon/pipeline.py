@@ -28,6 +28,7 @@ from inpaint_anon.detect.base import Detector
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.inpaint.fallback import fail_closed_fill
+from inpaint_anon.track import Tracker
 from inpaint_anon.types import Detections, Frame, RunResult
 from inpaint_anon.video import VideoReader, VideoWriter
 
@@ -115,6 +116,9 @@ class AnonymizePipeline:
 
     Args:
         detector: finds regions; called with ``detector.batch_size`` frames at a time.
+        tracker: makes the :class:`~inpaint_anon.track.Tracker` of a run (called once per video with
+            ``fps=``): stable ids, masks held through misses, backfilled and interpolated; None = no tracking.
+        detect_stride: run the detector on every k-th frame only; the tracker carries masks in between.
         inpainter: fills regions; called with ``batch_frames`` consecutive frames at a time.
         compositor: mask dilation / feathering / blending (default ``Compositor()``).
         batch_frames: frames per inpainter call (>= 1).
@@ -132,6 +136,8 @@ class AnonymizePipeline:
         inpainter: Inpainter,
         compositor: Compositor | None = None,
         *,
+        tracker: Callable[..., Tracker] | None = None,
+        detect_stride: int = 1,
         batch_frames: int = 4,
         queue_size: int = 8,
         progress: bool = True,
@@ -140,7 +146,14 @@ class AnonymizePipeline:
             raise ConfigError(f"batch_frames must be >= 1, got {batch_frames}")
         if queue_size < 1:
             raise ConfigError(f"queue_size must be >= 1, got {queue_size}")
+        if not isinstance(detect_stride, int) or detect_stride < 1:
+            raise ConfigError(f"detect_stride must be an integer >= 1, got {detect_stride!r}")
+        if detect_stride > 1 and tracker is None:
+            raise ConfigError(f"detect_stride={detect_stride} needs a tracker to carry masks between detections; "
+                              "enable tracking (tracker=default) or use detect_stride=1")
         self.detector = detector
+        self.tracker = tracker
+        self.detect_stride = detect_stride
         self.inpainter = inpainter
         self.compositor = compositor if compositor is not None else Compositor()
         self.batch_frames = batch_frames
@@ -162,7 +175,7 @@ class AnonymizePipeline:
         """Anonymize ``source`` into ``output`` and return what happened.
 
         1. open the source (its metadata) and the output (a temporary file next to it);
-        2. run the stages, each in its own thread, joined by bounded queues: decode -> detect -> prepare
+        2. run the stages, each in its own thread, joined by bounded queues: decode -> detect -> track -> prepare
            (masks to fill regions and alpha) -> the inpainter's steps (one, or several that overlap, e.g.
            VAE encode / U-Net / VAE decode) -> blend -> encode;
         3. on success rename the temporary file to ``output``; on any error delete it and re-raise.
@@ -174,8 +187,8 @@ class AnonymizePipeline:
         stop = threading.Event()
         counts = {"in": 0, "out": 0}
         steps = self.inpainter.stages()
-        channels = [_Channel(stop, self.queue_size) for _ in range(4 + len(steps))]
-        decoded, detected, prepared, *inpainted, blended = channels
+        channels = [_Channel(stop, self.queue_size) for _ in range(5 + len(steps))]
+        decoded, detected, tracked, prepared, *inpainted, blended = channels
 
         # 1. open source and output; both raise InputError before any work starts
         with VideoReader(source) as reader, VideoWriter(
@@ -183,6 +196,7 @@ class AnonymizePipeline:
             keep_metadata=keep_metadata, overwrite=overwrite,
         ) as writer:
             meta = reader.meta
+            tracker = self.tracker(fps=float(meta.fps or 30)) if self.tracker is not None else None
             bar = tqdm(total=meta.n_frames, unit="frame", disable=not self.progress, desc="anonymize",
                        dynamic_ncols=True)
 
@@ -192,16 +206,35 @@ class AnonymizePipeline:
                     decoded.put(frame)
 
             def detect() -> None:
-                for frames in _batched(decoded, self.detector.batch_size):
+                for frames in _batched_strided(decoded, self.detector.batch_size, self.detect_stride):
+                    chosen = [f for f in frames if f.index % self.detect_stride == 0]
                     with timings("detect"):
-                        found = self.detector([f.rgb for f in frames])
-                    if len(found) != len(frames):
-                        raise RuntimeError(f"detector returned {len(found)} results for {len(frames)} frames")
-                    for pair in zip(frames, found):
-                        detected.put(pair)
+                        found = self.detector([f.rgb for f in chosen]) if chosen else []
+                    if len(found) != len(chosen):
+                        raise RuntimeError(f"detector returned {len(found)} results for {len(chosen)} frames")
+                    by_index = {f.index: d for f, d in zip(chosen, found)}
+                    for frame in frames:
+                        detected.put((frame, by_index.get(frame.index)))  # None: the detector did not run
+
+            def track() -> None:
+                if tracker is None:
+                    for pair in detected:
+                        tracked.put(pair)
+                    return
+                waiting: dict[int, Frame] = {}  # frames held back for the tracker's look-ahead
+                for frame, dets in detected:
+                    waiting[frame.index] = frame
+                    with timings("track"):
+                        final = tracker.push(frame.index, dets)
+                    for index, tracked_dets in final:
+                        tracked.put((waiting.pop(index), tracked_dets))
+                with timings("track"):
+                    final = tracker.flush()
+                for index, tracked_dets in final:
+                    tracked.put((waiting.pop(index), tracked_dets))
 
             def prepare() -> None:
-                for pairs in _batched(detected, self.batch_frames):
+                for pairs in _batched(tracked, self.batch_frames):
                     with timings("composite"):
                         prepared.put(self._prepare(pairs))
 
@@ -230,7 +263,8 @@ class AnonymizePipeline:
                     bar.update(1)
 
             # 2. run every stage in its own thread
-            stages = [("decode", decode, decoded), ("detect", detect, detected), ("prepare", prepare, prepared),
+            stages = [("decode", decode, decoded), ("detect", detect, detected), ("track", track, tracked),
+                      ("prepare", prepare, prepared),
                       *((f"inpaint{i}", inpaint_step(i), inpainted[i]) for i in range(len(steps))),
                       ("blend", blend, blended), ("encode", encode, None)]
             try:
@@ -242,6 +276,8 @@ class AnonymizePipeline:
                 raise RuntimeError(f"wrote {counts['out']} frames but decoded {counts['in']}")
             if counts["in"] == 0:
                 raise InputError(f"no frames could be decoded from {source}; check the file plays in a video player")
+            if tracker is not None:
+                events.append({"event": "tracking", **tracker.stats})
             if getattr(writer, "padded_size", None):
                 events.append({"event": "padded", "to_size": list(writer.padded_size),
                                "reason": "yuv420p needs even width and height"})
@@ -352,6 +388,21 @@ def _run_stages(stages: list[tuple[str, Callable[[], None], _Channel | None]], s
     for thread in threads:
         if thread.error is not None:
             raise thread.error
+
+
+def _batched_strided(channel: _Channel, size: int, stride: int) -> Iterator[list[Frame]]:
+    """Group frames so that each group holds ``size`` frames whose index is a multiple of ``stride`` (the
+    ones to detect on), with the frames in between; the last group may hold fewer."""
+    group: list[Frame] = []
+    chosen = 0
+    for frame in channel:
+        group.append(frame)
+        chosen += frame.index % stride == 0
+        if chosen == size:
+            yield group
+            group, chosen = [], 0
+    if group:
+        yield group
 
 
 def _batched(channel: _Channel, size: int) -> Iterator[list[Any]]:

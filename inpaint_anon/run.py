@@ -31,6 +31,7 @@ from inpaint_anon.types import RunResult
 logger = logging.getLogger("inpaint_anon")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+DETECTION_RUN_KEYS = ("stride", "cache")  # detector config keys that set up the detection stage, not the model
 VERSIONED_PACKAGES = ("inpaint_anon", "torch", "torchvision", "diffusers", "transformers",
                       "ultralytics-opencv-headless", "ultralytics", "av", "numpy", "hydra-core")
 
@@ -70,6 +71,7 @@ def _explain_missing_choice(err: MissingConfigException) -> str:
 
 def run(cfg: DictConfig) -> float | None:
     """One run from a composed config. Returns the run.json value named by ``optimized_metric``."""
+    from inpaint_anon.detect.cache import CachedDetector
     from inpaint_anon.pipeline import AnonymizePipeline
     from inpaint_anon.video import check_output, probe
 
@@ -79,16 +81,31 @@ def run(cfg: DictConfig) -> float | None:
     check_output(output, source=source, overwrite=cfg.overwrite, **_plain(cfg.video))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
 
-    # 2. build the components from their _target_ configs
+    # 2. build the components from their _target_ configs (stride and cache are run settings, not the model's)
+    detector_cfg = {k: v for k, v in _plain(cfg.detector).items() if k not in DETECTION_RUN_KEYS}
+    stride, use_cache = cfg.detector.get("stride", 1), cfg.detector.get("cache", False)
     inpainter_cfg = _inpainter_config(cfg, run_dir)
-    detector = _instantiate("detector", cfg.detector)
+    detector = _instantiate("detector", detector_cfg)
+    tracker = _instantiate("tracker", cfg.tracker) if cfg.get("tracker") is not None else None
     inpainter = _instantiate("inpainter", inpainter_cfg)
     compositor = _instantiate("compositor", cfg.compositor)
-    pipe = AnonymizePipeline(detector=detector, inpainter=inpainter, compositor=compositor,
-                             **_plain(cfg.pipeline))
+    if use_cache:
+        settings = {**detector_cfg, "stride": stride}
+        detector = CachedDetector(detector, cfg.paths.cache, source, settings)
+    pipe = AnonymizePipeline(detector=detector, inpainter=inpainter, compositor=compositor, tracker=tracker,
+                             detect_stride=stride, **_plain(cfg.pipeline))
 
-    # 3. run
-    result = pipe(source, output, overwrite=cfg.overwrite, keep_metadata=cfg.keep_metadata, **_plain(cfg.video))
+    # 3. run (a detection cache is finished only when the whole run succeeded)
+    try:
+        result = pipe(source, output, overwrite=cfg.overwrite, keep_metadata=cfg.keep_metadata,
+                      **_plain(cfg.video))
+    except BaseException:
+        if use_cache:
+            detector.abort()
+        raise
+    if use_cache:
+        detector.finish()
+        result.events.append({"event": "detection_cache", "hit": detector.hit, "path": str(detector.path)})
 
     # 4. record and report
     record = _run_record(cfg, result, source, inpainter)
@@ -130,7 +147,7 @@ def _inpainter_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
     return node
 
 
-def _instantiate(group: str, node: DictConfig) -> Any:
+def _instantiate(group: str, node: DictConfig | dict[str, Any]) -> Any:
     """Instantiate a component; its user errors are re-raised prefixed with the config group."""
     try:
         return hydra.utils.instantiate(node, _convert_="all")

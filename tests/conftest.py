@@ -1,12 +1,17 @@
-"""Shared fixtures: small synthetic clips (see tests/clips.py) built fresh in each test's tmp_path."""
+"""Shared test setup: offline environment, and small synthetic clips (tests/clips.py) built in tmp_path."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.clips import make_clip
+
+# No test may reach a network: ultralytics skips its probes and downloads, the HF hub its requests.
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture

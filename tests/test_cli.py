@@ -68,6 +68,21 @@ def test_street_generative_tiny_end_to_end(workdir: Path) -> None:
     assert {"inpaint.vae_encode", "inpaint.unet", "inpaint.vae_decode"} <= set(record["timings"])
 
 
+def test_detection_cache_is_reused_by_the_next_run(workdir: Path, tmp_path: Path) -> None:
+    """A sweep over inpainting settings detects once: the second run reads the cache, stride 3 included."""
+    common = ["input=street.mp4", *TINY_DETECTOR, "detector.cache=true", "detector.stride=3",
+              f"paths.cache={tmp_path / 'cache'}", "video.preset=ultrafast", "overwrite=true"]
+    hits = []
+    for inpainter in ("blur", "pixelate"):
+        proc = run_cli(*common, f"inpainter={inpainter}", f"output={tmp_path / inpainter}.mp4", cwd=workdir)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        record = json.loads((workdir / "run" / "run.json").read_text())
+        hits += [e["hit"] for e in record["events"] if e["event"] == "detection_cache"]
+        assert record["frames_out"] == 8 and any(e["event"] == "tracking" for e in record["events"])
+    assert hits == [False, True]
+    assert len(list((tmp_path / "cache").glob("*.dets"))) == 1
+
+
 def test_scramble_key_is_generated_saved_and_never_logged(workdir: Path) -> None:
     out = workdir / "scrambled.mp4"
     proc = run_cli("input=street.mp4", f"output={out}", "inpainter=scramble", *TINY_DETECTOR,
@@ -93,9 +108,12 @@ def test_scramble_key_is_generated_saved_and_never_logged(workdir: Path) -> None
         (["input=street.mp4", "inpainter.nonexistent_key=1"], ["nonexistent_key"]),
         (["+experiment=street", "input=street.mp4"], ["stable-diffusion-v1-5/stable-diffusion-inpainting"]),
         (["input=street.mp4", "inpainter=tiny", "inpainter.steps=0"], ["steps"]),
+        (["input=street.mp4", "detector.stride=0"], ["stride"]),
+        (["input=street.mp4", "tracker.hold_frames=-1"], ["hold_frames"]),
     ],
     ids=["missing-input", "no-input", "unknown-inpainter", "unknown-class", "bad-conf", "bad-crf",
-         "bad-strength", "output-is-input", "missing-weights", "unknown-key", "sd-weights-offline", "bad-steps"],
+         "bad-strength", "output-is-input", "missing-weights", "unknown-key", "sd-weights-offline", "bad-steps",
+         "bad-stride", "bad-hold"],
 )
 def test_user_errors(workdir: Path, args: list[str], needles: list[str]) -> None:
     before = sorted(p.name for p in workdir.iterdir())

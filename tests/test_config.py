@@ -60,3 +60,11 @@ def test_prompt_config_mirrors_package_defaults() -> None:
     assert prompts["classes"] == dict(DEFAULT_PROMPTS)
     assert prompts["negative"] == DEFAULT_NEGATIVE_PROMPT
     assert prompts["default"] == DEFAULT_PROMPT
+
+
+def test_tracker_config_builds_a_tracker_per_video() -> None:
+    from inpaint_anon.track import Tracker
+
+    make = instantiate(compose_run().tracker, _convert_="all")
+    assert isinstance(make(fps=25.0), Tracker) and make(fps=25.0) is not make(fps=25.0)
+    assert compose_run("tracker=none").tracker is None

@@ -51,6 +51,7 @@ class ScriptedDetector:
         fn: Callable[[int], FrameScript],
         names: Sequence[str] | Mapping[int, str],
         batch_size: int = 4,
+        stride: int = 1,
     ) -> None:
         if not callable(fn):
             raise ConfigError(
@@ -60,9 +61,12 @@ class ScriptedDetector:
             raise ConfigError(
                 f"ScriptedDetector batch_size={batch_size!r} is out of range; use an integer >= 1"
             )
+        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+            raise ConfigError(f"ScriptedDetector stride={stride!r} is out of range; use an integer >= 1")
         self.fn = fn
         self.names = _names_table(names)
         self.batch_size = batch_size
+        self.stride = stride
         self.calls: list[int] = []
         self._next_index = 0
         self._ids = {name: i for i, name in self.names.items()}
@@ -72,11 +76,12 @@ class ScriptedDetector:
         self._next_index = 0
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """One Detections per image (RGB uint8 (H, W, 3)), for frame indices continuing from the last call."""
+        """One Detections per image (RGB uint8 (H, W, 3)), for frame indices continuing from the last call
+        (``stride`` apart: set it to the pipeline's ``detect_stride``, which calls detectors on every k-th frame)."""
         detections = []
         for image in images:
             index = self._next_index
-            self._next_index += 1
+            self._next_index += self.stride
             self.calls.append(index)
             height, width = int(image.shape[0]), int(image.shape[1])
             detections.append(self._detections(index, self.fn(index), height, width))
