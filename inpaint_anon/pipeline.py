@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from inpaint_anon.composite import Compositor
 from inpaint_anon.detect.base import Detector
+from inpaint_anon.detect.cache import DetectionWriter
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.inpaint.fallback import fail_closed_fill
@@ -171,6 +172,7 @@ class AnonymizePipeline:
         keep_metadata: bool = False,
         crf: int = 18,
         preset: str = "medium",
+        record_detections: str | Path | None = None,
     ) -> RunResult:
         """Anonymize ``source`` into ``output`` and return what happened.
 
@@ -179,6 +181,9 @@ class AnonymizePipeline:
            (masks to fill regions and alpha) -> the inpainter's steps (one, or several that overlap, e.g.
            VAE encode / U-Net / VAE decode) -> blend -> encode;
         3. on success rename the temporary file to ``output``; on any error delete it and re-raise.
+
+        ``record_detections``: also write each frame's final (tracked, not yet dilated) detections there
+        (:class:`~inpaint_anon.detect.cache.DetectionWriter` format), for evaluation; kept only on success.
         """
         started = time.perf_counter()
         timings = _Timings()
@@ -194,7 +199,7 @@ class AnonymizePipeline:
         with VideoReader(source) as reader, VideoWriter(
             output, reader.meta, source=source, crf=crf, preset=preset,
             keep_metadata=keep_metadata, overwrite=overwrite,
-        ) as writer:
+        ) as writer, _detections_writer(record_detections, source, self.detector.names) as recorder:
             meta = reader.meta
             tracker = self.tracker(fps=float(meta.fps or 30)) if self.tracker is not None else None
             bar = tqdm(total=meta.n_frames, unit="frame", disable=not self.progress, desc="anonymize",
@@ -216,10 +221,15 @@ class AnonymizePipeline:
                     for frame in frames:
                         detected.put((frame, by_index.get(frame.index)))  # None: the detector did not run
 
+            def emit(frame: Frame, dets: Detections) -> None:
+                if recorder is not None:
+                    recorder.write(frame.index, dets)
+                tracked.put((frame, dets))
+
             def track() -> None:
                 if tracker is None:
                     for pair in detected:
-                        tracked.put(pair)
+                        emit(*pair)
                     return
                 waiting: dict[int, Frame] = {}  # frames held back for the tracker's look-ahead
                 for frame, dets in detected:
@@ -227,11 +237,11 @@ class AnonymizePipeline:
                     with timings("track"):
                         final = tracker.push(frame.index, dets)
                     for index, tracked_dets in final:
-                        tracked.put((waiting.pop(index), tracked_dets))
+                        emit(waiting.pop(index), tracked_dets)
                 with timings("track"):
                     final = tracker.flush()
                 for index, tracked_dets in final:
-                    tracked.put((waiting.pop(index), tracked_dets))
+                    emit(waiting.pop(index), tracked_dets)
 
             def prepare() -> None:
                 for pairs in _batched(tracked, self.batch_frames):
@@ -388,6 +398,14 @@ def _run_stages(stages: list[tuple[str, Callable[[], None], _Channel | None]], s
     for thread in threads:
         if thread.error is not None:
             raise thread.error
+
+
+def _detections_writer(path: str | Path | None, source: str | Path,
+                       names: dict[int, str]) -> DetectionWriter | nullcontext[None]:
+    """A DetectionWriter for ``path`` (finished on a clean exit, deleted on an error), or nothing."""
+    if path is None:
+        return nullcontext()
+    return DetectionWriter(path, key={"source": str(source), "content": "final tracked detections"}, names=names)
 
 
 def _batched_strided(channel: _Channel, size: int, stride: int) -> Iterator[list[Frame]]:

@@ -98,7 +98,7 @@ def run(cfg: DictConfig) -> float | None:
     # 3. run (a detection cache is finished only when the whole run succeeded)
     try:
         result = pipe(source, output, overwrite=cfg.overwrite, keep_metadata=cfg.keep_metadata,
-                      **_plain(cfg.video))
+                      record_detections=run_dir / "detections.dets", **_plain(cfg.video))
     except BaseException:
         if use_cache:
             detector.abort()

@@ -242,3 +242,27 @@ def test_a_failing_middle_step_fails_closed(tmp_path: Path) -> None:
     for i, (src, dst) in enumerate(zip(read_all(clip), read_all(out))):
         person = object_masks(i, SIZE, 8)["person"]
         assert (np.abs(src.astype(int) - dst.astype(int)).sum(axis=-1)[person] > 0).any(), f"frame {i} in the clear"
+
+
+def test_final_detections_are_recorded_for_evaluation(tmp_path: Path) -> None:
+    from inpaint_anon.detect.cache import DetectionReader
+
+    clip = make_clip(tmp_path / "in.mp4", n_frames=6, size=SIZE)
+    record = tmp_path / "detections.dets"
+    AnonymizePipeline(truth_detector(6), SolidInpainter(device="cpu"), progress=False)(
+        clip, tmp_path / "out.mp4", record_detections=record)
+    frames = list(DetectionReader(record))
+    assert [i for i, _ in frames] == list(range(6))
+    for i, dets in frames:
+        truth = object_masks(i, SIZE, 6)
+        assert dets.class_names == ["person", "car"]
+        assert all((m.numpy() == truth[n]).all() for m, n in zip(dets.masks, dets.class_names))
+
+
+def test_no_detections_record_after_a_failed_run(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "in.mp4", n_frames=6, size=SIZE)
+    detector = FailingDetector(lambda i: object_masks(i, SIZE, 6), names=NAMES, batch_size=1)
+    with pytest.raises(RuntimeError, match="detector crashed"):
+        AnonymizePipeline(detector, BlurInpainter(device="cpu"), progress=False)(
+            clip, tmp_path / "out.mp4", record_detections=tmp_path / "d.dets")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
