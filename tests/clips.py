@@ -265,3 +265,25 @@ def make_image(
         extra["quality"] = 95
     image.save(path, **extra)
     return path
+
+
+def leaked_frames(
+    source: str | Path, output: str | Path, size: tuple[int, int], n_frames: int, tolerance: int = 30,
+    max_clear: float = 0.01,
+) -> list[int]:
+    """Frames of an anonymized ``make_clip`` video in which an object is shown in the clear.
+
+    A frame leaks when, for some object, more than ``max_clear`` of its true pixels (``object_masks``) are
+    within ``tolerance`` (sum of absolute RGB differences) of the decoded source. Meant for solid or
+    generative fills: a blur keeps flat interiors and would count as a leak.
+    """
+    from inpaint_anon.video import VideoReader
+
+    leaked = []
+    with VideoReader(source) as src, VideoReader(output) as out:
+        for a, b in zip(src, out):
+            diff = np.abs(a.rgb.astype(int) - b.rgb.astype(int)).sum(axis=-1)
+            truth = object_masks(a.index, size, n_frames)
+            if any((diff[mask] < tolerance).mean() > max_clear for mask in truth.values()):
+                leaked.append(a.index)
+    return leaked

@@ -17,7 +17,7 @@ from inpaint_anon.inpaint.base import InpaintBatch, InpaintOutput
 from inpaint_anon.inpaint.fast import SolidInpainter
 from inpaint_anon.pipeline import AnonymizePipeline
 from inpaint_anon.track import Tracker
-from inpaint_anon.video import VideoReader
+from tests import clips
 from tests.clips import make_clip, object_masks
 
 SIZE, N = (160, 120), 30
@@ -25,16 +25,8 @@ MAGENTA = (255, 0, 255)
 HOLD = 6
 
 
-def leaked_frames(src: Path, out: Path, n: int = N, names: tuple[str, ...] = ("person", "car")) -> list[int]:
-    """Frames where more than 1 % of an object's true pixels are (nearly) unchanged in the output."""
-    leaked = []
-    with VideoReader(src) as a, VideoReader(out) as b:
-        for fa, fb in zip(a, b):
-            diff = np.abs(fa.rgb.astype(int) - fb.rgb.astype(int)).sum(axis=-1)
-            truth = object_masks(fa.index, SIZE, n)
-            if any((diff[truth[name]] < 30).mean() > 0.01 for name in names):
-                leaked.append(fa.index)
-    return leaked
+def leaked_frames(src: Path, out: Path) -> list[int]:
+    return clips.leaked_frames(src, out, SIZE, N)
 
 
 def missing(frames: set[int], name: str = "person", stride: int = 1) -> ScriptedDetector:

@@ -27,10 +27,12 @@ class ArchitectureTimedDetector(ScriptedDetector):
     Random weights (built from the yaml) find nothing; anonymizing nothing would flatter the numbers.
     """
 
-    def __init__(self, size: tuple[int, int], n_frames: int, imgsz: int, batch_size: int, device: str) -> None:
+    def __init__(self, size: tuple[int, int], n_frames: int, imgsz: int, batch_size: int, device: str,
+                 stride: int = 1, script: Any = None) -> None:
         from inpaint_anon.detect.yolo_seg import YoloSegDetector
 
-        super().__init__(lambda i: object_masks(i, size, n_frames), names=["person", "car"], batch_size=batch_size)
+        script = script or (lambda i: object_masks(i, size, n_frames))
+        super().__init__(script, names=["person", "car"], batch_size=batch_size, stride=stride)
         self.model = YoloSegDetector(weights="yolov8n-seg.yaml", classes=None, imgsz=imgsz,
                                      batch_size=batch_size, device=device)
 
@@ -48,14 +50,17 @@ def generated_clip(workdir: Path, size: tuple[int, int], n_frames: int) -> Path:
 
 
 def run_pipeline(clip: Path, size: tuple[int, int], n_frames: int, inpainter: Inpainter, *, preset: str,
-                 imgsz: int, device: str, batch_frames: int = 4) -> dict[str, Any]:
-    """One timed pipeline run; returns fps and seconds per frame per stage (stages overlap)."""
-    detector = ArchitectureTimedDetector(size, n_frames, imgsz=imgsz, batch_size=4, device=device)
-    pipe = AnonymizePipeline(detector, inpainter, Compositor(), batch_frames=batch_frames, progress=False)
-    out = clip.with_name(f"out_{clip.stem}_{inpainter.name}.mp4")
+                 imgsz: int, device: str, batch_frames: int = 4, tracker: Any = None, stride: int = 1,
+                 script: Any = None, crf: int = 18) -> dict[str, Any]:
+    """One timed pipeline run; returns fps and seconds per frame per stage (stages overlap) and the output."""
+    detector = ArchitectureTimedDetector(size, n_frames, imgsz=imgsz, batch_size=4, device=device, stride=stride,
+                                         script=script)
+    pipe = AnonymizePipeline(detector, inpainter, Compositor(), tracker=tracker, detect_stride=stride,
+                             batch_frames=batch_frames, progress=False)
+    out = clip.with_name(f"out_{clip.stem}_{inpainter.name}_s{stride}_{'t' if tracker else 'n'}.mp4")
     out.unlink(missing_ok=True)
     start = time.perf_counter()
-    result = pipe(clip, out, preset=preset)
+    result = pipe(clip, out, preset=preset, crf=crf)
     wall = time.perf_counter() - start
     return {
         "size": f"{size[0]}x{size[1]}",
@@ -66,6 +71,7 @@ def run_pipeline(clip: Path, size: tuple[int, int], n_frames: int, inpainter: In
         "fps": round(result.frames_out / wall, 3),
         "s_per_frame": round(wall / result.frames_out, 4),
         "ms_per_frame": {k: round(1000 * v / result.frames_out, 2) for k, v in sorted(result.timings.items())},
+        "output": str(out),
     }
 
 
