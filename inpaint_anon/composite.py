@@ -30,7 +30,7 @@ from dataclasses import replace
 import torch
 
 from inpaint_anon.errors import ConfigError
-from inpaint_anon.types import Detections, masks_to_boxes
+from inpaint_anon.types import Detections, cover_boxes, masks_to_boxes
 
 # Regions are processed in chunks of at most this many same-size windows (sorted by size), which bounds
 # the padding wasted when one large region shares a batch with many small ones.
@@ -117,11 +117,17 @@ class Compositor:
     def prepare(self, detections: Detections, feather: bool = True) -> tuple[Detections, torch.Tensor]:
         """The inpainter's view of a frame's regions, and the frame's alpha.
 
-        Returns detections whose masks are the fill regions (boxes: their tight boxes; everything else
-        unchanged) and the float32 (H, W) alpha, computed in one pass.
+        Returns detections whose masks are the fill regions and the float32 (H, W) alpha, computed in one
+        pass. Boxes: each detection box grown by its dilation (and feather band) and made to contain its fill
+        region, so a tracker's smoothed box keeps steadying placement (e.g. a pixelate grid); everything else
+        is unchanged.
         """
         fill, alpha = self.fill_and_alpha(detections.masks, detections.boxes_xyxy, feather)
-        return replace(detections, masks=fill, boxes_xyxy=masks_to_boxes(fill)), alpha
+        grow = (self.radii(detections.boxes_xyxy) + (self.feather if feather else 0))[:, None]
+        grown = detections.boxes_xyxy + torch.cat([-grow, -grow, grow, grow], dim=1)
+        h, w = fill.shape[1:]
+        grown = torch.minimum(grown.clamp(min=0), torch.tensor([w, h, w, h], dtype=grown.dtype))
+        return replace(detections, masks=fill, boxes_xyxy=cover_boxes(grown, masks_to_boxes(fill))), alpha
 
     def blend(self, images: torch.Tensor, fills: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W): ``images`` where alpha == 0, ``fills`` where alpha == 1, linear in between.

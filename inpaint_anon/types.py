@@ -218,6 +218,20 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes
 
 
+def cover_boxes(boxes: torch.Tensor, tight: torch.Tensor) -> torch.Tensor:
+    """float32 (N, 4): each of ``boxes`` grown to contain the matching ``tight`` box (xyxy).
+
+    Where a box is unusable (NaN/inf, or no area) the tight box is used as it is; where a tight box is
+    empty (all zeros: an empty mask) it stays empty. Lets a smoothed (tracked) box steady a region's placement
+    while it still always covers the region's pixels.
+    """
+    boxes = boxes.to(device=tight.device, dtype=torch.float32)
+    usable = torch.isfinite(boxes).all(dim=1) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    nonempty = (tight[:, 2] > tight[:, 0]) & (tight[:, 3] > tight[:, 1])
+    grown = torch.cat([torch.minimum(boxes[:, :2], tight[:, :2]), torch.maximum(boxes[:, 2:], tight[:, 2:])], dim=1)
+    return torch.where((usable & nonempty)[:, None], grown, tight)
+
+
 @dataclass
 class RunResult:
     """What a finished run produced.

@@ -184,7 +184,10 @@ def test_prepare_returns_fill_detections_and_alpha():
     grown, alpha = comp.prepare(det)
     fill, expected_alpha = comp.fill_and_alpha(masks, det.boxes_xyxy)
     assert torch.equal(grown.masks, fill) and torch.equal(alpha, expected_alpha)
-    assert grown.boxes_xyxy.tolist() == [[2.0, 2.0, 13.0, 13.0], [15.0, 17.0, 30.0, 28.0]]
+    # the detection boxes grown by dilation + feather (4 px), clamped to the frame, covering the fill
+    assert grown.boxes_xyxy.tolist() == [[1.0, 1.0, 14.0, 14.0], [14.0, 16.0, 30.0, 29.0]]
+    tight = masks_to_boxes(fill)
+    assert (grown.boxes_xyxy[:, :2] <= tight[:, :2]).all() and (grown.boxes_xyxy[:, 2:] >= tight[:, 2:]).all()
     assert grown.track_ids.tolist() == [7, 9] and grown.class_names == ["person", "car"]
     assert det.masks is masks  # the input is not modified
 

@@ -505,3 +505,20 @@ def test_cuda_matches_cpu(name, kwargs):
     assert on_cuda.images.device.type == "cuda"
     tolerance = 1 if name in ("blur", "pixelate") else 0  # float rounding may differ by one level
     assert (on_cuda.images.cpu().int() - expected.int()).abs().max() <= tolerance
+
+
+def test_a_steady_box_keeps_the_pixelate_grid_steady_while_the_mask_jitters():
+    """With tracking, boxes are smoothed; the mosaic is anchored to them, so mask jitter does not move it."""
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8, generator=g)
+    outputs = []
+    for shift in (0, 1, 2):
+        mask = torch.zeros(1, 64, 64, dtype=torch.bool)
+        mask[0, 10 + shift : 50, 12 + shift : 52] = True  # jittering top-left edge
+        dets = Detections(masks=mask, class_ids=[0], scores=[1.0], boxes_xyxy=[[8, 8, 54, 54]], names={0: "person"},
+                          track_ids=[7])
+        batch = InpaintBatch(images=image, detections=[dets], frame_indices=[shift])
+        outputs.append(PixelateInpainter(blocks=6, device="cpu")(batch).images)
+    interior = (slice(None), slice(None), slice(14, 50), slice(14, 52))
+    assert torch.equal(outputs[0][interior], outputs[1][interior])
+    assert torch.equal(outputs[0][interior], outputs[2][interior])

@@ -5,8 +5,9 @@ cuda if available else cpu); frames and masks are moved there, results are retur
 input images. Solid and scramble work on the union of each frame's fill regions. Blur and pixelate share
 one path:
 
-* all regions of the batch are gathered into one list of masked pixels (``_Regions``); geometry comes from
-  the fill masks themselves (tight boxes), never from ``boxes_xyxy``, so a fill region that grew past its
+* all regions of the batch are gathered into one list of masked pixels (``_Regions``); each region's box is
+  its ``boxes_xyxy`` (a tracker's smoothed box steadies the placement) grown to contain its fill mask's
+  tight box (or the tight box alone when the given one is unusable), so a fill region that grew past its
   detector box (or came with a degenerate box) is still filled entirely;
 * ``roi_align`` resamples each region's neighbourhood into a small fixed-size *canonical crop* (with a
   coverage channel, so pixels outside the frame do not count), the crops are processed in one batch, and
@@ -38,6 +39,7 @@ from inpaint_anon.device import resolve_device
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.scramble import key_bytes, key_fingerprint, scramble_chw
+from inpaint_anon.types import cover_boxes
 
 FALLBACK_RGB = (0, 0, 0)
 # Blur sigma per pixel of a region's shorter side at strength 1: a 100 px face gets sigma 15 px.
@@ -285,7 +287,7 @@ def _frame_masks(masks: torch.Tensor, images: torch.Tensor, device: torch.device
 
 def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
     """All regions of ``batch`` as one :class:`_Regions` on ``device`` (a loop over frames, not regions)."""
-    frame, index, ids, class_names, points = [], [], [], [], []
+    frame, index, ids, class_names, points, given_boxes = [], [], [], [], [], []
     count = 0
     for b, detections in enumerate(batch.detections):
         n = len(detections)
@@ -297,6 +299,7 @@ def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
         frame.append(torch.full((n,), b, dtype=torch.int64, device=device))
         index.append(torch.arange(n, device=device))
         ids.append(index[-1] if detections.track_ids is None else detections.track_ids.to(device))
+        given_boxes.append(detections.boxes_xyxy.to(device))
         class_names += [detections.names.get(c, str(c)) for c in detections.class_ids.tolist()]
         count += n
     if count == 0:
@@ -307,7 +310,7 @@ def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
         frame=torch.cat(frame),
         index=torch.cat(index),
         ids=torch.cat(ids),
-        boxes=_point_boxes(point_region, point_y, point_x, count),
+        boxes=cover_boxes(torch.cat(given_boxes), _point_boxes(point_region, point_y, point_x, count)),
         class_names=class_names,
         point_region=point_region,
         point_y=point_y,
