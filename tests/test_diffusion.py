@@ -456,3 +456,17 @@ def test_the_model_never_sees_another_regions_original_pixels(components, prompt
     assert car_at_model_res.any() and (masks[0, 0][car_at_model_res > 0] == 1).all()
     outside = ~fill_masks(batch)
     assert torch.equal(out.images.permute(0, 2, 3, 1)[outside], batch.images.permute(0, 2, 3, 1)[outside])
+
+
+def test_crop_windows_follow_a_steady_tracked_box(components, prompt_embeds):
+    """Mask jitter does not move the crop when the tracker's (smoothed) box stays put: steadier identity."""
+    inpainter = make_inpainter(components, prompt_embeds)
+    windows = []
+    for shift in (0, 2):
+        masks = torch.zeros(1, H, W, dtype=torch.bool)
+        masks[0, 10 + shift : 30, 10 + shift : 30] = True
+        dets = Detections(masks=masks, class_ids=[0], scores=[1.0], boxes_xyxy=[[8, 8, 32, 32]], names=NAMES,
+                          track_ids=[3])
+        batch = InpaintBatch(make_frame(0)[None], [dets], [shift])
+        windows.append(inpainter._list_regions(batch, H, W)[0].window)
+    assert windows[0] == windows[1]

@@ -40,7 +40,7 @@ from inpaint_anon.device import resolve_device, resolve_dtype
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.inpaint.fallback import fail_closed_fill
-from inpaint_anon.types import Detections, PromptEmbeds, SDComponents, masks_to_boxes
+from inpaint_anon.types import Detections, PromptEmbeds, SDComponents, cover_boxes, masks_to_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -411,7 +411,8 @@ class LatentInpainter(Inpainter):
                     f"frame {frame_index}: masks are {dets.height}x{dets.width} but the frame is "
                     f"{height}x{width}"
                 )
-            boxes = masks_to_boxes(dets.masks).tolist()
+            # the (tracked, smoothed) box grown to cover the mask: a steady crop window for a steady identity
+            boxes = cover_boxes(dets.boxes_xyxy, masks_to_boxes(dets.masks)).tolist()
             names = dets.class_names
             for i, box in enumerate(boxes):
                 if box[2] <= box[0]:
