@@ -470,3 +470,20 @@ def test_crop_windows_follow_a_steady_tracked_box(components, prompt_embeds):
         batch = InpaintBatch(make_frame(0)[None], [dets], [shift])
         windows.append(inpainter._list_regions(batch, H, W)[0].window)
     assert windows[0] == windows[1]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_path_runs_end_to_end(dtype):
+    """The FP16/BF16 plumbing (weights, latents, masks, prompt embeddings) that CUDA uses, exercised on CPU."""
+    components = tiny_components(unet_in_channels=9)
+    g = torch.Generator().manual_seed(2)
+    person, uncond, default = torch.randn(3, 77, 32, generator=g)
+    embeds = PromptEmbeds(cond={"person": person}, uncond=uncond, default=default)
+    inpainter = make_inpainter(components, embeds, dtype=dtype)
+    assert inpainter.unet.dtype == getattr(torch, dtype)
+    batch = make_batch(n_frames=1)
+    out = inpainter(batch)
+    assert out.fallbacks == [] and out.images.dtype == torch.uint8
+    inside, outside = fill_masks(batch), ~fill_masks(batch)
+    assert (out.images.permute(0, 2, 3, 1)[inside] != batch.images.permute(0, 2, 3, 1)[inside]).any()
+    assert torch.equal(out.images.permute(0, 2, 3, 1)[outside], batch.images.permute(0, 2, 3, 1)[outside])
