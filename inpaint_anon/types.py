@@ -300,3 +300,22 @@ class SDComponents:
     scheduler: Any
     text_encoder: Any | None = None
     tokenizer: Any | None = None
+
+    @classmethod
+    def from_pipeline(cls, pipe: Any) -> SDComponents:
+        """The components of a diffusers ``StableDiffusionInpaintPipeline`` (or any SD pipeline)."""
+        return cls(vae=pipe.vae, unet=pipe.unet, scheduler=pipe.scheduler, text_encoder=pipe.text_encoder,
+                   tokenizer=pipe.tokenizer)
+
+    def to_pipeline(self, scheduler: Any | None = None) -> Any:
+        """A diffusers ``StableDiffusionInpaintPipeline`` sharing these components (no safety checker), e.g. to
+        ``save_pretrained`` them or to compare with diffusers; ``scheduler`` replaces the components' one."""
+        from diffusers import StableDiffusionInpaintPipeline
+
+        pipe = StableDiffusionInpaintPipeline(
+            vae=self.vae, unet=self.unet, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+            scheduler=self.scheduler if scheduler is None else scheduler,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from itertools import chain
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import av
@@ -32,6 +31,7 @@ import numpy as np
 from av.container import InputContainer, OutputContainer
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from inpaint_anon.atomic import CommitOnExit
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.types import Frame, VideoMeta
 
@@ -629,7 +629,7 @@ def check_output(
     _check_output_free(path, _existing_input(source, "source") if source is not None else None, overwrite)
 
 
-class VideoWriter:
+class VideoWriter(CommitOnExit):
     """Atomic writer of an anonymized video (or still) that keeps timing and audio and drops metadata.
 
     ``VideoWriter(path, meta, source=...)``; :meth:`write` each :class:`Frame` (``rgb`` uint8 (H, W, 3)
@@ -764,15 +764,4 @@ class VideoWriter:
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):  # dropped without close(): leave no partial file behind
-            self.abort()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
             self.abort()

@@ -562,10 +562,4 @@ def load_single_file(
             f"cannot load checkpoint {file} with configs from {config_dir} ({_reason(err)}); "
             f"check that it is an SD-1.5 checkpoint matching those configs"
         ) from err
-    return SDComponents(
-        vae=pipe.vae,
-        unet=pipe.unet,
-        scheduler=pipe.scheduler,
-        text_encoder=pipe.text_encoder,
-        tokenizer=pipe.tokenizer,
-    )
+    return SDComponents.from_pipeline(pipe)

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, StableDiffusionInpaintPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel
 
 from inpaint_anon.inpaint.diffusion import LatentInpainter, scheduler_class
@@ -43,17 +43,7 @@ def inputs() -> dict[str, torch.Tensor]:
 def _diffusers(
     components: SDComponents, inputs: dict, scheduler: str, steps: int, guidance_scale: float, strength: float
 ) -> torch.Tensor:
-    pipe = StableDiffusionInpaintPipeline(
-        vae=components.vae,
-        text_encoder=components.text_encoder,
-        tokenizer=components.tokenizer,
-        unet=components.unet,
-        scheduler=scheduler_class(scheduler).from_config(components.scheduler.config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = components.to_pipeline(scheduler_class(scheduler).from_config(components.scheduler.config))
     return pipe(
         prompt_embeds=inputs["cond"],
         negative_prompt_embeds=inputs["uncond"],

@@ -29,16 +29,7 @@ def components(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pipe(components) -> StableDiffusionInpaintPipeline:
-    return StableDiffusionInpaintPipeline(
-        vae=components.vae,
-        unet=components.unet,
-        text_encoder=components.text_encoder,
-        tokenizer=components.tokenizer,
-        scheduler=components.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return components.to_pipeline()
 
 
 def _encode(components, prompts, negative=DEFAULT_NEGATIVE_PROMPT, **kwargs):

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from diffusers import StableDiffusionInpaintPipeline
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -43,17 +42,7 @@ def original(tokenizer_cache) -> SDComponents:
 
 
 def _save(components: SDComponents, folder: Path, variant: str | None = None) -> Path:
-    pipe = StableDiffusionInpaintPipeline(
-        vae=components.vae,
-        unet=components.unet,
-        text_encoder=components.text_encoder,
-        tokenizer=components.tokenizer,
-        scheduler=components.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder, variant=variant)
+    components.to_pipeline().save_pretrained(folder, variant=variant)
     return folder
 
 

@@ -53,6 +53,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from inpaint_anon.atomic import CommitOnExit
 from inpaint_anon.detect.base import Detector
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.types import Detections
@@ -217,7 +218,7 @@ def _names_table(names: object) -> dict[int, str]:
 # -- writer and reader ------------------------------------------------------------------------------------
 
 
-class DetectionWriter:
+class DetectionWriter(CommitOnExit):
     """Writes per-frame Detections to a ``.dets`` file (see the module docstring), one frame at a time.
 
     path: the final file; nothing appears there before :meth:`close` (data goes to a temporary file in the
@@ -308,17 +309,6 @@ class DetectionWriter:
         if self._file is None:
             raise RuntimeError(f"DetectionWriter for {self.path} is closed; open a new writer")
         return self._file
-
-    def __enter__(self) -> DetectionWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class DetectionReader:
