@@ -134,8 +134,11 @@ def _resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
 
 
 def _inpainter_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
-    """The inpainter config, with a new scramble key generated (and saved) when none was given."""
+    """The inpainter config, with a new scramble key generated (and saved) when none was given, and a
+    fresh per-video nonce when none was given."""
     node = cfg.inpainter
+    if "nonce" in node and node.nonce is None:
+        node = OmegaConf.merge(node, {"nonce": secrets.token_hex(16)})
     if "key" in node and node.key is None:
         key = secrets.token_hex(32)
         key_file = run_dir / "scramble.key"
@@ -185,6 +188,8 @@ def _run_record(cfg: DictConfig, result: RunResult, source: Path, inpainter: Any
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
         "device": str(getattr(inpainter, "device", "cpu")),
         "inpainter": getattr(inpainter, "name", type(inpainter).__name__),
+        **({"scramble": {"nonce": inpainter.nonce, "key_fingerprint": inpainter.key_fingerprint}}
+           if hasattr(inpainter, "key_fingerprint") else {}),
         "events": result.events,
         "meta": {"width": meta.width, "height": meta.height, "fps": str(meta.fps), "n_frames": meta.n_frames,
                  "has_audio": meta.has_audio, "rotation": meta.rotation, "codec": meta.codec},

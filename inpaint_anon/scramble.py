@@ -15,7 +15,9 @@ Scheme (version 1), per frame:
 
 ``unscramble`` inverts it exactly on lossless frames, given the same key, frame index and mask; the mask
 (the union of the frame's fill regions) must therefore be stored alongside a scrambled video. The
-keystream depends only on (key, frame index): use a fresh key per video.
+keystream depends only on (key, frame index), so one key must not scramble two videos: :func:`video_key`
+derives a per-video key from the secret and a public random nonce (what ``ScrambleInpainter(nonce=...)``
+and the CLI use; the nonce is recorded in run.json).
 """
 
 from __future__ import annotations
@@ -65,6 +67,28 @@ def key_bytes(key: str | bytes) -> bytes:
             f"({2 * MIN_KEY_BYTES} hex digits or {MIN_KEY_BYTES} bytes); {KEY_HELP}"
         )
     return raw
+
+
+def new_nonce() -> str:
+    """A fresh public per-video nonce: 32 hex digits (128 bits)."""
+    return secrets.token_hex(16)
+
+
+def video_key(key: str | bytes, nonce: str | bytes) -> bytes:
+    """The 256-bit key that scrambles one video: BLAKE2b keyed by the secret over the video's nonce.
+
+    nonce: public and unique per video (hex string or bytes, at least 8 bytes), e.g. :func:`new_nonce`.
+    Reusing a key with different nonces gives unrelated keystreams.
+    """
+    raw_nonce = bytes(nonce) if isinstance(nonce, (bytes, bytearray)) else None
+    if raw_nonce is None:
+        try:
+            raw_nonce = bytes.fromhex(str(nonce).strip())
+        except ValueError:
+            raise ConfigError(f"scramble nonce {nonce!r} is not hex; use e.g. {new_nonce()}") from None
+    if len(raw_nonce) < 8:
+        raise ConfigError(f"scramble nonce is too short ({len(raw_nonce)} bytes); use at least 8, e.g. {new_nonce()}")
+    return hashlib.blake2b(raw_nonce, key=key_bytes(key)[:64], digest_size=32, person=b"ia-videokey-v1").digest()
 
 
 def key_fingerprint(key: str | bytes) -> str:

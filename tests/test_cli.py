@@ -91,6 +91,8 @@ def test_scramble_key_is_generated_saved_and_never_logged(workdir: Path) -> None
     key = (workdir / "run" / "scramble.key").read_text().strip()
     assert len(key) == 64 and (workdir / "run" / "scramble.key").stat().st_mode & 0o077 == 0
     assert key not in (workdir / "run" / "run.json").read_text()
+    record = json.loads((workdir / "run" / "run.json").read_text())
+    assert len(record["scramble"]["nonce"]) == 32 and len(record["scramble"]["key_fingerprint"]) == 16
 
 
 @pytest.mark.parametrize(

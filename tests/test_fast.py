@@ -522,3 +522,22 @@ def test_a_steady_box_keeps_the_pixelate_grid_steady_while_the_mask_jitters():
     interior = (slice(None), slice(None), slice(14, 50), slice(14, 52))
     assert torch.equal(outputs[0][interior], outputs[1][interior])
     assert torch.equal(outputs[0][interior], outputs[2][interior])
+
+
+def test_a_per_video_nonce_separates_videos_scrambled_with_one_key():
+    from inpaint_anon.scramble import new_nonce, unscramble, video_key
+
+    g = torch.Generator().manual_seed(3)
+    image = torch.randint(0, 256, (1, 3, 24, 32), dtype=torch.uint8, generator=g)
+    mask = torch.zeros(1, 24, 32, dtype=torch.bool)
+    mask[0, 4:20, 6:26] = True
+    dets = Detections.from_masks(mask, [0], {0: "person"})
+    batch = InpaintBatch(images=image, detections=[dets], frame_indices=[5])
+    first, second = new_nonce(), new_nonce()
+    a = ScrambleInpainter(KEY, nonce=first, device="cpu")(batch).images[0]
+    b = ScrambleInpainter(KEY, nonce=second, device="cpu")(batch).images[0]
+    assert not torch.equal(a[:, mask[0]], b[:, mask[0]]), "same key, different videos: different keystreams"
+    restored = unscramble(a.permute(1, 2, 0), mask[0], video_key(KEY, first), 5)
+    assert torch.equal(restored, image[0].permute(1, 2, 0))
+    with pytest.raises(ConfigError, match="nonce"):
+        ScrambleInpainter(KEY, nonce="zz", device="cpu")

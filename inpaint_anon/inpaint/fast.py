@@ -38,7 +38,7 @@ from inpaint_anon.composite import check_float, check_int
 from inpaint_anon.device import resolve_device
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
-from inpaint_anon.scramble import key_bytes, key_fingerprint, scramble_chw
+from inpaint_anon.scramble import key_bytes, key_fingerprint, scramble_chw, video_key
 from inpaint_anon.types import cover_boxes
 
 FALLBACK_RGB = (0, 0, 0)
@@ -232,6 +232,8 @@ class ScrambleInpainter(_TorchInpainter):
     key: secret of at least 128 bits (hex string of >= 32 hex digits, or >= 16 bytes); make one with
         ``python -c "import secrets; print(secrets.token_hex(32))"``.
     hide_colors: also add a keyed offset mod 256 to every value (hides the colour histogram; default).
+    nonce: public per-video nonce (hex); frames are scrambled with ``video_key(key, nonce)`` so one secret
+        can serve many videos. None uses the key as it is (then use the key for one video only).
     The scrambled area of a frame is the union of its fill regions, scrambled with the frame's index as
     tweak. ``feather = False``: the compositor pastes it with hard edges, so :func:`unscramble` with the
     same mask restores the frame exactly (on lossless output).
@@ -241,11 +243,13 @@ class ScrambleInpainter(_TorchInpainter):
     feather = False
 
     def __init__(
-        self, key: str | bytes, hide_colors: bool = True, device: str | torch.device = "auto"
+        self, key: str | bytes, hide_colors: bool = True, nonce: str | bytes | None = None,
+        device: str | torch.device = "auto",
     ) -> None:
         super().__init__(device)
-        self._key = key_bytes(key)
-        self.key_fingerprint = key_fingerprint(self._key)
+        self.key_fingerprint = key_fingerprint(key)
+        self.nonce = nonce
+        self._key = key_bytes(key) if nonce is None else video_key(key, nonce)
         self.hide_colors = bool(hide_colors)
 
     def __repr__(self) -> str:
