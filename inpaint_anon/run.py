@@ -113,8 +113,21 @@ def run(cfg: DictConfig) -> float | None:
     for event in result.events:
         if event.get("event") == "fallback":
             logger.warning("region filled by fallback: %s", event)
+    # 5. evaluate (metrics=default): metrics.json beside run.json
+    if cfg.get("metrics") is not None:
+        from inpaint_anon.evaluate import evaluate_run
+
+        result.metrics = evaluate_run(run_dir, _instantiate("metrics", cfg.metrics))["classes"]
     print(result.out_path, flush=True)
-    value = record.get(cfg.get("optimized_metric") or "")
+    return _optimized_value(cfg.get("optimized_metric"), record, result.metrics)
+
+
+def _optimized_value(name: str | None, record: dict[str, Any], metrics: dict[str, Any]) -> float | None:
+    """The value a sweeper optimizes: a run.json key, or ``CLASS/METRIC`` from metrics.json."""
+    if not name:
+        return None
+    group, _, metric = name.rpartition("/")
+    value = metrics.get(group, {}).get(metric) if group else record.get(name)
     return float(value) if isinstance(value, (int, float)) else None
 
 

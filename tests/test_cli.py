@@ -83,6 +83,18 @@ def test_detection_cache_is_reused_by_the_next_run(workdir: Path, tmp_path: Path
     assert len(list((tmp_path / "cache").glob("*.dets"))) == 1
 
 
+def test_metrics_at_the_end_of_a_run(workdir: Path, tmp_path: Path) -> None:
+    """metrics=default evaluates the run (networks whose weights are not cached are skipped, with the reason);
+    optimized_metric can name a metric, e.g. for a sweeper."""
+    out = tmp_path / "anon.mp4"
+    proc = run_cli("input=street.mp4", f"output={out}", *TINY_DETECTOR, "metrics=default", "metrics.download=false",
+                   f"paths.cache={tmp_path / 'cache'}", "video.preset=ultrafast", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((workdir / "run" / "metrics.json").read_text())
+    assert metrics["classes"]["all"]["psnr_out"] is not None
+    assert "lpips" in json.dumps(metrics.get("skipped", metrics)), "unavailable weights are reported as skipped"
+
+
 def test_scramble_key_is_generated_saved_and_never_logged(workdir: Path) -> None:
     out = workdir / "scrambled.mp4"
     proc = run_cli("input=street.mp4", f"output={out}", "inpainter=scramble", *TINY_DETECTOR,

@@ -68,3 +68,14 @@ def test_tracker_config_builds_a_tracker_per_video() -> None:
     make = instantiate(compose_run().tracker, _convert_="all")
     assert isinstance(make(fps=25.0), Tracker) and make(fps=25.0) is not make(fps=25.0)
     assert compose_run("tracker=none").tracker is None
+
+
+def test_optimized_metric_reads_run_json_or_metrics() -> None:
+    from inpaint_anon.run import _optimized_value
+
+    record = {"fps_processing": 12.5, "output": "x.mp4"}
+    metrics = {"all": {"psnr_out": 31.0, "fid": None}, "person": {"lpips": 0.4}}
+    assert _optimized_value("fps_processing", record, metrics) == 12.5
+    assert _optimized_value("person/lpips", record, metrics) == 0.4
+    assert _optimized_value("all/fid", record, metrics) is None  # undefined metric: nothing to optimize
+    assert _optimized_value("output", record, metrics) is None and _optimized_value(None, record, metrics) is None
