@@ -258,6 +258,11 @@ def _exif_rotation(exif: Image.Exif) -> int:
     return {3: 180, 4: 180, 5: 270, 6: 90, 7: 90, 8: 270}.get(orientation, 0)
 
 
+# What Pillow raises on a file that is not a readable image. ImportError: once ultralytics is imported, its patched
+# Image.open retries unknown files as HEIF and needs the optional pi-heif package.
+IMAGE_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError)
+
+
 class _ImageSource:
     """A single still read with Pillow, EXIF orientation applied."""
 
@@ -268,9 +273,7 @@ class _ImageSource:
                 rotation = _exif_rotation(image.getexif())
                 codec = (image.format or "").lower()
                 rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-        # ImportError: once ultralytics is imported, its patched Image.open retries unknown files as HEIF
-        # and needs the optional pi-heif package
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as error:
+        except IMAGE_READ_ERRORS as error:
             raise InputError(
                 f"cannot read {path} as an image: not an image, or truncated or corrupt ({error}); "
                 "check that it opens in an image viewer, or export it again"

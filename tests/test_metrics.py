@@ -537,6 +537,17 @@ def test_annotation_file_problems(tmp_path: Path) -> None:
         outside[0][0].region(10, 10)
 
 
+def test_corrupt_mask_after_ultralytics_import(tmp_path: Path) -> None:
+    """CI failure: ultralytics' patched Image.open retries unknown files as HEIF and raised ModuleNotFoundError
+    (no pi-heif) instead of the InputError."""
+    import ultralytics.utils.patches  # noqa: F401 - applies the patch, as the detector does in a real run
+
+    annotations = _write(tmp_path / "gt.jsonl", '{"frame": 0, "class": "car", "mask": "bad.png"}')
+    (tmp_path / "bad.png").write_bytes(b"not a png" * 100)
+    with pytest.raises(InputError, match="cannot be read"):
+        load_annotations(annotations)[0][0].region(4, 4)
+
+
 def test_leak_rate_unchanged_and_blacked_out() -> None:
     rng = np.random.default_rng(0)
     original = rng.integers(20, 256, (20, 30, 3), dtype=np.uint8)

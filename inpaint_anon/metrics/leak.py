@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchmetrics import Metric
 
 from inpaint_anon.errors import InputError
+from inpaint_anon.video import IMAGE_READ_ERRORS
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class Annotation:
             try:
                 with Image.open(self.mask_path) as image:
                     region = np.asarray(image.convert("L")) > 0
-            except (OSError, UnidentifiedImageError) as error:
+            except IMAGE_READ_ERRORS as error:
                 raise InputError(f"annotations {self.where()}: mask {self.mask_path} cannot be read ({error}); "
                                  "give a PNG at the frame's size") from error
             if region.shape != (height, width):
