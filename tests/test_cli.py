@@ -68,6 +68,18 @@ def test_street_generative_tiny_end_to_end(workdir: Path) -> None:
     assert {"inpaint.vae_encode", "inpaint.unet", "inpaint.vae_decode"} <= set(record["timings"])
 
 
+def test_street_reads_the_sample_clip_without_input(workdir: Path, tmp_path: Path) -> None:
+    """`+experiment=street` with no input= anonymizes data/street.mp4 (paths.data points at the checkout's data/)."""
+    data = Path(__file__).resolve().parents[1] / "data"
+    out = tmp_path / "anon.mp4"
+    # conf=1.0: the random detector finds nothing, so the run costs decoding and encoding only
+    proc = run_cli("+experiment=street", f"paths.data={data}", f"output={out}", "inpainter=blur", *TINY_DETECTOR,
+                   "detector.conf=1.0", "video.preset=ultrafast", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((workdir / "run" / "run.json").read_text())
+    assert record["input"] == str(data / "street.mp4") and record["frames_out"] == 50
+
+
 def test_detection_cache_is_reused_by_the_next_run(workdir: Path, tmp_path: Path) -> None:
     """A sweep over inpainting settings detects once: the second run reads the cache, stride 3 included."""
     common = ["input=street.mp4", *TINY_DETECTOR, "detector.cache=true", "detector.stride=3",
