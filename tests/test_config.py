@@ -79,3 +79,15 @@ def test_optimized_metric_reads_run_json_or_metrics() -> None:
     assert _optimized_value("person/lpips", record, metrics) == 0.4
     assert _optimized_value("all/fid", record, metrics) is None  # undefined metric: nothing to optimize
     assert _optimized_value("output", record, metrics) is None and _optimized_value(None, record, metrics) is None
+
+
+@pytest.mark.parametrize("sweep", options("sweep"))
+def test_sweeps_compose_as_multiruns(sweep: str) -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="run", overrides=["+experiment=street", f"+sweep={sweep}"], return_hydra_config=True)
+    assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params
+    assert OmegaConf.to_container(cfg)["output"] == "${hydra:runtime.output_dir}/anon.mp4", "one output per job"
+    assert cfg.detector.cache is True
+    if sweep == "street_steps":
+        assert {"inpainter.steps", "inpainter.guidance_scale"} <= set(cfg.hydra.sweeper.params)
+        assert cfg.inpainter.model.startswith("stable-diffusion-v1-5/")
