@@ -120,3 +120,33 @@ def test_guidance_embedding_unet_matches_diffusers(components, inputs):
     lcm = replace(components, unet=unet)
     args = (inputs, "LCMScheduler", 2, 6.0, 1.0)
     assert (_ours(lcm, *args) - _diffusers(lcm, *args)).abs().max().item() <= TOLERANCE
+
+
+def test_frame_crops_give_diffusers_the_same_inputs(components):
+    """model_inputs (used by the generative benchmark to call diffusers per frame) are exactly what our loop
+    denoises: diffusers on them gives our crops."""
+    from inpaint_anon.inpaint.base import InpaintBatch
+    from inpaint_anon.types import Detections
+
+    g = torch.Generator().manual_seed(1)
+    embeds = torch.randn(2, 77, 32, generator=g)
+    prompt_embeds = PromptEmbeds(cond={"person": embeds[0]}, uncond=embeds[1], default=embeds[0])
+    inpainter = LatentInpainter(components, prompt_embeds, steps=2, guidance_scale=6.0, resolution=SIZE,
+                                scheduler="DDIMScheduler", device="cpu")
+    masks = torch.zeros(2, 96, 128, dtype=torch.bool)
+    masks[0, 10:40, 10:30] = True
+    masks[1, 50:90, 70:120] = True
+    detections = Detections.from_masks(masks, [0, 0], {0: "person"})
+    batch = InpaintBatch(torch.randint(0, 256, (1, 3, 96, 128), dtype=torch.uint8, generator=g), [detections], [0])
+
+    crops, crop_masks, cond, generators = inpainter.model_inputs(batch)
+    assert crops.shape == (2, 3, SIZE, SIZE) and crop_masks.shape == (2, 1, SIZE, SIZE) and len(generators) == 2
+    ours = inpainter.inpaint_crops(crops, crop_masks, cond, generators)
+    crops, crop_masks, cond, generators = inpainter.model_inputs(batch)  # fresh generators
+    pipe = components.to_pipeline(inpainter.scheduler)
+    expected = pipe(prompt_embeds=cond, negative_prompt_embeds=prompt_embeds.uncond.expand(2, -1, -1),
+                    image=(crops + 1) / 2, mask_image=crop_masks, height=SIZE, width=SIZE, num_inference_steps=2,
+                    guidance_scale=6.0, generator=generators, output_type="pt").images
+    assert (ours - expected).abs().max().item() <= TOLERANCE
+    empty = InpaintBatch(batch.images, [Detections.from_masks(masks[:0], [], {0: "person"})], [0])
+    assert inpainter.model_inputs(empty)[0].shape == (0, 3, SIZE, SIZE)

@@ -51,13 +51,19 @@ def generated_clip(workdir: Path, size: tuple[int, int], n_frames: int) -> Path:
 
 def run_pipeline(clip: Path, size: tuple[int, int], n_frames: int, inpainter: Inpainter, *, preset: str,
                  imgsz: int, device: str, batch_frames: int = 4, tracker: Any = None, stride: int = 1,
-                 script: Any = None, crf: int = 18) -> dict[str, Any]:
-    """One timed pipeline run; returns fps and seconds per frame per stage (stages overlap) and the output."""
+                 script: Any = None, crf: int = 18, out_dir: Path | None = None) -> dict[str, Any]:
+    """One timed pipeline run; returns fps and seconds per frame per stage (stages overlap), the setup time
+    (building the detector, not counted in fps), peak memory so far (process RSS; CUDA when used) and the output
+    (written to ``out_dir``, default the clip's folder)."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
     detector = ArchitectureTimedDetector(size, n_frames, imgsz=imgsz, batch_size=4, device=device, stride=stride,
                                          script=script)
     pipe = AnonymizePipeline(detector, inpainter, Compositor(), tracker=tracker, detect_stride=stride,
                              batch_frames=batch_frames, progress=False)
-    out = clip.with_name(f"out_{clip.stem}_{inpainter.name}_s{stride}_{'t' if tracker else 'n'}.mp4")
+    setup = time.perf_counter() - start
+    out = (out_dir or clip.parent) / f"out_{clip.stem}_{inpainter.name}_s{stride}_{'t' if tracker else 'n'}.mp4"
     out.unlink(missing_ok=True)
     start = time.perf_counter()
     result = pipe(clip, out, preset=preset, crf=crf)
@@ -67,18 +73,26 @@ def run_pipeline(clip: Path, size: tuple[int, int], n_frames: int, inpainter: In
         "inpainter": inpainter.name,
         "preset": preset,
         "frames": result.frames_out,
+        "setup_s": round(setup, 3),
         "wall_s": round(wall, 3),
         "fps": round(result.frames_out / wall, 3),
         "s_per_frame": round(wall / result.frames_out, 4),
         "ms_per_frame": {k: round(1000 * v / result.frames_out, 2) for k, v in sorted(result.timings.items())},
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_cuda_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
         "output": str(out),
     }
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+def peak_rss_mib() -> float:
+    """The process's peak resident set size so far, MiB (Linux ru_maxrss is in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str], stage_prefix: str = "") -> None:
     """A markdown table: the row keys, then one column per stage (ms per frame)."""
     stages = sorted({s for r in rows for s in r["ms_per_frame"]})
-    head = columns + [f"{s} ms/f" for s in stages]
+    head = columns + [f"{stage_prefix}{s} ms/f" for s in stages]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
@@ -94,7 +108,7 @@ def write_report(path: Path, name: str, rows: list[dict[str, Any]], **extra: Any
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                     "platform": platform.platform()},
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": peak_rss_mib(),
         "versions": {"torch": torch.__version__},
         **extra,
     }

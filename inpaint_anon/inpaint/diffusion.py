@@ -530,6 +530,23 @@ class LatentInpainter(Inpainter):
     # ------------------------------------------------------------------------------------------- crops
 
     @torch.no_grad()
+    def model_inputs(
+        self, batch: InpaintBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Generator]]:
+        """What :meth:`inpaint_crops` receives for every region of ``batch`` (e.g. to give diffusers the same
+        crops): images float32 (R, 3, res, res) in [-1, 1], masks float32 (R, 1, res, res) in {0, 1}, the
+        prompt embeddings (R, 77, D) and one seeded generator per region."""
+        images = batch.images.to(self._device)
+        detections = [d.to(self._device) for d in batch.detections]
+        batch = InpaintBatch(images, detections, list(batch.frame_indices))
+        regions = self._list_regions(batch, height=images.shape[2], width=images.shape[3])
+        if not regions:
+            res, dim = self.resolution, self.prompt_embeds.uncond.shape[-1]
+            return torch.zeros(0, 3, res, res), torch.zeros(0, 1, res, res), torch.zeros(0, 77, dim), []
+        crops, masks = self._prepare_crops(images, detections, regions)
+        return (crops, masks, *self._conditions(regions))
+
+    @torch.no_grad()
     def inpaint_crops(
         self, images: torch.Tensor, masks: torch.Tensor, cond: torch.Tensor, generators: list[torch.Generator]
     ) -> torch.Tensor:
