@@ -9,7 +9,6 @@ import math
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,7 @@ FRAMES = 8
 NAMES = {0: "person", 1: "bicycle", 2: "car"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Two shared cores: torch's thread pool stalls small ops under load; one thread is faster here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def truth(index: int, size: tuple[int, int] = SIZE, n_frames: int = FRAMES, tracks: bool = True) -> Detections:

@@ -5,7 +5,6 @@ config and weights errors. All on small synthetic arrays (no video)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +45,7 @@ from inpaint_anon.metrics.pixel import outside_region, squared_error_map
 from inpaint_anon.metrics.temporal import centre_shift, track_pair_change
 from inpaint_anon.types import Detections
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Two shared cores: torch's thread pool stalls small ops under load; one thread is faster here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(seed: int = 0, shape: tuple[int, int] = (48, 64), noise: float = 25.0) -> tuple[np.ndarray, np.ndarray]:

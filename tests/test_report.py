@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from evaluation.report import cell, differing_settings, find_runs, load_rows, main, tex_escape
@@ -23,12 +21,7 @@ OFFLINE = {"download": False, "device": "cpu"}
 """Metrics config stored in the runs' run.json: no network, weights uncached -> LPIPS and FID skipped."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
