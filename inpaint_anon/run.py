@@ -71,6 +71,8 @@ def _explain_missing_choice(err: MissingConfigException) -> str:
 
 def run(cfg: DictConfig) -> float | None:
     """One run from a composed config. Returns the run.json value named by ``optimized_metric``."""
+    import torch
+
     from inpaint_anon.detect.cache import CachedDetector
     from inpaint_anon.pipeline import AnonymizePipeline
     from inpaint_anon.video import check_output, probe
@@ -81,7 +83,9 @@ def run(cfg: DictConfig) -> float | None:
     check_output(output, source=source, overwrite=cfg.overwrite, **_plain(cfg.video))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
 
-    # 2. build the components from their _target_ configs (stride and cache are run settings, not the model's)
+    # 2. build the components from their _target_ configs (stride and cache are run settings, not the model's);
+    # seeded first, so whatever draws from torch's global generator (e.g. a model built from a yaml) repeats
+    torch.manual_seed(cfg.seed)
     detector_cfg = {k: v for k, v in _plain(cfg.detector).items() if k not in DETECTION_RUN_KEYS}
     stride, use_cache = cfg.detector.get("stride", 1), cfg.detector.get("cache", False)
     inpainter_cfg = _inpainter_config(cfg, run_dir)

@@ -103,12 +103,14 @@ def test_metrics_at_the_end_of_a_run(workdir: Path, tmp_path: Path) -> None:
                    f"paths.cache={tmp_path / 'cache'}", "video.preset=ultrafast", cwd=workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((workdir / "run" / "metrics.json").read_text())
-    # The random-weight detector's masks may cover every pixel, so either side of the mask can be empty: each value
-    # is a number or comes with the reason it is undefined.
+    # The random-weight detector's masks may cover every pixel or none, so either side of the mask can be empty: each
+    # value is a number or comes with the reason it is undefined.
     for name in ("psnr_in", "psnr_out", "ssim_in", "ssim_out"):
         value = metrics["classes"]["all"][name]
         assert value is not None or metrics["undefined"]["all"][name], name
-    assert metrics["classes"]["all"]["psnr_in"] is not None and metrics["frames_evaluated"] == 8
+    # and both sides cannot be empty at once
+    assert {metrics["classes"]["all"]["psnr_in"], metrics["classes"]["all"]["psnr_out"]} != {None}
+    assert metrics["frames_evaluated"] == 8
     assert "lpips" in json.dumps(metrics.get("skipped", metrics)), "unavailable weights are reported as skipped"
 
 
