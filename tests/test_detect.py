@@ -216,6 +216,19 @@ def test_default_classes_on_a_yaml_build() -> None:
     assert set(det.class_names) <= set(yolo_seg.DEFAULT_CLASSES)
 
 
+def test_building_a_detector_keeps_torch_thread_count() -> None:
+    """ultralytics' CPU device setup set torch's threads to cores - 1 for the whole process (one thread on two
+    cores), slowing every other stage; the detector restores the count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        detector = YoloSegDetector("yolov8n-seg.yaml", **RANDOM)
+        detector([rgb_image(64, 64)])
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_single_class_name_string() -> None:
     assert yolo_seg.class_ids_for("1", {0: "a", 1: "1"}) == [1]
 

@@ -306,7 +306,12 @@ class YoloSegDetector:
         self._predict_args["classes"] = self.class_ids
 
     def _warm_up(self) -> None:
-        """Set the predictor up (load exported weights on the device) with one blank frame."""
+        """Set the predictor up (load exported weights on the device) with one blank frame.
+
+        ultralytics' device setup sets torch's CPU thread count to (cores - 1) for the whole process, which
+        would slow every other torch stage (one thread on two cores); the count is restored afterwards.
+        """
+        threads = torch.get_num_threads()
         try:
             self.model.predict([np.zeros((32, 32, 3), dtype=np.uint8)], **self._predict_args)
         except Exception as error:  # exported files are only opened here (onnxruntime, torchscript...)
@@ -314,6 +319,8 @@ class YoloSegDetector:
                 f"cannot run detector weights {self.weights} on {self.device} ({_one_line(error, 160)}); "
                 "the file is corrupt or not an ultralytics model: re-download or re-export it"
             ) from error
+        finally:
+            torch.set_num_threads(threads)
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detect regions in RGB uint8 frames (H, W, 3); sizes may differ.
