@@ -359,16 +359,12 @@ class LatentInpainter(Inpainter):
     def encode_step(self, batch: InpaintBatch) -> _Job:
         """Steps 1-2: list the regions, crop them at model resolution, VAE-encode and draw their noise."""
         # 1. Check inputs and list the regions to fill
-        images = batch.images.to(self._device)
-        batch = InpaintBatch(
-            images, [d.to(self._device) for d in batch.detections], list(batch.frame_indices)
-        )
-        regions = self._list_regions(batch, height=images.shape[2], width=images.shape[3])
+        batch, regions = self._on_device(batch)
         # 2. Prepare crops at model resolution and their latents, chunk by chunk
         chunks = []
         for chunk_regions in _chunks(regions, self.max_batch):
             with self._timed("crop"):
-                crops, masks = self._prepare_crops(images, batch.detections, chunk_regions)
+                crops, masks = self._prepare_crops(batch.images, batch.detections, chunk_regions)
             chunk = _Chunk(chunk_regions, crops, masks)
             self._attempt(chunk, lambda c=chunk: self._prepare_latents(c.crops, c.masks, *self._conditions(c.regions)))
             chunks.append(chunk)
@@ -401,6 +397,12 @@ class LatentInpainter(Inpainter):
         with self._timed("fallback"):
             fallbacks = self._fill_failures(output, job.batch.images, job.batch, failures)
         return InpaintOutput(images=output, fallbacks=fallbacks)
+
+    def _on_device(self, batch: InpaintBatch) -> tuple[InpaintBatch, list[_Region]]:
+        """The batch with its frames and masks on the inpainter's device, and its regions to fill."""
+        images = batch.images.to(self._device)
+        batch = InpaintBatch(images, [d.to(self._device) for d in batch.detections], list(batch.frame_indices))
+        return batch, self._list_regions(batch, height=images.shape[2], width=images.shape[3])
 
     def _list_regions(self, batch: InpaintBatch, height: int, width: int) -> list[_Region]:
         """Every non-empty fill mask of every frame, with its crop window and noise seed."""
@@ -536,14 +538,11 @@ class LatentInpainter(Inpainter):
         """What :meth:`inpaint_crops` receives for every region of ``batch`` (e.g. to give diffusers the same
         crops): images float32 (R, 3, res, res) in [-1, 1], masks float32 (R, 1, res, res) in {0, 1}, the
         prompt embeddings (R, 77, D) and one seeded generator per region."""
-        images = batch.images.to(self._device)
-        detections = [d.to(self._device) for d in batch.detections]
-        batch = InpaintBatch(images, detections, list(batch.frame_indices))
-        regions = self._list_regions(batch, height=images.shape[2], width=images.shape[3])
+        batch, regions = self._on_device(batch)
         if not regions:
             res, dim = self.resolution, self.prompt_embeds.uncond.shape[-1]
             return torch.zeros(0, 3, res, res), torch.zeros(0, 1, res, res), torch.zeros(0, 77, dim), []
-        crops, masks = self._prepare_crops(images, detections, regions)
+        crops, masks = self._prepare_crops(batch.images, batch.detections, regions)
         return (crops, masks, *self._conditions(regions))
 
     @torch.no_grad()
