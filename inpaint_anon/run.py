@@ -108,7 +108,7 @@ def run(cfg: DictConfig) -> float | None:
             detector.abort()
         raise
     if use_cache:
-        detector.finish()
+        detector.close()
         result.events.append({"event": "detection_cache", "hit": detector.hit, "path": str(detector.path)})
 
     # 4. record and report

@@ -510,14 +510,14 @@ def test_second_run_is_served_from_the_cache_without_detecting(video: Path, tmp_
     found = run(first)
     assert first.detector.calls == list(range(N_FRAMES))
     assert not first.path.exists()  # nothing complete before finish()
-    first.finish()
+    first.close()
     assert first.path == cache_path(cache_dir, cache_key(video, SETTINGS)) and first.path.exists()
     assert [p.name for p in cache_dir.iterdir()] == [first.path.name]
 
     second = CachedDetector(scripted(), cache_dir, video, SETTINGS)
     assert second.hit and "hit=True" in repr(second)
     replayed = run(second)
-    second.finish()
+    second.close()
     assert second.detector.calls == []
     for a, b in zip(found, replayed, strict=True):
         assert_same(a, b)
@@ -560,7 +560,7 @@ def test_a_damaged_cache_is_ignored_with_a_warning_and_rebuilt(video: Path, tmp_
         rebuilt = CachedDetector(scripted(), tmp_path, video, SETTINGS)
     assert not rebuilt.hit
     run(rebuilt)
-    rebuilt.finish()
+    rebuilt.close()
     assert rebuilt.detector.calls == list(range(N_FRAMES))
     served, replayed = cached_run(tmp_path, video)
     assert served.hit and served.detector.calls == []
@@ -597,9 +597,9 @@ def test_a_video_shorter_than_the_cache_removes_it_at_finish(video: Path, tmp_pa
     detector = CachedDetector(scripted(), tmp_path, video, SETTINGS)
     run(detector, n_frames=N_FRAMES - 2)
     with pytest.warns(DetectionCacheWarning, match=f"holds {N_FRAMES} frames but the video had {N_FRAMES - 2}"):
-        detector.finish()
+        detector.close()
     assert not first.path.exists()
-    detector.finish()  # idempotent
+    detector.close()  # idempotent
 
 
 def test_cached_detector_rejects_bad_arguments_and_misuse(video: Path, tmp_path: Path) -> None:

@@ -47,7 +47,6 @@ import warnings
 import zlib
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -525,7 +524,7 @@ def cache_path(cache_dir: str | Path, key: str) -> Path:
 # -- the caching detector ---------------------------------------------------------------------------------
 
 
-class CachedDetector:
+class CachedDetector(CommitOnExit):
     """A :class:`Detector` that replays cached detections of one video, or records them.
 
     detector: the detector to wrap (its ``names`` and ``batch_size`` are this one's).
@@ -537,11 +536,11 @@ class CachedDetector:
     class names, frames are served from it in order and the wrapped detector is never called (``hit`` is
     True). A damaged, unfinished or mismatched file is ignored with a :class:`DetectionCacheWarning` and
     rebuilt: the wrapped detector runs and each result is appended to a new cache file, which replaces the
-    old one only in :meth:`finish`, to be called once after the last frame of a successful run. An aborted
+    old one only in :meth:`close`, to be called once after the last frame of a successful run. An aborted
     run (:meth:`abort`, or an exception inside ``with CachedDetector(...)``) leaves no complete cache.
 
     While serving, a frame whose size differs from the cached one, or a video longer than the cache, raises
-    InputError naming the file to delete; a video shorter than the cache is found in :meth:`finish`, which
+    InputError naming the file to delete; a video shorter than the cache is found in :meth:`close`, which
     then removes the stale file with a warning, so the next run rebuilds it.
     """
 
@@ -632,7 +631,7 @@ class CachedDetector:
         self.frames_done += 1
         return detections
 
-    def finish(self) -> None:
+    def close(self) -> None:
         """End a successful run: finalize the new cache file (rename into place), or, when serving, check that
         the video had as many frames as the cache (else remove the stale file with a warning). Idempotent."""
         if self._finished:
@@ -660,17 +659,6 @@ class CachedDetector:
             self._writer.abort()
         if self._frames is not None:
             self._frames.close()
-
-    def __enter__(self) -> CachedDetector:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.finish()
-        else:
-            self.abort()
 
     def __repr__(self) -> str:
         return f"CachedDetector({self.detector!r}, path={str(self.path)!r}, hit={self.hit})"
