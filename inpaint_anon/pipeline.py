@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from inpaint_anon.detect.cache import DetectionWriter
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.inpaint.fallback import fail_closed_fill
+from inpaint_anon.timing import Timings
 from inpaint_anon.track import Tracker
 from inpaint_anon.types import Detections, Frame, RunResult
 from inpaint_anon.video import VideoReader, VideoWriter
@@ -73,23 +74,6 @@ class _Channel:
         """Items until the end marker."""
         while (item := self.get()) is not _END:
             yield item
-
-
-class _Timings(dict):
-    """Stage name -> seconds spent working (not waiting on queues); safe to add to from several threads."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self[stage] = self.get(stage, 0.0) + time.perf_counter() - start
 
 
 class _StageThread(threading.Thread):
@@ -186,7 +170,7 @@ class AnonymizePipeline:
         (:class:`~inpaint_anon.detect.cache.DetectionWriter` format), for evaluation; kept only on success.
         """
         started = time.perf_counter()
-        timings = _Timings()
+        timings = Timings()
         inpainter_before = dict(getattr(self.inpainter, "timings", {}))
         events: list[dict[str, Any]] = []
         stop = threading.Event()
@@ -306,7 +290,7 @@ class AnonymizePipeline:
     # -- stages ---------------------------------------------------------------------------------------
 
     @staticmethod
-    def _timed_iter(iterable: Any, timings: _Timings, stage: str) -> Iterator[Any]:
+    def _timed_iter(iterable: Any, timings: Timings, stage: str) -> Iterator[Any]:
         iterator = iter(iterable)
         while True:
             with timings(stage):

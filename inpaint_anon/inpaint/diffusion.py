@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -40,6 +39,7 @@ from inpaint_anon.device import resolve_device, resolve_dtype
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.inpaint.fallback import fail_closed_fill
+from inpaint_anon.timing import Timings
 from inpaint_anon.types import Detections, PromptEmbeds, SDComponents, cover_boxes, masks_to_boxes
 
 logger = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ class LatentInpainter(Inpainter):
         self._noise_scheduler = scheduler_cls.from_config(base_scheduler.config)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.prompt_embeds = prompt_embeds.to(self._device, self.dtype)
-        self.timings: dict[str, float] = {}
+        self.timings = Timings()  # written by the pipeline's encode, denoise and decode threads
 
     @classmethod
     def from_pretrained(
@@ -334,13 +334,12 @@ class LatentInpainter(Inpainter):
     @contextmanager
     def _timed(self, name: str) -> Iterator[None]:
         """Add the seconds spent in the block to ``timings[name]`` (CUDA work waited for)."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self._device.type == "cuda":  # this thread's stream only: other steps may be running
-                torch.cuda.current_stream(self._device).synchronize()
-            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        with self.timings(name):
+            try:
+                yield
+            finally:
+                if self._device.type == "cuda":  # this thread's stream only: other steps may be running
+                    torch.cuda.current_stream(self._device).synchronize()
 
     # ------------------------------------------------------------------------------------------ frames
 
