@@ -40,7 +40,6 @@ from evaluation.bench.common import generated_clip, parse_size, print_table, run
 from inpaint_anon.inpaint import BlurInpainter
 from inpaint_anon.track import Tracker
 from inpaint_anon.video import probe
-from tests.clips import make_clip
 
 DEFACE_PACKAGES = ("deface", "onnx", "onnxruntime")
 
@@ -81,8 +80,7 @@ def run_deface(executable: Path, clip: Path, out: Path, *, backend: str, crf: in
 def measure_deface(clip: Path, work: Path, deface: Path, args: argparse.Namespace) -> dict[str, Any]:
     """deface on ``clip`` and on a 1-frame clip of the same size, ``args.repeats`` times; medians in seconds."""
     meta = probe(clip)
-    one_frame = make_clip(work / f"one_{meta.width}x{meta.height}.mp4", n_frames=1, size=(meta.width, meta.height),
-                          fps=25, audio=True)
+    one_frame = generated_clip(work, (meta.width, meta.height), 1)
     options = {"backend": args.deface_backend, "crf": args.crf, "preset": args.preset}
     total = [run_deface(deface, clip, work / "deface.mp4", **options) for _ in range(args.repeats)]
     startup = [run_deface(deface, one_frame, work / "deface_one.mp4", **options) for _ in range(args.repeats)]
