@@ -37,7 +37,6 @@ import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -46,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from inpaint_anon.atomic import write_atomic
 from inpaint_anon.errors import ConfigError, InpaintAnonError, InputError
 from inpaint_anon.metrics.config import METRICS, MetricsConfig, parse_value
 from inpaint_anon.metrics.evaluator import ALL, RunEvaluator
@@ -233,9 +233,7 @@ def _versions() -> dict[str, str]:
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    temp.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-    temp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def evaluate_run(run_dir: str | Path, config: MetricsConfig | Mapping[str, Any] | None = None, *,

@@ -18,12 +18,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from inpaint_anon.errors import ConfigError, WeightsError
+from inpaint_anon.atomic import AtomicPath
+from inpaint_anon.errors import ConfigError, InputError, WeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -107,20 +107,18 @@ def materialize_clip_tokenizer(cache_dir: str | Path | None = None, *, rebuild: 
         return target
     try:
         root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".clip_tokenizer-", dir=root))
+        staging = AtomicPath(target, folder=True)
         try:
-            os.chmod(staging, 0o755)  # mkdtemp makes it private; a cache may be shared
-            _write_unpacked(source, staging)
-            if target.exists():  # incomplete leftover (all files present was checked above)
-                shutil.rmtree(target, ignore_errors=True)
-            os.replace(staging, target)
+            os.chmod(staging.temp, 0o755)  # a cache may be shared
+            _write_unpacked(source, staging.temp)
+            staging.close()  # replaces an incomplete leftover (all files present was checked above)
         except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
+            staging.abort()
             if not all((target / name).is_file() for name in expected):  # not a lost race: a real failure
                 raise
-    except OSError as err:
+    except (OSError, InputError) as err:
         raise ConfigError(
-            f"cannot write the CLIP tokenizer cache under {root} ({err.strerror or err}); "
+            f"cannot write the CLIP tokenizer cache under {root} ({getattr(err, 'strerror', None) or err}); "
             f"pass a writable cache_dir or set {_CACHE_ENV} to a writable folder"
         ) from err
     return target

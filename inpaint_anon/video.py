@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -31,7 +30,7 @@ import numpy as np
 from av.container import InputContainer, OutputContainer
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from inpaint_anon.atomic import CommitOnExit
+from inpaint_anon.atomic import AtomicPath, CommitOnExit
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.types import Frame, VideoMeta
 
@@ -413,25 +412,6 @@ def _check_output_free(path: Path, source: Path | None, overwrite: bool) -> None
         raise InputError(f"output exists: {path}; pass overwrite=true or choose another output")
 
 
-class _TempFile:
-    """A hidden file beside the output (same filesystem, same suffix) renamed onto it on :meth:`commit`."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path.parent / f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}"
-        try:
-            self.path.open("xb").close()  # reserve the name; permissions follow the umask
-        except OSError as error:
-            raise InputError(
-                f"cannot write in {path.parent} ({error.strerror}); choose a writable output folder"
-            ) from error
-
-    def commit(self, target: Path) -> None:
-        os.replace(self.path, target)
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
 def _copied_tags(tags: Mapping[str, str], keep_metadata: bool) -> dict[str, str]:
     """Tags to carry over: all but the muxer's own when ``keep_metadata``, else only neutral ones."""
     if keep_metadata:
@@ -683,7 +663,7 @@ class VideoWriter(CommitOnExit):
         self.codec = self._resolve_codec(kind, codec)
         self.frames_written = 0
         self._source_container: InputContainer | None = None
-        self._temp = _TempFile(self.path)
+        self._temp = AtomicPath(self.path)
         try:
             self._sink = self._open_sink(kind, crf, preset, keep_metadata)
         except BaseException:
@@ -705,12 +685,12 @@ class VideoWriter(CommitOnExit):
 
     def _open_sink(self, kind: str, crf: int, preset: str, keep_metadata: bool) -> _VideoSink | _ImageSink:
         if self.is_image:
-            return _ImageSink(self._temp.path, kind, self.source, keep_metadata)
+            return _ImageSink(self._temp.temp, kind, self.source, keep_metadata)
         if self.source is not None and self.source.suffix.lower() not in IMAGE_SUFFIXES:
             self._source_container = _open_container(self.source)
         options = _ENCODERS[self.codec].options(crf, preset)
         return _VideoSink(
-            self._temp.path, self.meta, kind, self.codec, options, self._source_container, keep_metadata
+            self._temp.temp, self.meta, kind, self.codec, options, self._source_container, keep_metadata
         )
 
     @property
@@ -746,7 +726,7 @@ class VideoWriter(CommitOnExit):
                 raise ValueError(f"no frames were written to {self.path}; nothing saved")
             self._sink.finish()
             _check_output_free(self.path, self.source, self.overwrite)
-            self._temp.commit(self.path)
+            self._temp.close()
         except BaseException:
             self._sink.discard()
             self._release()
@@ -761,7 +741,7 @@ class VideoWriter(CommitOnExit):
 
     def _release(self) -> None:
         self._closed = True
-        self._temp.discard()
+        self._temp.abort()
         if self._source_container is not None:
             self._source_container.close()
 

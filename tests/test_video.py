@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
+from inpaint_anon.atomic import partial_owner
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.types import Frame, VideoMeta
 from inpaint_anon.video import VideoReader, VideoWriter, probe
@@ -75,7 +76,7 @@ def all_tags(path: Path) -> dict[str, str]:
 
 
 def partial_files(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if ".partial-" in p.name]
+    return [p for p in folder.iterdir() if partial_owner(p) is not None]
 
 
 def raises_input_error(match: str):
@@ -453,7 +454,7 @@ def test_exception_leaves_nothing_behind(clip: Path, tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="boom"), VideoWriter(out, meta, source=clip) as writer:
         writer.write(frames[0])
         assert len(partial_files(tmp_path)) == 1  # written beside the output, hidden
-        assert partial_files(tmp_path)[0].name.startswith(".out.partial-")
+        assert partial_files(tmp_path)[0].name.startswith(".out.") and partial_files(tmp_path)[0].suffix == ".mp4"
         raise KeyError("boom")
     assert not out.exists() and not partial_files(tmp_path)
 
@@ -574,7 +575,7 @@ def test_unwritable_output_folder(clip: Path, tmp_path: Path, monkeypatch: pytes
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(Path, "open", refuse)
-    with raises_input_error("cannot write in .*Permission denied.*; choose a writable output folder"):
+    with raises_input_error("cannot write in .*Permission denied.*; choose a writable folder"):
         VideoWriter(tmp_path / "out.mp4", probe(clip))
 
 

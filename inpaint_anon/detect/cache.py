@@ -29,7 +29,7 @@ this is about as small as run-length encoding (a person box and a car ellipse at
 of the crop, where RLE can grow to 4 bytes per pixel. Measured at 720p on one CPU core: about 0.5 ms to write
 and 1 ms to read a frame (reading rebuilds the full-size masks).
 
-A writer writes to a temporary name next to the target (``.<name>.<pid>.<random>.partial``) and renames it to
+A writer writes to a partial file next to the target (:mod:`inpaint_anon.atomic`) and renames it to
 the target only in :meth:`DetectionWriter.close`, after the end marker: a crash leaves only the temporary
 file (never removed automatically), and a truncated file has no end marker, so it never looks complete.
 """
@@ -42,7 +42,6 @@ import json
 import math
 import os
 import struct
-import uuid
 import warnings
 import zlib
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -52,7 +51,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from inpaint_anon.atomic import CommitOnExit
+from inpaint_anon.atomic import AtomicPath, CommitOnExit
 from inpaint_anon.detect.base import Detector
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.types import Detections
@@ -250,7 +249,8 @@ class DetectionWriter(CommitOnExit):
             )
         if self.path.is_dir():
             raise InputError(f"cannot write detection cache {self.path}: it is a folder; give a file path")
-        self.temp_path = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+        self._partial = AtomicPath(self.path)
+        self.temp_path = self._partial.temp
         self.n_frames = 0
         self._file: BinaryIO | None = self.temp_path.open("wb")
         self._file.write(MAGIC)
@@ -286,10 +286,10 @@ class DetectionWriter(CommitOnExit):
             file.flush()
             os.fsync(file.fileno())
             file.close()
-            os.replace(self.temp_path, self.path)
+            self._partial.close()
         except BaseException:
             file.close()
-            self.temp_path.unlink(missing_ok=True)
+            self._partial.abort()
             raise
 
     def abort(self) -> None:
@@ -298,7 +298,7 @@ class DetectionWriter(CommitOnExit):
             return
         file, self._file = self._file, None
         file.close()
-        self.temp_path.unlink(missing_ok=True)
+        self._partial.abort()
 
     @property
     def closed(self) -> bool:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from inpaint_anon.atomic import AtomicPath
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.metrics.networks import PrecomputedFeatures
 
@@ -136,7 +135,6 @@ class RealStatsStore:
     def save(self, class_name: str, state: Mapping[str, torch.Tensor]) -> Path:
         """Write the real states of ``class_name`` (atomically: temporary file, then rename)."""
         path = self.path(class_name)
-        temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-        torch.save({"key": self._record(class_name), **{name: state[name] for name in REAL_STATES}}, temp)
-        temp.replace(path)
+        with AtomicPath(path) as out:
+            torch.save({"key": self._record(class_name), **{name: state[name] for name in REAL_STATES}}, out.temp)
         return path
