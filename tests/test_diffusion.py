@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
@@ -487,3 +489,56 @@ def test_half_precision_path_runs_end_to_end(dtype):
     inside, outside = fill_masks(batch), ~fill_masks(batch)
     assert (out.images.permute(0, 2, 3, 1)[inside] != batch.images.permute(0, 2, 3, 1)[inside]).any()
     assert torch.equal(out.images.permute(0, 2, 3, 1)[outside], batch.images.permute(0, 2, 3, 1)[outside])
+
+
+# ------------------------------------------------------------------------------------ stage threads
+
+
+def test_a_retry_in_the_decode_thread_does_not_disturb_a_batch_being_denoised(components, prompt_embeds, monkeypatch):
+    """The pipeline runs encode_step, denoise_step and decode_step in separate threads. Batch 1's chunk (two
+    regions) fails and is retried one region at a time in the decode thread while batch 2 is half-way through
+    its denoising loop in the denoise thread, under a multistep scheduler (DPM-Solver keeps the previous
+    model outputs and a step index). Both must give exactly the pixels they give when run alone.
+
+    The interleaving is fixed by events in the U-Net: the denoise thread stops before batch 2's second U-Net
+    call (after one scheduler step) until the decode thread has finished all of batch 1's retries."""
+    settings = {"scheduler": "DPMSolverMultistepScheduler", "steps": 4, "max_batch": 2}
+    batch1 = InpaintBatch(make_frame(0)[None], [make_detections(["person", "car"])], [0])
+    batch2 = InpaintBatch(make_frame(1)[None], [make_detections(["car"])], [1])
+    alone1 = make_inpainter(components, prompt_embeds, **(settings | {"max_batch": 1}))(batch1).images
+    alone2 = make_inpainter(components, prompt_embeds, **settings)(batch2).images
+
+    paused, resume = threading.Event(), threading.Event()
+    calls_in_denoise_thread = []
+    original = components.unet.forward
+
+    def forward(sample, *args, **kwargs):
+        if sample.shape[0] > 2:  # batch 1's chunk of two regions (x2 for guidance): out of memory
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        if threading.current_thread().name == "denoise":
+            calls_in_denoise_thread.append(sample.shape[0])
+            if len(calls_in_denoise_thread) == 2:  # batch 2, after its first scheduler step
+                paused.set()
+                assert resume.wait(timeout=60), "the decode thread never finished its retries"
+        return original(sample, *args, **kwargs)
+
+    monkeypatch.setattr(components.unet, "forward", forward)
+    inpainter = make_inpainter(components, prompt_embeds, fallback=GrayFill(), **settings)
+    job1 = inpainter.denoise_step(inpainter.encode_step(batch1))
+    assert [c.error for c in job1.chunks] == ["OutOfMemoryError: CUDA out of memory"]
+    job2 = inpainter.encode_step(batch2)
+    denoised2 = []
+    thread = threading.Thread(target=lambda: denoised2.append(inpainter.denoise_step(job2)), name="denoise")
+    thread.start()
+    try:
+        assert paused.wait(timeout=60), "the denoise thread never reached batch 2's second step"
+        out1 = inpainter.decode_step(job1)  # the retries, one region at a time
+    finally:
+        resume.set()
+        thread.join(timeout=60)
+    out2 = inpainter.decode_step(denoised2[0])
+
+    assert len(calls_in_denoise_thread) == 4  # batch 2 went through all of its steps in the denoise thread
+    assert out1.fallbacks == [] and out2.fallbacks == []
+    assert torch.equal(out1.images, alone1)
+    assert torch.equal(out2.images, alone2)
