@@ -27,7 +27,7 @@ import torch
 
 from inpaint_anon.device import resolve_device, resolve_dtype
 from inpaint_anon.errors import ConfigError, InpaintAnonError, WeightsError
-from inpaint_anon.inpaint.diffusion import scheduler_class
+from inpaint_anon.inpaint.schedulers import scheduler_class
 from inpaint_anon.tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
 from inpaint_anon.types import SDComponents
 

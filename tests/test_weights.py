@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +16,7 @@ from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from inpaint_anon.errors import ConfigError, WeightsError
+from inpaint_anon.inpaint.schedulers import SCHEDULER_EXAMPLES, scheduler_class
 from inpaint_anon.inpaint.tiny import tiny_components
 from inpaint_anon.tokenizer import clip_tokenizer
 from inpaint_anon.types import SDComponents
@@ -554,3 +557,27 @@ def test_bad_reference(ref):
 def test_cuda_without_a_gpu():
     with pytest.raises(ConfigError, match="no CUDA GPU.*device=cpu"):
         load_sd_components("tiny", device="cuda")
+
+
+# --- scheduler lookup -------------------------------------------------------------------------------------
+
+
+def test_every_scheduler_example_is_a_diffusers_scheduler_of_that_name():
+    assert [scheduler_class(name).__name__ for name in SCHEDULER_EXAMPLES] == list(SCHEDULER_EXAMPLES)
+
+
+@pytest.mark.parametrize("name", ["NoSuchScheduler", "AutoencoderKL", "SchedulerMixin", "", 5, None])
+def test_scheduler_class_rejects_what_is_no_scheduler(name):
+    with pytest.raises(ConfigError, match=f"unknown scheduler {name!r}: use a diffusers scheduler class name"):
+        scheduler_class(name)
+
+
+def test_loading_weights_or_tiny_components_does_not_import_the_engine():
+    """The scheduler lookup is a leaf module: weights.py and tiny.py no longer import inpaint/diffusion.py
+    (which imports weights.py back), so there is no import cycle between the three."""
+    code = (
+        "import sys, inpaint_anon.weights, inpaint_anon.inpaint.tiny; "
+        "print([m in sys.modules for m in ('inpaint_anon.inpaint.diffusion', 'inpaint_anon.inpaint.schedulers')])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert result.stdout.strip() == "[False, True]"

@@ -14,7 +14,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from inpaint_anon.errors import ConfigError
-from inpaint_anon.inpaint.diffusion import scheduler_class
+from inpaint_anon.inpaint.schedulers import scheduler_class
 from inpaint_anon.types import SDComponents
 
 # The scheduler config of stable-diffusion-v1-5 (scheduler/scheduler_config.json).
