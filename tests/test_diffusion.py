@@ -96,8 +96,7 @@ def test_fills_every_mask_and_leaves_every_other_pixel(components, prompt_embeds
     for b, dets in enumerate(batch.detections):
         for mask in dets.masks:
             assert changed[b][mask].float().mean() > 0.95
-    assert {"crop", "vae_encode", "unet", "vae_decode", "paste"} <= set(inpainter.timings)
-    assert all(seconds >= 0 for seconds in inpainter.timings.values())
+    assert min(inpainter.timings[step] for step in ("crop", "vae_encode", "unet", "vae_decode", "paste")) > 0
 
 
 def test_no_regions_returns_frames_unchanged(components, prompt_embeds):
@@ -283,7 +282,7 @@ def test_nan_is_caught_and_reported(components, prompt_embeds, monkeypatch):
     patch_unet(monkeypatch, components.unet, lambda *_: True)
     out = make_inpainter(components, prompt_embeds, fallback=GrayFill())(batch)
     assert [(f.region, f.used) for f in out.fallbacks] == [(0, "gray"), (1, "gray")]
-    assert all("NaN" in f.reason for f in out.fallbacks)
+    assert [f.reason for f in out.fallbacks] == ["NonFiniteError: NaN/inf in latents after denoising"] * 2
     assert (out.images[0][:, fill_masks(batch)[0]] == 128).all()
 
 
@@ -305,7 +304,6 @@ def test_a_failing_fallback_paints_regions_black(components, prompt_embeds, monk
 
 
 def test_default_fallback_blurs(components, prompt_embeds, monkeypatch):
-    pytest.importorskip("inpaint_anon.inpaint.fast")
     batch = make_batch(n_frames=1)
     patch_unet(monkeypatch, components.unet, lambda *_: True, RuntimeError("boom"))
     out = make_inpainter(components, prompt_embeds)(batch)
@@ -355,6 +353,7 @@ def test_cuda_half_precision_fills_every_mask(prompt_embeds, dtype):
         ({"device": "toaster"}, "device"),
         ({"scheduler": "NoSuchScheduler"}, "DDIMScheduler"),
         ({"scheduler": "AutoencoderKL"}, "scheduler"),
+        ({"scheduler": 5}, "unknown scheduler 5"),
     ],
 )
 def test_bad_settings_are_rejected(components, prompt_embeds, kwargs, words):
@@ -487,7 +486,7 @@ def test_half_precision_path_runs_end_to_end(dtype):
     out = inpainter(batch)
     assert out.fallbacks == [] and out.images.dtype == torch.uint8
     inside, outside = fill_masks(batch), ~fill_masks(batch)
-    assert (out.images.permute(0, 2, 3, 1)[inside] != batch.images.permute(0, 2, 3, 1)[inside]).any()
+    assert (out.images != batch.images).any(dim=1)[inside].float().mean() > 0.95
     assert torch.equal(out.images.permute(0, 2, 3, 1)[outside], batch.images.permute(0, 2, 3, 1)[outside])
 
 
@@ -538,7 +537,8 @@ def test_a_retry_in_the_decode_thread_does_not_disturb_a_batch_being_denoised(co
         thread.join(timeout=60)
     out2 = inpainter.decode_step(denoised2[0])
 
-    assert len(calls_in_denoise_thread) == 4  # batch 2 went through all of its steps in the denoise thread
     assert out1.fallbacks == [] and out2.fallbacks == []
     assert torch.equal(out1.images, alone1)
     assert torch.equal(out2.images, alone2)
+    assert calls_in_denoise_thread == [2, 2, 2, 2]  # batch 2 went through all 4 steps in the denoise thread
+    assert inpainter.scheduler.num_inference_steps is None  # the template itself is never set or stepped

@@ -8,6 +8,26 @@ back into the latents after every step. Around it, :meth:`LatentInpainter.__call
 (mask box plus context) out of its frame, resizes it to the model resolution, inpaints the crops of
 consecutive frames together and pastes each result back under its region's fill mask.
 
+The steps, numbered alike in every docstring and comment of this module:
+
+1. regions: every non-empty fill mask of every frame, with its crop window and noise seed;
+2. crops: each window cut out of its frame and resized, with its mask, to the model resolution;
+3. latents, per chunk of up to ``max_batch`` crops: a diffusers pipeline with a scheduler of its own, the
+   prompt embeddings, the timesteps, the noise, the VAE-encoded (masked) crops and the mask latents;
+4. denoise: the U-Net loop;
+5. decode: the VAE decodes the latents to pixels; a chunk that failed in step 3, 4 or 5 is retried one
+   region at a time (steps 3-5 again, each region with a new scheduler);
+6. paste: each fill back into its frame under its region's fill mask;
+7. fallback: a region that still failed is filled by the fallback inpainter.
+
+:meth:`~LatentInpainter.encode_step` runs steps 1-3, :meth:`~LatentInpainter.denoise_step` step 4 and
+:meth:`~LatentInpainter.decode_step` steps 5-7, in overlapping threads of the pipeline;
+:meth:`~LatentInpainter.inpaint_crops` runs steps 3-5 on crops it is given.
+
+Schedulers keep state between steps (step index, the previous model outputs of multistep solvers), and the
+three stage threads work on different batches at once, so no scheduler is shared: each chunk, and each
+region of a retry, gets its own copy of :attr:`LatentInpainter.scheduler`, which itself is never stepped.
+
 Privacy fails closed: a chunk of crops that raises (CUDA out of memory included) or produces NaN/inf is
 retried one region at a time, and a region that still fails is filled by the fallback inpainter (blur),
 or painted black if that fails too; each such region is reported as a :class:`Fallback`.
@@ -15,15 +35,14 @@ or painted black if that fails too; each such region is reported as a :class:`Fa
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from types import SimpleNamespace
 from typing import Any
 
-import diffusers
 import torch
 import torch.nn.functional as F
 from diffusers.image_processor import VaeImageProcessor
@@ -39,36 +58,17 @@ from inpaint_anon.device import resolve_device, resolve_dtype
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.inpaint.fallback import fail_closed_fill
+from inpaint_anon.inpaint.schedulers import scheduler_class
 from inpaint_anon.timing import Timings
 from inpaint_anon.types import Detections, PromptEmbeds, SDComponents, cover_boxes, masks_to_boxes
 
 logger = logging.getLogger(__name__)
 
-SCHEDULER_EXAMPLES = (
-    "DDIMScheduler",
-    "DPMSolverMultistepScheduler",
-    "EulerDiscreteScheduler",
-    "EulerAncestralDiscreteScheduler",
-    "LCMScheduler",
-    "PNDMScheduler",
-    "UniPCMultistepScheduler",
-)
 MIN_CONTEXT_PX = 4  # context added on every side of a mask box, on top of ``padding``
 
 
 class NonFiniteError(RuntimeError):
     """NaN or inf appeared in the latents or the decoded crops (e.g. float16 overflow)."""
-
-
-def scheduler_class(name: str) -> type[SchedulerMixin]:
-    """The diffusers scheduler class called ``name`` (e.g. ``"DDIMScheduler"``); ConfigError if none."""
-    cls = getattr(diffusers, name, None) if name.endswith("Scheduler") else None
-    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
-        raise ConfigError(
-            f"unknown scheduler {name!r}: use a diffusers scheduler class name, "
-            f"e.g. {', '.join(SCHEDULER_EXAMPLES)}"
-        )
-    return cls
 
 
 def region_seed(seed: int, *, track_id: int | None = None, frame_index: int = 0, region: int = 0) -> int:
@@ -138,13 +138,17 @@ def _one_line(err: BaseException) -> str:
 
 @dataclass
 class _ChunkLatents:
-    """A chunk of crops ready for the U-Net (what :meth:`LatentInpainter._prepare_latents` hands on).
+    """A chunk of crops ready for the U-Net (what step 3, :meth:`LatentInpainter._prepare_latents`, hands on).
 
-    latents, noise: (B, 4, h/f, w/f); image_latents: the crops' latents (4-channel U-Net or strength < 1) or
-    None; mask: (B, 1, h/f, w/f); masked_image_latents: (B, 4, h/f, w/f) for a 9-channel U-Net, else None;
-    prompt_embeds: ([uncond,] cond) (B or 2B, 77, D); timestep_cond: guidance embedding or None.
+    pipeline: diffusers' pipeline over the inpainter's VAE and U-Net with this chunk's own scheduler, set to
+    ``timesteps`` (those left after ``strength``); latents, noise: (B, 4, h/f, w/f); image_latents: the crops'
+    latents (4-channel U-Net or strength < 1) or None; mask: (B, 1, h/f, w/f); masked_image_latents:
+    (B, 4, h/f, w/f) for a 9-channel U-Net, else None; prompt_embeds: ([uncond,] cond) (B or 2B, 77, D);
+    timestep_cond: guidance embedding or None; generators: one per crop.
     """
 
+    pipeline: StableDiffusionInpaintPipeline
+    timesteps: torch.Tensor
     latents: torch.Tensor
     noise: torch.Tensor
     image_latents: torch.Tensor | None
@@ -160,7 +164,8 @@ class _Chunk:
     """Up to ``max_batch`` regions going through the model together.
 
     crops: float32 (R, 3, res, res) in [-1, 1]; masks: float32 (R, 1, res, res) in {0, 1}; state: the
-    latest step's result (_ChunkLatents, then latents, then decoded crops); error: why a step failed.
+    latest step's result (_ChunkLatents after step 3, then latents after 4, then decoded crops after 5);
+    error: why a step failed.
     """
 
     regions: list[_Region]
@@ -189,7 +194,9 @@ class LatentInpainter(Inpainter):
         guidance_scale: classifier-free guidance weight (>= 0); guidance is skipped when <= 1.
         strength: in (0, 1]; 1 starts from pure noise, less keeps some of the original region.
         scheduler: diffusers scheduler class name to use instead of ``components.scheduler``, built with
-            ``from_config`` from its config (``"DPMSolverMultistepScheduler"``, ``"LCMScheduler"``...).
+            ``from_config`` from its config (``"DPMSolverMultistepScheduler"``, ``"LCMScheduler"``...). Either
+            way the inpainter holds it as :attr:`scheduler`, a template that each chunk copies and that is
+            never stepped itself.
         resolution: side in pixels of the model-resolution crops (multiple of 8).
         padding: context around each mask box, as a fraction of the box's longer side (>= 0).
         max_batch: crops denoised together (>= 1); crops of all frames of a call are mixed.
@@ -231,9 +238,9 @@ class LatentInpainter(Inpainter):
 
         self.vae = _to(components.vae, self._device, self.dtype)
         self.unet = _to(components.unet, self._device, self.dtype)
-        # own copies: schedulers keep state; one denoises while the other prepares the next chunk's noise
-        self.scheduler = scheduler_cls.from_config(base_scheduler.config)
-        self._noise_scheduler = scheduler_cls.from_config(base_scheduler.config)
+        # the template every chunk copies (see _new_pipeline); diffusers' pipeline checks (and, for old
+        # configs, fixes) its config once, here
+        self.scheduler = self._pipeline(scheduler_cls.from_config(base_scheduler.config)).scheduler
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.prompt_embeds = prompt_embeds.to(self._device, self.dtype)
         self.timings = Timings()  # written by the pipeline's encode, denoise and decode threads
@@ -338,61 +345,68 @@ class LatentInpainter(Inpainter):
             try:
                 yield
             finally:
-                if self._device.type == "cuda":  # this thread's stream only: other steps may be running
+                # all stage threads queue their work on the same (default) CUDA stream, as no stream is
+                # created yet: this also waits for the other steps' queued work, so on CUDA the steps'
+                # times include some of each other's
+                if self._device.type == "cuda":
                     torch.cuda.current_stream(self._device).synchronize()
 
     # ------------------------------------------------------------------------------------------ frames
 
     def stages(self) -> tuple[Callable[[Any], Any], ...]:
-        """Three steps the pipeline runs in overlapping threads: VAE-encode batch k+1 while the U-Net denoises
-        batch k and batch k-1 is VAE-decoded and pasted back."""
+        """Three steps the pipeline runs in overlapping threads: steps 1-3 (crop, VAE-encode) of batch k+1
+        while step 4 (the U-Net) denoises batch k and steps 5-7 decode and paste back batch k-1. The threads
+        share the models but no scheduler. On CUDA they share the default stream too, so the GPU work
+        itself does not overlap (only the Python and CPU work around it)."""
         return (self.encode_step, self.denoise_step, self.decode_step)
 
     @torch.no_grad()
     def __call__(self, batch: InpaintBatch) -> InpaintOutput:
-        """Fill every region of ``batch``; returns the frames (uint8 (B, 3, H, W)) with each region's fill
-        mask repainted and every other pixel unchanged."""
+        """Steps 1-7: fill every region of ``batch``; returns the frames (uint8 (B, 3, H, W)) with each
+        region's fill mask repainted and every other pixel unchanged."""
         return self.decode_step(self.denoise_step(self.encode_step(batch)))
 
     @torch.no_grad()
     def encode_step(self, batch: InpaintBatch) -> _Job:
-        """Steps 1-2: list the regions, crop them at model resolution, VAE-encode and draw their noise."""
-        # 1. Check inputs and list the regions to fill
+        """Steps 1-3: list the regions, crop them at model resolution, prepare each chunk's latents."""
+        # 1. Regions: check the inputs and list the regions to fill
         batch, regions = self._on_device(batch)
-        # 2. Prepare crops at model resolution and their latents, chunk by chunk
         chunks = []
         for chunk_regions in _chunks(regions, self.max_batch):
+            # 2. Crops at model resolution
             with self._timed("crop"):
                 crops, masks = self._prepare_crops(batch.images, batch.detections, chunk_regions)
             chunk = _Chunk(chunk_regions, crops, masks)
+            # 3. Latents (a scheduler of the chunk's own, noise, VAE-encoded crops)
             self._attempt(chunk, lambda c=chunk: self._prepare_latents(c.crops, c.masks, *self._conditions(c.regions)))
             chunks.append(chunk)
         return _Job(batch, chunks)
 
     @torch.no_grad()
     def denoise_step(self, job: _Job) -> _Job:
-        """Step 3: the U-Net loop of every chunk."""
+        """Step 4: the U-Net loop of every chunk, each with its own scheduler."""
+        # 4. Denoise
         for chunk in job.chunks:
             self._attempt(chunk, lambda c=chunk: self._denoise(c.state))
         return job
 
     @torch.no_grad()
     def decode_step(self, job: _Job) -> InpaintOutput:
-        """Steps 4-6: VAE-decode, retry failed chunks one region at a time, paste back, fill what failed."""
+        """Steps 5-7: VAE-decode, retry failed chunks one region at a time, paste back, fill what failed."""
         output = job.batch.images.clone()
         failures: list[tuple[_Region, str]] = []
         for chunk in job.chunks:
-            # 4. Decode (a chunk that failed anywhere is retried one region at a time)
+            # 5. Decode (a chunk that failed in step 3, 4 or 5 is retried one region at a time)
             self._attempt(chunk, lambda c=chunk: self._decode(c.state))
             fills = list(chunk.state) if chunk.error is None else self._retry_one_by_one(chunk)
-            # 5. Paste each fill back under its region's fill mask
+            # 6. Paste each fill back under its region's fill mask
             with self._timed("paste"):
                 for region, fill in zip(chunk.regions, fills):
                     if isinstance(fill, str):
                         failures.append((region, fill))
                     else:
                         self._paste(output, job.batch.detections, region, fill)
-        # 6. Fill what failed with the fallback
+        # 7. Fill what failed with the fallback
         with self._timed("fallback"):
             fallbacks = self._fill_failures(output, job.batch.images, job.batch, failures)
         return InpaintOutput(images=output, fallbacks=fallbacks)
@@ -404,7 +418,7 @@ class LatentInpainter(Inpainter):
         return batch, self._list_regions(batch, height=images.shape[2], width=images.shape[3])
 
     def _list_regions(self, batch: InpaintBatch, height: int, width: int) -> list[_Region]:
-        """Every non-empty fill mask of every frame, with its crop window and noise seed."""
+        """Step 1: every non-empty fill mask of every frame, with its crop window and noise seed."""
         regions = []
         for b, (dets, frame_index) in enumerate(zip(batch.detections, batch.frame_indices)):
             if len(dets) and (dets.height, dets.width) != (height, width):
@@ -427,7 +441,7 @@ class LatentInpainter(Inpainter):
     def _prepare_crops(
         self, images: torch.Tensor, detections: list[Detections], regions: list[_Region]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crops float32 (R, 3, res, res) in [-1, 1] and their masks float32 (R, 1, res, res) in {0, 1}.
+        """Step 2: crops float32 (R, 3, res, res) in [-1, 1] and their masks float32 (R, 1, res, res) in {0, 1}.
 
         A crop's mask is the union of *every* region's fill mask in its frame, not only its own: the model
         never sees a neighbouring region's original pixels as context (only the crop's own region is pasted
@@ -459,7 +473,9 @@ class LatentInpainter(Inpainter):
             chunk.error, chunk.state = self._recover(err), None
 
     def _retry_one_by_one(self, chunk: _Chunk) -> list[torch.Tensor | str]:
-        """Per region of a failed chunk: its fill float (3, res, res) in [0, 1], or why it failed."""
+        """Step 5's retry, per region of a failed chunk: steps 3-5 for that region alone (a new scheduler each
+        time, so the retry cannot disturb a chunk another thread is denoising); returns its fill float
+        (3, res, res) in [0, 1], or why it failed."""
         if len(chunk.regions) == 1:
             return [chunk.error or "failed"]
         logger.warning("%d crops failed together (%s); retrying one at a time", len(chunk.regions), chunk.error)
@@ -534,9 +550,9 @@ class LatentInpainter(Inpainter):
     def model_inputs(
         self, batch: InpaintBatch
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Generator]]:
-        """What :meth:`inpaint_crops` receives for every region of ``batch`` (e.g. to give diffusers the same
-        crops): images float32 (R, 3, res, res) in [-1, 1], masks float32 (R, 1, res, res) in {0, 1}, the
-        prompt embeddings (R, 77, D) and one seeded generator per region."""
+        """Steps 1-2 alone: what :meth:`inpaint_crops` receives for every region of ``batch`` (e.g. to give
+        diffusers the same crops): images float32 (R, 3, res, res) in [-1, 1], masks float32 (R, 1, res, res)
+        in {0, 1}, the prompt embeddings (R, 77, D) and one seeded generator per region."""
         batch, regions = self._on_device(batch)
         if not regions:
             res, dim = self.resolution, self.prompt_embeds.uncond.shape[-1]
@@ -548,7 +564,8 @@ class LatentInpainter(Inpainter):
     def inpaint_crops(
         self, images: torch.Tensor, masks: torch.Tensor, cond: torch.Tensor, generators: list[torch.Generator]
     ) -> torch.Tensor:
-        """Inpaint model-resolution crops, as ``StableDiffusionInpaintPipeline`` does with the same inputs.
+        """Steps 3-5: inpaint model-resolution crops, as ``StableDiffusionInpaintPipeline`` does with the same
+        inputs. Safe to call from several threads at once (each call has its own scheduler).
 
         Args:
             images: float (B, 3, h, w) in [-1, 1]; h and w multiples of the latent downsampling.
@@ -567,11 +584,11 @@ class LatentInpainter(Inpainter):
     def _prepare_latents(
         self, images: torch.Tensor, masks: torch.Tensor, cond: torch.Tensor, generators: list[torch.Generator]
     ) -> _ChunkLatents:
-        """Steps 1-5 of :meth:`inpaint_crops`: embeddings, timesteps, noise, VAE-encoded (masked) crops.
+        """Step 3: a pipeline with a new scheduler, embeddings, timesteps, noise, VAE-encoded (masked) crops.
 
-        Uses its own scheduler copy (``_noise_scheduler``) so it can run while another chunk is denoised.
+        The new scheduler goes with the chunk to steps 4 and 5: no other chunk or thread steps it.
         """
-        # 1. Check inputs
+        # 3a. Check inputs
         b, _, h, w = images.shape
         if masks.shape != (b, 1, h, w) or cond.shape[0] != b or len(generators) != b:
             raise ValueError(
@@ -581,18 +598,19 @@ class LatentInpainter(Inpainter):
         device, dtype, f = self._device, self.dtype, self.vae_scale_factor
         nine_channels = self.unet.config.in_channels == 9
         is_strength_max = self.strength == 1.0
-        scheduler = self._noise_scheduler
+        pipeline = self._new_pipeline()
+        scheduler = pipeline.scheduler
 
-        # 2. Prompt embeddings ([uncond, cond] for classifier-free guidance, as diffusers)
+        # 3b. Prompt embeddings ([uncond, cond] for classifier-free guidance, as diffusers)
         prompt_embeds = cond.to(device=device, dtype=dtype)
         if self.do_classifier_free_guidance:
             prompt_embeds = torch.cat([self.prompt_embeds.uncond.expand(b, -1, -1), prompt_embeds])
 
-        # 3. Timesteps (shortened by strength)
-        timesteps = self._timesteps(scheduler)
+        # 3c. Timesteps (shortened by strength)
+        timesteps = self._timesteps(pipeline)
         latent_timestep = timesteps[:1].repeat(b)
 
-        # 4. Latents: noise, or the image latents noised to the first timestep when strength < 1
+        # 3d. Latents: noise, or the image latents noised to the first timestep when strength < 1
         images = images.to(device=device, dtype=torch.float32)
         image_latents = None
         if not nine_channels or not is_strength_max:
@@ -605,7 +623,7 @@ class LatentInpainter(Inpainter):
         else:
             latents = scheduler.add_noise(image_latents, noise, latent_timestep)
 
-        # 5. Mask latents
+        # 3e. Mask latents
         mask = F.interpolate(masks.to(device=device, dtype=torch.float32), size=(h // f, w // f))
         mask = mask.to(dtype=dtype)
         masked_image = images * (masks.to(device) < 0.5)
@@ -617,38 +635,49 @@ class LatentInpainter(Inpainter):
             # diffusers encodes the masked image for a 4-channel U-Net too (and discards it): draw the same
             # numbers so that the schedulers that draw noise in step() stay in line with it
             randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
-        return _ChunkLatents(latents, noise, image_latents, mask, masked_image_latents, prompt_embeds,
-                             self._timestep_cond(b), generators)
+        return _ChunkLatents(pipeline, timesteps, latents, noise, image_latents, mask, masked_image_latents,
+                             prompt_embeds, self._timestep_cond(pipeline, b), generators)
 
     def _denoise(self, chunk: _ChunkLatents) -> torch.Tensor:
-        """Step 6 of :meth:`inpaint_crops`: the U-Net loop; returns the final latents (B, 4, h/f, w/f)."""
+        """Step 4: the U-Net loop with the chunk's own scheduler; returns the final latents (B, 4, h/f, w/f)."""
         nine_channels = self.unet.config.in_channels == 9
-        timesteps = self._timesteps(self.scheduler)  # also resets multistep solvers' state
-        extra_step_kwargs = StableDiffusionInpaintPipeline.prepare_extra_step_kwargs(self, chunk.generators, 0.0)
+        scheduler, timesteps = chunk.pipeline.scheduler, chunk.timesteps
+        extra_step_kwargs = chunk.pipeline.prepare_extra_step_kwargs(chunk.generators, 0.0)
         latents, mask = chunk.latents, chunk.mask
         with self._timed("unet"):
             for i, t in enumerate(timesteps):
                 noise_pred = self._predict_noise(
-                    latents, t, chunk.prompt_embeds, chunk.timestep_cond, mask, chunk.masked_image_latents
+                    scheduler, latents, t, chunk.prompt_embeds, chunk.timestep_cond, mask, chunk.masked_image_latents
                 )
-                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+                latents = scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
                 if not nine_channels:
                     known = chunk.image_latents
                     if i < len(timesteps) - 1:
-                        known = self.scheduler.add_noise(chunk.image_latents, chunk.noise, timesteps[i + 1 : i + 2])
+                        known = scheduler.add_noise(chunk.image_latents, chunk.noise, timesteps[i + 1 : i + 2])
                     latents = (1 - mask) * known + mask * latents
         if not torch.isfinite(latents).all():
             raise NonFiniteError("NaN/inf in latents after denoising")
         return latents
 
-    def _timesteps(self, scheduler: SchedulerMixin) -> torch.Tensor:
-        """Set ``scheduler`` to ``steps`` and return the timesteps left after ``strength``, as diffusers."""
-        retrieve_timesteps(scheduler, self.steps, self._device)
-        view = SimpleNamespace(scheduler=scheduler)  # get_timesteps reads only .scheduler
-        return StableDiffusionInpaintPipeline.get_timesteps(view, self.steps, self.strength, self._device)[0]
+    def _pipeline(self, scheduler: SchedulerMixin) -> StableDiffusionInpaintPipeline:
+        """diffusers' inpainting pipeline over the inpainter's VAE and U-Net (no text encoder) and ``scheduler``:
+        its methods prepare the timesteps, the scheduler's step arguments and the guidance embedding."""
+        return SDComponents(vae=self.vae, unet=self.unet, scheduler=scheduler).to_pipeline()
+
+    def _new_pipeline(self) -> StableDiffusionInpaintPipeline:
+        """A pipeline with a scheduler of its own: a deep copy of :attr:`scheduler` (``from_config`` would parse
+        the config again and repeat its warnings on every chunk); step 3c's ``set_timesteps`` then clears any
+        step state the copy could carry."""
+        return self._pipeline(copy.deepcopy(self.scheduler))
+
+    def _timesteps(self, pipeline: StableDiffusionInpaintPipeline) -> torch.Tensor:
+        """Step 3c: set the pipeline's scheduler to ``steps`` and return the timesteps left after ``strength``,
+        as diffusers does."""
+        _, steps = retrieve_timesteps(pipeline.scheduler, self.steps, self._device)
+        return pipeline.get_timesteps(steps, self.strength, self._device)[0]
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Step 7 of :meth:`inpaint_crops`: VAE decode to float32 (B, 3, h, w) in [0, 1]."""
+        """Step 5: VAE decode to float32 (B, 3, h, w) in [0, 1]."""
         with self._timed("vae_decode"):
             decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
         if not torch.isfinite(decoded).all():
@@ -662,17 +691,18 @@ class LatentInpainter(Inpainter):
             self.vae.encode(images), generator=generators
         )
 
-    def _timestep_cond(self, batch_size: int) -> torch.Tensor | None:
+    def _timestep_cond(self, pipeline: StableDiffusionInpaintPipeline, batch_size: int) -> torch.Tensor | None:
         """Guidance-scale embedding for U-Nets distilled with it (LCM), as diffusers; else None."""
         dim = self.unet.config.time_cond_proj_dim
         if dim is None:
             return None
         w = torch.tensor(self.guidance_scale - 1).repeat(batch_size)
-        embedding = StableDiffusionInpaintPipeline.get_guidance_scale_embedding(self, w, embedding_dim=dim)
+        embedding = pipeline.get_guidance_scale_embedding(w, embedding_dim=dim)
         return embedding.to(device=self._device, dtype=self.dtype)
 
     def _predict_noise(
         self,
+        scheduler: SchedulerMixin,
         latents: torch.Tensor,
         t: torch.Tensor,
         prompt_embeds: torch.Tensor,
@@ -680,9 +710,9 @@ class LatentInpainter(Inpainter):
         mask: torch.Tensor,
         masked_image_latents: torch.Tensor | None,
     ) -> torch.Tensor:
-        """One guided U-Net noise prediction (B, 4, h/f, w/f)."""
+        """One guided U-Net noise prediction (B, 4, h/f, w/f); ``scheduler`` is the chunk's own."""
         copies = 2 if self.do_classifier_free_guidance else 1
-        model_input = self.scheduler.scale_model_input(torch.cat([latents] * copies), t)
+        model_input = scheduler.scale_model_input(torch.cat([latents] * copies), t)
         if masked_image_latents is not None:
             model_input = torch.cat(
                 [model_input, torch.cat([mask] * copies), torch.cat([masked_image_latents] * copies)], dim=1
