@@ -17,7 +17,10 @@ Models (``PlateDetector(weights=...)``):
   score)`` in letterboxed input pixels, without ultralytics metadata: the format of the MIT-licensed
   ``open-image-models`` package's ``yolo-v9-*-license-plate-end2end`` models (downloaded by that package from its
   GitHub releases, https://github.com/ankandrew/open-image-models). ultralytics cannot read that output; ONNX
-  Runtime runs it here (:class:`End2EndOnnxDetector`). Pass the downloaded ``.onnx`` file as ``weights``.
+  Runtime runs it here (:class:`End2EndOnnxDetector`). Pass the downloaded ``.onnx`` file as ``weights``. The
+  package's code is MIT; its wheel holds no model file, so check the licence of the file you download. The
+  format was taken from open-image-models 0.6.0's own pre- and post-processing (RGB, letterbox, grey 114
+  padding) and is tested on small ONNX graphs that follow it, not on a downloaded model (no hub here).
 
 Plate classes: the model's classes named like a licence plate (``license_plate``, ``License Plate``,
 ``licence-plate``, ``number_plate``, ``registration plate``...; plain ``plate`` only when none of those exists) are
