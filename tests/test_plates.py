@@ -181,7 +181,7 @@ def test_explicit_plate_class_of_a_detect_model(plate_detect_onnx: Path) -> None
 def end2end_onnx(
     path: Path,
     rows: list[list[float]],
-    size: tuple[int, int] = (64, 64),
+    size: tuple[int | str, int | str] = (64, 64),
     dynamic_batch: bool = True,
     names: str | None = None,
     fp16: bool = False,
@@ -253,6 +253,12 @@ def test_end2end_batch_one_fp16_without_names(tmp_path: Path) -> None:
 def test_end2end_without_plate_class(tmp_path: Path) -> None:
     path = end2end_onnx(tmp_path / "cars.onnx", [[0, 1, 1, 2, 2, 0, 0.9]], names="{0: 'car', 1: 'bus'}")
     with pytest.raises(WeightsError, match=r"no licence-plate class \(this model knows: car, bus\)"):
+        PlateDetector(str(path), device="cpu")
+
+
+def test_end2end_with_dynamic_image_size_is_refused(tmp_path: Path) -> None:
+    path = end2end_onnx(tmp_path / "any_size.onnx", [[0, 1, 1, 2, 2, 0, 0.9]], size=("height", "width"))
+    with pytest.raises(WeightsError, match=r"take input \['batch', 3, 'height', 'width'\]; .* of a fixed size"):
         PlateDetector(str(path), device="cpu")
 
 

@@ -99,7 +99,7 @@ _TRUE_STRINGS = {"1", "true", "yes", "on", "y", "t"}
 # Class names that mean a licence plate, lower-case letters only, singular; plain "plate" is a weaker match
 # (LVIS and Objects365 also have a dinner "plate").
 _PLATE_NAMES = frozenset(
-    {"licenseplate", "licenceplate", "numberplate", "registrationplate", "vehicleplate", "carplate", "plateno"}
+    {"licenseplate", "licenceplate", "numberplate", "registrationplate", "vehicleplate", "carplate"}
 )
 _NAMES_SHOWN = 20
 _LETTERBOX_FILL = 114.0  # grey of YOLO letterbox padding, on the 0..255 scale
@@ -450,8 +450,9 @@ class End2EndOnnxDetector:
     conf: minimum score in [0, 1]. batch_size: frames per ``session.run`` (1 for a batch-1 model).
     device: as :func:`~inpaint_anon.device.resolve_device`; ``cuda`` needs onnxruntime-gpu.
 
-    Masks are the filled boxes (``task == "detect"``). Raises WeightsError for a file ONNX Runtime cannot load
-    or whose input is not a static-size image batch.
+    Masks are the filled boxes (``task == "detect"``). The model is run once on a blank frame here, so a file
+    ONNX Runtime cannot load or run, whose input is not one static-size image batch or whose output is not
+    (N, 7) rows fails at construction with a WeightsError.
     """
 
     task = "detect"
@@ -478,19 +479,38 @@ class End2EndOnnxDetector:
                 f"cannot load plate detector weights {self.path} with ONNX Runtime ({_one_line(error)}); the file "
                 "is corrupt or not an ONNX model: re-download or re-export it"
             ) from error
-        (model_input,) = self.session.get_inputs()
-        shape = list(model_input.shape)
+        model_inputs = self.session.get_inputs()
+        shape = list(model_inputs[0].shape) if len(model_inputs) == 1 else [i.shape for i in model_inputs]
         if len(shape) != 4 or shape[1] != 3 or not all(isinstance(s, int) for s in shape[2:]):
             raise WeightsError(
                 f"plate detector weights {self.path} take input {shape}; an end2end model must take "
                 "(batch, 3, height, width) images of a fixed size: re-export it with a fixed image size"
             )
-        self.input_name = model_input.name
+        self.input_name = model_inputs[0].name
         self.input_size: tuple[int, int] = (int(shape[2]), int(shape[3]))
-        self.input_dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
+        self.input_dtype = np.float16 if model_inputs[0].type == "tensor(float16)" else np.float32
         self.batch_size = batch_size if not isinstance(shape[0], int) else 1
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.names: dict[int, str] = dict(names) if names is not None else _names_from_metadata(metadata)
+        self._run([np.zeros((3, *self.input_size), np.float32)])  # fail here, not on the first frame
+
+    def _run(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """Rows float32 (N, 7) or (B, N, 7) for letterboxed inputs (3, S_h, S_w); WeightsError when the model
+        fails or gives another layout."""
+        try:
+            outputs = self.session.run(None, {self.input_name: np.stack(inputs).astype(self.input_dtype)})
+        except Exception as error:  # onnxruntime's Fail/InvalidArgument/RuntimeException...
+            raise WeightsError(
+                f"cannot run plate detector weights {self.path} on {self.device} ({_one_line(error)}); the file "
+                "is corrupt or not an end2end detection model: re-download or re-export it"
+            ) from error
+        rows = np.asarray(outputs[0], dtype=np.float32)
+        if rows.ndim not in (2, 3) or rows.shape[-1] != 7:
+            raise WeightsError(
+                f"plate detector weights {self.path} give output {list(rows.shape)}, not (N, 7) rows (batch, x1, "
+                "y1, x2, y2, class, score); use an end2end export with NMS or an ultralytics model"
+            )
+        return rows
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detect in RGB uint8 frames (H, W, 3); one CPU Detections per frame (boxes in frame pixels)."""
@@ -498,8 +518,7 @@ class End2EndOnnxDetector:
         for start in range(0, len(images), self.batch_size):
             batch = list(images[start : start + self.batch_size])
             inputs, placements = zip(*(letterbox(image, self.input_size) for image in batch))
-            (rows, *_) = self.session.run(None, {self.input_name: np.stack(inputs).astype(self.input_dtype)})
-            rows = np.asarray(rows, dtype=np.float32)
+            rows = self._run(inputs)
             for index, (image, placement) in enumerate(zip(batch, placements)):
                 mine = rows[index] if rows.ndim == 3 else rows[rows[:, 0] == index]
                 detections.append(self._to_detections(mine, placement, image.shape[0], image.shape[1]))
