@@ -80,6 +80,9 @@ class Detections:
     boxes_xyxy: float32 Tensor (N, 4), pixel corners (x1, y1, x2, y2) in frame coordinates.
     track_ids: int64 Tensor (N,) of stable ids across frames, or None before tracking.
     names: class id -> class name (the detector's full table, not only the classes present).
+    landmarks: float32 Tensor (N, 5, 2) of pixel (x, y) in frame coordinates, or None when the detector gives
+        none: eye on the image's left, eye on the image's right, nose tip, mouth corner on the image's left,
+        mouth corner on the image's right (face detectors). May lie outside the frame for a face at its border.
     """
 
     masks: torch.Tensor
@@ -88,6 +91,7 @@ class Detections:
     boxes_xyxy: torch.Tensor
     names: dict[int, str]
     track_ids: torch.Tensor | None = None
+    landmarks: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.masks = _as_tensor(self.masks, torch.bool)
@@ -96,12 +100,20 @@ class Detections:
         self.boxes_xyxy = _as_tensor(self.boxes_xyxy, torch.float32).reshape(-1, 4)
         if self.track_ids is not None:
             self.track_ids = _as_tensor(self.track_ids, torch.int64).reshape(-1)
+        if self.landmarks is not None:
+            self.landmarks = _as_tensor(self.landmarks, torch.float32)
+            if self.landmarks.ndim != 3 or tuple(self.landmarks.shape[1:]) != (5, 2):
+                raise ValueError(
+                    f"Detections.landmarks must be (N, 5, 2) pixel (x, y), got shape {tuple(self.landmarks.shape)}"
+                )
         n = self.masks.shape[0]
         if self.masks.ndim != 3:
             raise ValueError(f"Detections.masks must be (N, H, W), got shape {tuple(self.masks.shape)}")
         lengths = {len(self.class_ids), len(self.scores), len(self.boxes_xyxy)}
         if self.track_ids is not None:
             lengths.add(len(self.track_ids))
+        if self.landmarks is not None:
+            lengths.add(len(self.landmarks))
         if lengths != {n}:
             raise ValueError(f"Detections fields disagree on N: masks has {n}, others have {sorted(lengths)}")
 
@@ -124,8 +136,10 @@ class Detections:
         names: dict[int, str],
         scores: Any | None = None,
         track_ids: Any | None = None,
+        landmarks: Any | None = None,
     ) -> Detections:
-        """Build detections from masks alone; boxes are the masks' tight bounding boxes, scores default to 1."""
+        """Build detections from masks alone; boxes are the masks' tight bounding boxes, scores default to 1;
+        ``landmarks`` (N, 5, 2) pixel (x, y), when given, are kept as they are."""
         masks = _as_tensor(masks, torch.bool)
         n = masks.shape[0]
         return cls(
@@ -135,6 +149,7 @@ class Detections:
             boxes_xyxy=masks_to_boxes(masks),
             names=dict(names),
             track_ids=track_ids,
+            landmarks=landmarks,
         )
 
     def __len__(self) -> int:
@@ -151,6 +166,7 @@ class Detections:
             boxes_xyxy=self.boxes_xyxy[index],
             names=self.names,
             track_ids=None if self.track_ids is None else self.track_ids[index],
+            landmarks=None if self.landmarks is None else self.landmarks[index],
         )
 
     @property
@@ -178,6 +194,7 @@ class Detections:
             scores=self.scores.to(device),
             boxes_xyxy=self.boxes_xyxy.to(device),
             track_ids=None if self.track_ids is None else self.track_ids.to(device),
+            landmarks=None if self.landmarks is None else self.landmarks.to(device),
         )
 
     def cpu(self) -> Detections:

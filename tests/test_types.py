@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from inpaint_anon.types import Detections, cover_boxes, masks_to_boxes
@@ -31,3 +32,32 @@ def test_detections_views() -> None:
     assert len(dets) == 3 and dets[1].class_names == ["car"] and dets[-1].track_ids.tolist() == [6]
     assert dets.by_class("person").track_ids.tolist() == [4, 6]
     assert dets.union_mask().sum() == 4 and Detections.empty(8, 8, dets.names).union_mask().sum() == 0
+
+
+def _face_landmarks(n: int) -> torch.Tensor:
+    """(n, 5, 2) distinct pixel coordinates, so any mix-up of rows shows."""
+    return torch.arange(n * 10, dtype=torch.float32).reshape(n, 5, 2)
+
+
+def test_detections_carry_landmarks_through_views() -> None:
+    masks = torch.zeros(3, 8, 8, dtype=torch.bool)
+    masks[:, 1:3, 1:3] = True
+    landmarks = _face_landmarks(3)
+    dets = Detections.from_masks(masks, [0, 0, 0], {0: "face"}, landmarks=landmarks.double())
+    assert dets.landmarks.dtype == torch.float32 and dets.landmarks.tolist() == landmarks.tolist()
+    assert dets[1].landmarks.tolist() == [landmarks[1].tolist()]
+    assert dets[-1].landmarks.tolist() == [landmarks[2].tolist()]
+    assert dets[torch.tensor([True, False, True])].landmarks.tolist() == landmarks[[0, 2]].tolist()
+    assert dets.by_class("face").landmarks.tolist() == landmarks.tolist()
+    moved = dets.to("cpu")
+    assert moved.landmarks.device.type == "cpu" and moved.landmarks.tolist() == landmarks.tolist()
+    assert Detections.from_masks(masks, [0, 0, 0], {0: "face"}).landmarks is None
+    assert Detections.empty(8, 8, {0: "face"}).landmarks is None
+
+
+def test_detections_reject_landmarks_of_wrong_shape_or_count() -> None:
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"landmarks must be \(N, 5, 2\).*\(2, 10\)"):
+        Detections.from_masks(masks, [0, 0], {0: "face"}, landmarks=torch.zeros(2, 10))
+    with pytest.raises(ValueError, match="disagree on N: masks has 2"):
+        Detections.from_masks(masks, [0, 0], {0: "face"}, landmarks=_face_landmarks(3))
