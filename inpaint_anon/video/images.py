@@ -108,8 +108,12 @@ def _open_past_pillow_limit(path: Path) -> Image.Image:
     return factory(str(path))
 
 
-def _exif_orientation(image: Image.Image) -> int:
-    return int(image.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+def _exif_orientation(image: Image.Image, path: Path) -> int:
+    """EXIF Orientation 1..8 (1: upright). Reading EXIF may decode the image (PNG), hence the read errors."""
+    try:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+    except IMAGE_READ_ERRORS as error:
+        raise _unreadable(path, error) from error
 
 
 def _scaled_16_bit(image: Image.Image) -> Image.Image:
@@ -252,10 +256,10 @@ class ImageSource:
                     f"{path} holds {frames} {image_format} pages or pictures; only the first would be read, "
                     "so save each page as its own image"
                 )
-            orientation = _exif_orientation(self._image)
-            self._transpose = _EXIF_TRANSPOSE.get(orientation)
             if image_format == "PNG":
                 check_png_complete(path)
+            orientation = _exif_orientation(self._image, path)
+            self._transpose = _EXIF_TRANSPOSE.get(orientation)
             first = self._current_rgb()
             self._first_ms = self._frame_ms() if frames > 1 else None
             height, width = first.shape[:2]
