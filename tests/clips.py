@@ -303,22 +303,36 @@ def png_from_chunks(chunks: Sequence[tuple[bytes, bytes]]) -> bytes:
     return b"".join(parts)
 
 
-def png_bytes(pixels: np.ndarray, *, claimed_size: tuple[int, int] | None = None, rows: int | None = None) -> bytes:
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+"""Adam7 interlacing passes: (x0, y0, dx, dy), pixels ``[y0::dy, x0::dx]``."""
+
+
+def png_bytes(
+    pixels: np.ndarray,
+    *,
+    claimed_size: tuple[int, int] | None = None,
+    rows: int | None = None,
+    interlaced: bool = False,
+) -> bytes:
     """A PNG written by hand (what Pillow cannot write, or refuses to): 8- or 16-bit samples by ``pixels``' dtype
     (uint8 or uint16), grey / grey+alpha / RGB / RGBA by its channels ((H, W) or (H, W, 1..4)).
 
     claimed_size: (width, height) announced in the header instead of the real one (a decompression bomb: a
         small file that claims a huge image). rows: encode only the first ``rows`` rows in a complete zlib stream
-        (the image data ends early; the header still announces every row).
+        (the image data ends early; the header still announces every row); with ``interlaced``, the first
+        ``rows`` scanlines of all passes together.
+    interlaced: store the rows in Adam7 order (seven passes of sub-images).
     """
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
     height, width, channels = pixels.shape
     depth = 16 if pixels.dtype == np.uint16 else 8
     colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
     samples = pixels.astype(">u2" if depth == 16 else np.uint8)
-    raw = b"".join(b"\0" + row.tobytes() for row in samples[: height if rows is None else rows])
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    scanlines = [row for x0, y0, dx, dy in passes for row in samples[y0::dy, x0::dx] if row.size]
+    raw = b"".join(b"\0" + row.tobytes() for row in scanlines[: len(scanlines) if rows is None else rows])
     announced_width, announced_height = claimed_size or (width, height)
-    header = struct.pack(">IIBBBBB", announced_width, announced_height, depth, colour, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", announced_width, announced_height, depth, colour, 0, 0, int(interlaced))
     return png_from_chunks([(b"IHDR", header), (b"IDAT", zlib.compress(raw)), (b"IEND", b"")])
 
 

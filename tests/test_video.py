@@ -590,6 +590,17 @@ def test_png_whose_data_ends_early_is_truncated(tmp_path: Path) -> None:
         probe(tmp_path / "empty.png")
 
 
+@pytest.mark.parametrize("size", [(161, 121), (5, 3), (1, 1)])
+def test_interlaced_png_length_is_counted_per_pass(tmp_path: Path, size: tuple[int, int]) -> None:
+    """Adam7 stores seven sub-images (some empty at small sizes): complete files read exactly, short ones fail."""
+    pixels = np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    (tmp_path / "whole.png").write_bytes(png_bytes(pixels, interlaced=True))
+    np.testing.assert_array_equal(read_all(tmp_path / "whole.png")[1][0].rgb, pixels)
+    (tmp_path / "short.png").write_bytes(png_bytes(pixels, interlaced=True, rows=size[1] // 2))
+    with raises_input_error(r"truncated: the image data of .*short.png ends before its last row"):
+        probe(tmp_path / "short.png")
+
+
 def test_animated_png_frame_whose_data_ends_early(tmp_path: Path) -> None:
     data = make_animation(tmp_path / "anim.png", n_frames=3).read_bytes()
     chunks = png_chunks(data)

@@ -208,8 +208,8 @@ def check_png_complete(path: Path) -> None:
         raise _unreadable(path, error) from error
     if not data.startswith(_PNG_SIGNATURE):
         return  # not a PNG, whatever its suffix says; Pillow has read it by its content
-    bits_per_pixel, interlaced, frame_size = 0, False, (0, 0)
-    streams: list[_InflatedLength] = []
+    bits_per_pixel, interlaced, frame_size, animation_frames = 0, False, (0, 0), 0
+    streams: list[tuple[str, _InflatedLength]] = []  # (which image, its data), in file order
     position, previous = len(_PNG_SIGNATURE), b""
     while position + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[position : position + 8])
@@ -220,15 +220,15 @@ def check_png_complete(path: Path) -> None:
             bits_per_pixel, interlaced = depth * _PNG_CHANNELS.get(colour, 1), interlace == 1
             frame_size = (width, height)
         elif kind == b"fcTL" and len(body) >= 12:
-            frame_size = struct.unpack(">II", body[4:12])
+            frame_size, animation_frames = struct.unpack(">II", body[4:12]), animation_frames + 1
         elif kind in (b"IDAT", b"fdAT"):
             if previous != kind:
-                streams.append(_InflatedLength(_png_data_bytes(*frame_size, bits_per_pixel, interlaced)))
-            streams[-1].feed(body[4:] if kind == b"fdAT" else body)
+                where = f"frame {animation_frames - 1} of " if animation_frames else ""
+                streams.append((where, _InflatedLength(_png_data_bytes(*frame_size, bits_per_pixel, interlaced))))
+            streams[-1][1].feed(body[4:] if kind == b"fdAT" else body)
         previous = kind
-    for index, stream in enumerate(streams):
+    for where, stream in streams:
         if not stream.complete:
-            where = f"frame {index} of " if len(streams) > 1 else ""
             raise InputError(
                 f"truncated: the image data of {where}{path} ends before its last row "
                 f"({stream.seen} of {stream.needed} bytes); export or copy the image again"
