@@ -601,6 +601,14 @@ def test_interlaced_png_length_is_counted_per_pass(tmp_path: Path, size: tuple[i
         probe(tmp_path / "short.png")
 
 
+def test_png_with_corrupt_compressed_data(tmp_path: Path) -> None:
+    chunks = png_chunks(png_bytes(frame_image(0, SIZE, 1)))
+    chunks = [(kind, body[:2] + b"\xff" * (len(body) - 2) if kind == b"IDAT" else body) for kind, body in chunks]
+    (tmp_path / "bad.png").write_bytes(png_from_chunks(chunks))
+    with raises_input_error(r"cannot read .*bad.png as an image: not an image, or truncated or corrupt \(bad compr"):
+        probe(tmp_path / "bad.png")
+
+
 def test_animated_png_frame_whose_data_ends_early(tmp_path: Path) -> None:
     data = make_animation(tmp_path / "anim.png", n_frames=3).read_bytes()
     chunks = png_chunks(data)

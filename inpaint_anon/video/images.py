@@ -10,9 +10,10 @@ A file named by one of :data:`~inpaint_anon.video.formats.IMAGE_SUFFIXES` is rea
 
 Pixels are converted to 8-bit RGB as a viewer shows them: 16-bit samples are scaled (65535 -> 255), not
 clipped; transparent pixels are composited over white (what is hidden under transparency is never shown);
-palettes are expanded; CMYK uses Pillow's formula (an embedded CMYK ICC profile is not applied, and not copied to
-the RGB output). A PNG whose compressed
-data ends before the last row is truncated, not a partly black image. EXIF orientation is applied.
+palettes are expanded; CMYK uses Pillow's formula (an embedded CMYK ICC profile is not applied, nor copied to
+the RGB output); 32-bit float samples are refused. A PNG whose compressed data ends before the last row is
+truncated (an InputError), not a partly black image. EXIF orientation is applied. Sizes are checked against
+``video.max_pixels`` from the header, before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -225,7 +226,10 @@ def check_png_complete(path: Path) -> None:
             if previous != kind:
                 where = f"frame {animation_frames - 1} of " if animation_frames else ""
                 streams.append((where, _InflatedLength(_png_data_bytes(*frame_size, bits_per_pixel, interlaced))))
-            streams[-1][1].feed(body[4:] if kind == b"fdAT" else body)
+            try:
+                streams[-1][1].feed(body[4:] if kind == b"fdAT" else body)
+            except zlib.error as error:
+                raise _unreadable(path, f"bad compressed data: {error}") from error
         previous = kind
     for where, stream in streams:
         if not stream.complete:
