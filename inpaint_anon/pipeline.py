@@ -32,7 +32,7 @@ from inpaint_anon.inpaint.fallback import fail_closed_fill
 from inpaint_anon.timing import Timings
 from inpaint_anon.track import Tracker
 from inpaint_anon.types import Detections, Frame, RunResult
-from inpaint_anon.video import VideoReader, VideoWriter
+from inpaint_anon.video import VideoReader, VideoSettings, VideoWriter
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +154,9 @@ class AnonymizePipeline:
         *,
         overwrite: bool = False,
         keep_metadata: bool = False,
-        crf: int = 18,
-        preset: str = "medium",
+        video: VideoSettings | None = None,
+        crf: int | None = None,
+        preset: str | None = None,
         record_detections: str | Path | None = None,
     ) -> RunResult:
         """Anonymize ``source`` into ``output`` and return what happened.
@@ -166,6 +167,8 @@ class AnonymizePipeline:
            VAE encode / U-Net / VAE decode) -> blend -> encode;
         3. on success rename the temporary file to ``output``; on any error delete it and re-raise.
 
+        ``video``: encoder settings and the input pixel limit (:class:`~inpaint_anon.video.VideoSettings`, the
+        ``video:`` config block; defaults when None); ``crf`` / ``preset`` replace its values when given.
         ``record_detections``: also write each frame's final (tracked, not yet dilated) detections there
         (:class:`~inpaint_anon.detect.cache.DetectionWriter` format), for evaluation; kept only on success.
         """
@@ -180,9 +183,9 @@ class AnonymizePipeline:
         decoded, detected, tracked, prepared, *inpainted, blended = channels
 
         # 1. open source and output; both raise InputError before any work starts
-        with VideoReader(source) as reader, VideoWriter(
-            output, reader.meta, source=source, crf=crf, preset=preset,
-            keep_metadata=keep_metadata, overwrite=overwrite,
+        video = (video if video is not None else VideoSettings()).with_overrides(crf=crf, preset=preset)
+        with VideoReader(source, max_pixels=video.max_pixels) as reader, VideoWriter(
+            output, reader.meta, source=source, video=video, keep_metadata=keep_metadata, overwrite=overwrite,
         ) as writer, _detections_writer(record_detections, source, self.detector.names) as recorder:
             meta = reader.meta
             tracker = self.tracker(fps=float(meta.fps or 30)) if self.tracker is not None else None

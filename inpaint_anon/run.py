@@ -75,12 +75,13 @@ def run(cfg: DictConfig) -> float | None:
 
     from inpaint_anon.detect.cache import CachedDetector
     from inpaint_anon.pipeline import AnonymizePipeline
-    from inpaint_anon.video import check_output, probe
+    from inpaint_anon.video import VideoSettings, check_output, probe
 
     # 1. resolve and check input, output and encoder settings before loading any model
     source, output = _resolve_paths(cfg)
-    probe(source)
-    check_output(output, source=source, overwrite=cfg.overwrite, **_plain(cfg.video))
+    video = VideoSettings.from_dict(_plain(cfg.video))
+    probe(source, max_pixels=video.max_pixels)
+    check_output(output, source=source, overwrite=cfg.overwrite, video=video)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
 
     # 2. build the components from their _target_ configs (stride and cache are run settings, not the model's);
@@ -102,7 +103,7 @@ def run(cfg: DictConfig) -> float | None:
     # 3. run (a detection cache is finished only when the whole run succeeded)
     try:
         result = pipe(source, output, overwrite=cfg.overwrite, keep_metadata=cfg.keep_metadata,
-                      record_detections=run_dir / "detections.dets", **_plain(cfg.video))
+                      record_detections=run_dir / "detections.dets", video=video)
     except BaseException:
         if use_cache:
             detector.abort()

@@ -14,7 +14,9 @@ Sizes are ``(width, height)`` in pixels, like everywhere in this project.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from itertools import cycle
 from pathlib import Path
@@ -265,6 +267,73 @@ def make_image(
         extra["quality"] = 95
     image.save(path, **extra)
     return path
+
+
+def make_animation(
+    path: str | Path, n_frames: int = 4, size: tuple[int, int] = (160, 120), durations: Sequence[int] = (100,)
+) -> Path:
+    """Write the scene's frames ``frame_image(i, size, n_frames)`` as an animated PNG, WebP (lossless) or GIF
+    (format from the suffix), frame ``i`` shown for ``durations[i % len(durations)]`` milliseconds."""
+    path = Path(path)
+    frames = [Image.fromarray(frame_image(i, _check_size(size), n_frames)) for i in range(n_frames)]
+    times = [durations[i % len(durations)] for i in range(n_frames)]
+    extra = {"lossless": True} if path.suffix.lower() == ".webp" else {}
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=times, loop=0, **extra)
+    return path
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (type, body) chunks of a PNG file's bytes, in order."""
+    chunks, position = [], len(_PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        chunks.append((kind, data[position + 8 : position + 8 + length]))
+        position += 12 + length
+    return chunks
+
+
+def png_from_chunks(chunks: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """PNG file bytes from (type, body) chunks; lengths and CRCs are computed."""
+    parts = [_PNG_SIGNATURE]
+    for kind, body in chunks:
+        parts.append(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body)))
+    return b"".join(parts)
+
+
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+"""Adam7 interlacing passes: (x0, y0, dx, dy), pixels ``[y0::dy, x0::dx]``."""
+
+
+def png_bytes(
+    pixels: np.ndarray,
+    *,
+    claimed_size: tuple[int, int] | None = None,
+    rows: int | None = None,
+    interlaced: bool = False,
+) -> bytes:
+    """A PNG written by hand (what Pillow cannot write, or refuses to): 8- or 16-bit samples by ``pixels``' dtype
+    (uint8 or uint16), grey / grey+alpha / RGB / RGBA by its channels ((H, W) or (H, W, 1..4)).
+
+    claimed_size: (width, height) announced in the header instead of the real one (a decompression bomb: a
+        small file that claims a huge image). rows: encode only the first ``rows`` rows in a complete zlib stream
+        (the image data ends early; the header still announces every row); with ``interlaced``, the first
+        ``rows`` scanlines of all passes together.
+    interlaced: store the rows in Adam7 order (seven passes of sub-images).
+    """
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    height, width, channels = pixels.shape
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    samples = pixels.astype(">u2" if depth == 16 else np.uint8)
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    scanlines = [row for x0, y0, dx, dy in passes for row in samples[y0::dy, x0::dx] if row.size]
+    raw = b"".join(b"\0" + row.tobytes() for row in scanlines[: len(scanlines) if rows is None else rows])
+    announced_width, announced_height = claimed_size or (width, height)
+    header = struct.pack(">IIBBBBB", announced_width, announced_height, depth, colour, 0, 0, int(interlaced))
+    return png_from_chunks([(b"IHDR", header), (b"IDAT", zlib.compress(raw)), (b"IEND", b"")])
 
 
 def leaked_frames(

@@ -16,6 +16,7 @@ from inpaint_anon.composite import Compositor
 from inpaint_anon.detect.scripted import ScriptedDetector
 from inpaint_anon.inpaint.base import Inpainter
 from inpaint_anon.pipeline import AnonymizePipeline
+from inpaint_anon.video import VideoSettings
 from tests.clips import make_clip, object_masks
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -66,7 +67,7 @@ def run_pipeline(clip: Path, size: tuple[int, int], n_frames: int, inpainter: In
     out = (out_dir or clip.parent) / f"out_{clip.stem}_{inpainter.name}_s{stride}_{'t' if tracker else 'n'}.mp4"
     out.unlink(missing_ok=True)
     start = time.perf_counter()
-    result = pipe(clip, out, preset=preset, crf=crf)
+    result = pipe(clip, out, video=VideoSettings(crf=crf, preset=preset))
     wall = time.perf_counter() - start
     return {
         "size": f"{size[0]}x{size[1]}",
