@@ -24,7 +24,7 @@ from inpaint_anon.track import (
     tracker_defaults,
     warp_mask,
 )
-from inpaint_anon.types import Detections, masks_to_boxes
+from inpaint_anon.types import Detections, Frame, masks_to_boxes
 from tests.clips import object_masks
 
 SIZE = (160, 120)  # (W, H)
@@ -47,7 +47,7 @@ def detected(script: Callable, n_frames: int) -> Iterator[tuple[int, Detections]
     detector = ScriptedDetector(script, ["person", "car"])
     blank = np.zeros((SIZE[1], SIZE[0], 3), dtype=np.uint8)
     for index in range(n_frames):
-        yield index, detector([blank])[0]
+        yield index, detector([Frame(index, None, blank)])[0]
 
 
 def run(tracker: Tracker, script: Callable, n_frames: int = N_FRAMES) -> list[tuple[int, Detections]]:
