@@ -3,6 +3,7 @@ serving/rebuilding by frame index (inpaint_anon.detect.cache); no model weights.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import struct
@@ -125,6 +126,44 @@ def test_round_trip_gives_identical_detections(tmp_path: Path) -> None:
         for original, (_, copy) in zip(frames, got, strict=True):
             assert_same(original, copy)
     assert [p.name for p in tmp_path.iterdir()] == ["a.dets"]  # no temporary file left
+
+
+# Written by the writer of inpaint_anon/detect/cache.py before the format moved to inpaint_anon/records.py:
+# frame 0 with a person (3x3 square) and a car (bottom row), track ids 1, 2; frame 1 empty; 6x8 frames.
+OLD_FILE = (
+    "SUFERVRTMQpIqwAAAAAAAABdPibkeyJmb3JtYXQiOiAiaW5wYWludF9hbm9uLmRldGVjdGlvbnMiLCAidmVyc2lvbiI6IDEsICJrZXkiOiB7InNv"
+    "dXJjZSI6ICJjbGlwLm1wNCJ9LCAibmFtZXMiOiBbWzAsICJwZXJzb24iXSwgWzMsICJjYXIiXV0sICJtYXNrcyI6ICJwYWNrYml0cy1jcm9wIiwg"
+    "ImNvbXByZXNzaW9uIjogInpsaWItMSJ9RgECAAAAAAAAWhxv+XgBzZU9S8NgEMcvVq2KFgdxEIc4aBSrYO0gIr4sDhYli4NTiWmKVWtKHpUWFQKC"
+    "CC6+LI5B/AYODi5+B3dn/QiCUO/i80SfmKGQDh5cLg350/xyd//ouUTrBHzHEKzcj5/VeXRCHxQdo2xN7lVqCvTCLb9N1Ju19VV9Q4FDONIKFjMd"
+    "bVbV5kozWlrViraz7xh7edspWHR92dhlFl5nW0bFwt+j0+mxtHqixogu/jjQzk86eNUlpET59UIg9SCSuWswli8VmMC65DJRY2FlmoeViMTJDAwf"
+    "CJwuxGGm7VgByznXiBrNUsw21KLmsCwAuPNySy6vZ58EQwoZNu2qxfLVWrUmeuJxDlFjcqjZeMNGo7aIHMjiUcWkoHNYAnheDPG991/95isbbCdv"
+    "OnYl6JOHQgrPPwJE85Ua7VNsPgWfowWzFbONJxZ/tWitZL7Ux/aD4KOV8vk2S/sB3ilpMUSNxDs+mGpoDJvgFHW3LhN0fw6+/yZArzJ3/rMpUIMo"
+    "qEkUek5pmUjIxk2+TNlJN/BwfWFg42EZmSP5HmWP0GB1lRc8SlYZlpIRkc1QBlbsS+/wP39sKayj5ffwPsoUpghXKSKcbAV/tLhYHgooZe0yuqW8"
+    "ZmEtDS3NI6WMOoJTL41wWErTEv2W3lAqzY6ea/M/R0lIwi2+h0faJvgCkU2IkkaTAQAAAAAAAJK0VeF4AQvwZmbRZYAARYbcg3zs/6GAk0GEIa0o"
+    "MTdVL6+gkpFBgGEGVBmMnuwX6hsQychQxlCtnpJanFykbqWgbpNpoa6joJ6WX1RSlJgXn1+UkgoSd0vMKU4FihdnJBakAvkaxjqaOgq1ChQALkao"
+    "e9igNAeUDkDx0oGp6SdgXuIFeik5J7G4OD4zpRjmrQaoNhhNkbcMKPcWqvPP3s78A3M+F9D5xcn5Rakkuj3NhKgoobrbTy2xzoG5nQ/o9qT8itTi"
+    "+IrKikrSwp5o9yuYUJaouFDD3qaS/Tqy+3MTi7Pjk4vyC0gM/0xiw5/K7mdw+joP5n5Q0ge7PymzhDTn15Qa0i/5MDLpMqMWR6DSBoQ5odkURDWA"
+    "sz68cArwRtUGyvINIGVAzAvEMNDAeBnIRCkA0LWCslsDUBEIcwExDDQwTgLaich86PpASb0BqBiE+YAYBhoY/ZgY0BI+ul5QMmsAagBhVL18zAyQ"
+    "SIMnOnS9oCiG6UX16jmYXliEB3izgktKNgY2hligZ3pZgPYxAABXhUnwRQgAAAAAAAAAFNgHJwIAAAAAAAAA"
+)
+
+
+def test_a_file_written_before_the_move_reads_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "old.dets"
+    path.write_bytes(base64.b64decode(OLD_FILE))
+    reader = DetectionReader(path)
+    assert (reader.complete, reader.n_frames, reader.key) == (True, 2, {"source": "clip.mp4"})
+    assert reader.names == {0: "person", 3: "car"}
+    reader.verify()
+    (first_index, first), (second_index, second) = list(reader)
+    assert (first_index, second_index) == (0, 1)
+    expected = np.zeros((2, 6, 8), bool)
+    expected[0, 1:4, 2:5] = True
+    expected[1, 5, :] = True
+    assert np.array_equal(first.masks.numpy(), expected) and first.class_ids.tolist() == [0, 3]
+    assert first.scores.tolist() == [0.5, 0.25] and first.track_ids.tolist() == [1, 2]
+    assert first.boxes_xyxy.tolist() == [[2.0, 1.0, 5.0, 4.0], [0.0, 5.0, 8.0, 6.0]]
+    assert len(second) == 0 and (second.height, second.width) == (6, 8) and second.track_ids is None
 
 
 def test_zero_frame_file_is_complete(tmp_path: Path) -> None:
