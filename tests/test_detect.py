@@ -520,3 +520,54 @@ def test_scripted_errors() -> None:
         ScriptedDetector({0: {}}, names=["person"])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="batch_size=0"):
         ScriptedDetector(lambda i: {}, names=["person"], batch_size=0)
+
+
+# ----------------------------------------------------------------------------- in the pipeline
+
+
+class _RecordingDetector:
+    """Records the frames it is given; finds nothing (masks at ``mask_size``, default the frame's size)."""
+
+    names = {0: "person"}
+    batch_size = 2
+
+    def __init__(self, mask_size: tuple[int, int] | None = None) -> None:
+        self.frames: list[Frame] = []
+        self.mask_size = mask_size
+
+    def __call__(self, frames: list[Frame]) -> list[Detections]:
+        self.frames += frames
+        return [Detections.empty(*(self.mask_size or (f.height, f.width)), self.names) for f in frames]
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_the_pipeline_gives_detectors_the_decoded_frames(tmp_path: Path, stride: int) -> None:
+    from inpaint_anon.inpaint.fast import SolidInpainter
+    from inpaint_anon.pipeline import AnonymizePipeline
+    from inpaint_anon.track import Tracker
+    from inpaint_anon.video import VideoReader
+    from tests.clips import make_clip
+
+    clip = make_clip(tmp_path / "in.mp4", n_frames=7, size=(48, 32))
+    with VideoReader(clip) as reader:
+        decoded = list(reader)
+    detector = _RecordingDetector()
+    AnonymizePipeline(detector, SolidInpainter(device="cpu"), tracker=Tracker if stride > 1 else None,
+                      detect_stride=stride, progress=False)(clip, tmp_path / "out.mp4")
+    expected = decoded[::stride]
+    assert [f.index for f in detector.frames] == [f.index for f in expected] == list(range(0, 7, stride))
+    assert [f.pts for f in detector.frames] == [f.pts for f in expected]
+    assert all(np.array_equal(got.rgb, want.rgb) for got, want in zip(detector.frames, expected, strict=True))
+
+
+def test_the_pipeline_refuses_masks_not_at_frame_resolution(tmp_path: Path) -> None:
+    from inpaint_anon.inpaint.fast import SolidInpainter
+    from inpaint_anon.pipeline import AnonymizePipeline
+    from tests.clips import make_clip
+
+    clip = make_clip(tmp_path / "in.mp4", n_frames=3, size=(48, 32))
+    out = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError, match=r"masks of 16x24 for frame 0 of 32x48 \(HxW\); detectors give masks at"):
+        AnonymizePipeline(_RecordingDetector(mask_size=(16, 24)), SolidInpainter(device="cpu"), progress=False)(
+            clip, out)
+    assert not out.exists()

@@ -250,7 +250,7 @@ def test_empty_frames_give_empty_detections_with_track_ids() -> None:
     tracker = Tracker(backfill_frames=0, max_gap=0)
     (_, dets), = tracker.push(0, Detections.empty(SIZE[1], SIZE[0], NAMES))
     assert len(dets) == 0 and dets.masks.shape == (0, SIZE[1], SIZE[0])
-    assert dets.track_ids is not None and dets.track_ids.dtype == torch.int64 and dets.names == NAMES
+    assert dets.track_ids.dtype == torch.int64 and dets.track_ids.tolist() == [] and dets.names == NAMES
 
 
 # -- hold -------------------------------------------------------------------------------------------------
