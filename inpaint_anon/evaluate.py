@@ -175,7 +175,7 @@ def iter_frames(run: RunFolder) -> Iterator[tuple[int, np.ndarray, np.ndarray, D
     """(index, original uint8 (H, W, 3), anonymized uint8 (H, W, 3), Detections) for every frame, streamed.
 
     Raises InputError when the two videos and the detections disagree on frame count or size."""
-    from inpaint_anon.detect.cache import DetectionReader
+    from inpaint_anon.records import DetectionReader
     from inpaint_anon.video import VideoReader
 
     reader = DetectionReader(run.detections)
@@ -188,7 +188,10 @@ def iter_frames(run: RunFolder) -> Iterator[tuple[int, np.ndarray, np.ndarray, D
             items = {name: next(stream, None) for name, stream in streams.items()}
             if any(item is None for item in items.values()):
                 break
-            original, anonymized, (_, detections) = items.values()
+            original, anonymized, (recorded, detections) = items.values()
+            if recorded != index:
+                raise InputError(f"{run.detections} has no record of frame {index} (its next is frame {recorded}); "
+                                 "evaluate a run folder's detections.dets, which holds every frame")
             height, width = original.rgb.shape[:2]
             if (detections.height, detections.width) != (height, width):
                 raise InputError(f"detections of frame {index} are {detections.width}x{detections.height} but the "
@@ -209,8 +212,9 @@ def _fid_store(run: RunFolder, config: MetricsConfig, evaluator: RunEvaluator) -
     """The RealStatsStore of this run, or None when statistics are not saved."""
     if not config.fid_stats_dir or evaluator.features is None:
         return None
-    from inpaint_anon.detect.cache import DetectionReader, content_fingerprint
+    from inpaint_anon.fingerprints import content_fingerprint
     from inpaint_anon.metrics.fid import RealStatsStore, masks_digest
+    from inpaint_anon.records import DetectionReader
 
     key = {
         "input": content_fingerprint(run.input),
@@ -255,8 +259,8 @@ def evaluate_run(run_dir: str | Path, config: MetricsConfig | Mapping[str, Any] 
         config = run_metrics_config(run.record)
     elif not isinstance(config, MetricsConfig):
         config = MetricsConfig.from_dict(config)
-    from inpaint_anon.detect.cache import DetectionReader
     from inpaint_anon.metrics.leak import load_annotations
+    from inpaint_anon.records import DetectionReader
 
     reader = DetectionReader(run.detections)
     annotations: dict[int, list[Any]] = {}

@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 
 from inpaint_anon.composite import Compositor
 from inpaint_anon.detect.base import Detector
-from inpaint_anon.detect.cache import DetectionWriter
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.inpaint.fallback import fail_closed_fill
+from inpaint_anon.records import DetectionWriter
 from inpaint_anon.timing import Timings
 from inpaint_anon.track import Tracker
 from inpaint_anon.types import Detections, Frame, RunResult
@@ -170,7 +170,7 @@ class AnonymizePipeline:
         ``video``: encoder settings and the input pixel limit (:class:`~inpaint_anon.video.VideoSettings`, the
         ``video:`` config block; defaults when None); ``crf`` / ``preset`` replace its values when given.
         ``record_detections``: also write each frame's final (tracked, not yet dilated) detections there
-        (:class:`~inpaint_anon.detect.cache.DetectionWriter` format), for evaluation; kept only on success.
+        (:class:`~inpaint_anon.records.DetectionWriter` format), for evaluation; kept only on success.
         """
         started = time.perf_counter()
         timings = Timings()
@@ -201,9 +201,8 @@ class AnonymizePipeline:
                 for frames in _batched_strided(decoded, self.detector.batch_size, self.detect_stride):
                     chosen = [f for f in frames if f.index % self.detect_stride == 0]
                     with timings("detect"):
-                        found = self.detector([f.rgb for f in chosen]) if chosen else []
-                    if len(found) != len(chosen):
-                        raise RuntimeError(f"detector returned {len(found)} results for {len(chosen)} frames")
+                        found = self.detector(chosen) if chosen else []
+                    _check_detected(chosen, found)
                     by_index = {f.index: d for f, d in zip(chosen, found)}
                     for frame in frames:
                         detected.put((frame, by_index.get(frame.index)))  # None: the detector did not run
@@ -393,6 +392,17 @@ def _detections_writer(path: str | Path | None, source: str | Path,
     if path is None:
         return nullcontext()
     return DetectionWriter(path, key={"source": str(source), "content": "final tracked detections"}, names=names)
+
+
+def _check_detected(frames: list[Frame], found: list[Detections]) -> None:
+    """RuntimeError unless the detector gave one Detections per frame, with masks at that frame's size (so
+    no region can land off the pixels it covers)."""
+    if len(found) != len(frames):
+        raise RuntimeError(f"detector returned {len(found)} results for {len(frames)} frames")
+    for frame, dets in zip(frames, found):
+        if (dets.height, dets.width) != (frame.height, frame.width):
+            raise RuntimeError(f"detector returned masks of {dets.height}x{dets.width} for frame {frame.index} of "
+                               f"{frame.height}x{frame.width} (HxW); detectors give masks at frame resolution")
 
 
 def _batched_strided(channel: _Channel, size: int, stride: int) -> Iterator[list[Frame]]:

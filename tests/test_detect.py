@@ -20,14 +20,17 @@ import pytest
 import torch
 from PIL import Image
 
-from inpaint_anon.detect import Detector, ScriptedDetector
+from inpaint_anon.detect import Detector, ScriptedDetector, yolo_seg
+from inpaint_anon.detect.yolo_seg import YoloSegDetector
 from inpaint_anon.errors import ConfigError, InputError, WeightsError
-from inpaint_anon.types import Detections
-
-yolo_seg = pytest.importorskip("inpaint_anon.detect.yolo_seg")
-YoloSegDetector = yolo_seg.YoloSegDetector
+from inpaint_anon.types import Detections, Frame
 
 RANDOM = {"classes": None, "conf": 0.0, "imgsz": 64, "max_det": 30, "device": "cpu"}
+
+
+def frames(*images: np.ndarray, start: int = 0) -> list[Frame]:
+    """``images`` as consecutive Frames from index ``start`` (no timestamps)."""
+    return [Frame(start + i, None, image) for i, image in enumerate(images)]
 
 
 def rgb_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -92,6 +95,7 @@ def strip_onnx_metadata(source: Path, target: Path) -> Path:
 def assert_well_formed(det: Detections, height: int, width: int, names: dict[int, str]) -> None:
     n = len(det)
     assert det.masks.shape == (n, height, width) and det.masks.dtype == torch.bool
+    assert det.device == torch.device("cpu") and det.track_ids is None
     assert det.class_ids.shape == (n,) and det.scores.shape == (n,) and det.boxes_xyxy.shape == (n, 4)
     assert det.names == names
     assert set(det.class_ids.tolist()) <= set(names)
@@ -113,7 +117,7 @@ def test_import_detect_does_not_import_ultralytics() -> None:
     code = (
         "import sys, inpaint_anon.detect as d\n"
         "assert 'ultralytics' not in sys.modules\n"
-        "assert d.ScriptedDetector and d.Detector\n"
+        "assert (d.ScriptedDetector.__name__, d.Detector.__name__) == ('ScriptedDetector', 'Detector')\n"
         "print(d.YoloSegDetector.__name__, 'ultralytics' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -132,7 +136,7 @@ def test_unknown_attribute_of_detect_package() -> None:
 
 @pytest.mark.parametrize("height,width", [(97, 161), (161, 97), (64, 64), (33, 200)])
 def test_seg_masks_at_frame_resolution(seg_detector: YoloSegDetector, height: int, width: int) -> None:
-    (det,) = seg_detector([rgb_image(height, width)])
+    (det,) = seg_detector(frames(rgb_image(height, width)))
     assert len(det) > 0 and bool(det.masks.any())
     assert_well_formed(det, height, width, seg_detector.names)
 
@@ -149,7 +153,7 @@ def test_seg_detector_attributes(seg_detector: YoloSegDetector) -> None:
 
 def test_mixed_sizes_in_one_call_and_empty_call(seg_detector: YoloSegDetector) -> None:
     sizes = [(97, 161), (50, 70), (120, 31)]
-    detections = seg_detector([rgb_image(h, w, seed=i) for i, (h, w) in enumerate(sizes)])
+    detections = seg_detector(frames(*(rgb_image(h, w, seed=i) for i, (h, w) in enumerate(sizes))))
     assert [(d.height, d.width) for d in detections] == sizes
     for det, (h, w) in zip(detections, sizes, strict=True):
         assert_well_formed(det, h, w, seg_detector.names)
@@ -166,7 +170,7 @@ def test_calls_are_split_into_batches(monkeypatch: pytest.MonkeyPatch) -> None:
         return predict(source, **kwargs)
 
     monkeypatch.setattr(detector.model, "predict", spy)
-    detections = detector([rgb_image(40, 60, seed=i) for i in range(5)])
+    detections = detector(frames(*(rgb_image(40, 60, seed=i) for i in range(5))))
     assert seen == [2, 2, 1] and len(detections) == 5
 
 
@@ -180,7 +184,7 @@ def test_frames_reach_ultralytics_as_bgr(seg_detector: YoloSegDetector) -> None:
     callbacks = seg_detector.model.callbacks["on_predict_batch_start"]
     callbacks.append(capture)
     try:
-        (det,) = seg_detector([image])
+        (det,) = seg_detector(frames(image))
     finally:
         callbacks.remove(capture)
     assert len(captured) == 1
@@ -202,7 +206,7 @@ def test_network_sees_rgb(seg_detector: YoloSegDetector) -> None:
     network = seg_detector.model.predictor.model  # ultralytics AutoBackend, an nn.Module
     hook = network.register_forward_pre_hook(lambda module, args: inputs.append(args[0].detach().clone()))
     try:
-        seg_detector([red])
+        seg_detector(frames(red))
     finally:
         hook.remove()
     (x,) = inputs  # float (1, 3, h, w) in [0, 1]
@@ -214,7 +218,7 @@ def test_class_filter_by_name() -> None:
     detector = YoloSegDetector("yolov8n-seg.yaml", **{**RANDOM, "classes": ["car", "person"], "max_det": 300})
     assert detector.class_ids == [0, 2]
     assert len(detector.names) == 80  # the full table, not only the kept classes
-    (det,) = detector([rgb_image(97, 161)])
+    (det,) = detector(frames(rgb_image(97, 161)))
     assert set(det.class_ids.tolist()) <= {0, 2}
     assert_well_formed(det, 97, 161, detector.names)
     assert detector._predict_args["classes"] == [0, 2]
@@ -223,7 +227,7 @@ def test_class_filter_by_name() -> None:
 def test_default_classes_on_a_yaml_build() -> None:
     detector = YoloSegDetector("yolov8n-seg.yaml", conf=0.0, imgsz=64, device="cpu")
     assert [detector.names[i] for i in detector.class_ids] == list(yolo_seg.DEFAULT_CLASSES)
-    (det,) = detector([rgb_image(97, 161)])
+    (det,) = detector(frames(rgb_image(97, 161)))
     assert set(det.class_names) <= set(yolo_seg.DEFAULT_CLASSES)
 
 
@@ -234,7 +238,7 @@ def test_building_a_detector_keeps_torch_thread_count() -> None:
     torch.set_num_threads(3)
     try:
         detector = YoloSegDetector("yolov8n-seg.yaml", **RANDOM)
-        detector([rgb_image(64, 64)])
+        detector(frames(rgb_image(64, 64)))
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(threads)
@@ -256,7 +260,7 @@ def test_readable_names() -> None:
 def test_detect_only_model_gives_box_masks() -> None:
     detector = seeded_random_build("yolov8n.yaml")
     assert detector.task == "detect"
-    (det,) = detector([rgb_image(97, 161)])
+    (det,) = detector(frames(rgb_image(97, 161)))
     assert len(det) > 0
     assert_well_formed(det, 97, 161, detector.names)
     torch.testing.assert_close(det.masks, yolo_seg.box_masks(det.boxes_xyxy, 97, 161))
@@ -283,7 +287,7 @@ def test_local_pt_file_by_path_and_by_name_in_weights_dir(
     assert by_path.task == "segment" and by_path.names == seg_detector.names
     monkeypatch.setattr(yolo_seg, "weights_dir", lambda: saved.parent)
     by_name = YoloSegDetector("my-seg.pt", **RANDOM)
-    (a,), (b,) = by_path([rgb_image(97, 161)]), by_name([rgb_image(97, 161)])
+    (a,), (b,) = by_path(frames(rgb_image(97, 161))), by_name(frames(rgb_image(97, 161)))
     assert torch.equal(a.masks, b.masks)
 
 
@@ -291,7 +295,7 @@ def test_onnx_export_loads_offline(seg_onnx: Path) -> None:
     detector = YoloSegDetector(str(seg_onnx), **{**RANDOM, "imgsz": 128})
     assert detector.task == "segment" and len(detector.names) == 80
     for height, width in [(97, 161), (128, 128)]:
-        (det,) = detector([rgb_image(height, width)])
+        (det,) = detector(frames(rgb_image(height, width)))
         assert len(det) > 0
         assert_well_formed(det, height, width, detector.names)
 
@@ -308,7 +312,7 @@ def test_onnx_without_metadata_task_from_outputs(seg_onnx: Path, tmp_path: Path)
 
     detector = YoloSegDetector(str(plain_detect), **RANDOM)
     assert detector.task == "detect"
-    (det,) = detector([rgb_image(97, 161)])
+    (det,) = detector(frames(rgb_image(97, 161)))
     assert_well_formed(det, 97, 161, detector.names)
     assert torch.equal(det.masks, yolo_seg.box_masks(det.boxes_xyxy, 97, 161))
 
@@ -425,12 +429,24 @@ def test_half_is_ignored_on_cpu() -> None:
 
 
 @pytest.mark.parametrize(
-    "image",
-    [np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8), "frame.png"],
+    "image", [np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8), "frame.png"]
 )
 def test_bad_frames(seg_detector: YoloSegDetector, image: object) -> None:
-    with pytest.raises(InputError, match="frame 1 given to the detector"):
-        seg_detector([np.zeros((8, 8, 3), np.uint8), image])
+    with pytest.raises(InputError, match=r"frame 7 given to the detector is .*; give RGB uint8 arrays of shape"):
+        seg_detector([Frame(6, None, np.zeros((8, 8, 3), np.uint8)), Frame(7, None, image)])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("detector_name", ["seg", "scripted"])
+def test_detectors_take_frames_not_bare_images(seg_detector: YoloSegDetector, detector_name: str) -> None:
+    """The old call style (bare arrays) fails at once, naming the fix, for every detector."""
+    detector = seg_detector if detector_name == "seg" else ScriptedDetector(lambda i: {}, names=["person"])
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(InputError, match="item 0 given to the detector is ndarray, not a Frame; wrap images as"):
+        detector([image])  # type: ignore[list-item]
+    with pytest.raises(InputError, match="given one ndarray, not a sequence of frames"):
+        detector(image)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="given one Frame, not a sequence of frames"):
+        detector(Frame(0, None, image))  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- scripted
@@ -441,8 +457,8 @@ def disk(height: int, width: int, cy: int, cx: int, r: int) -> np.ndarray:
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
 
 
-def test_scripted_masks_counter_and_reset() -> None:
-    frame = np.zeros((40, 60, 3), np.uint8)
+def test_scripted_masks_are_keyed_by_frame_index() -> None:
+    image = np.zeros((40, 60, 3), np.uint8)
 
     def script(index: int) -> dict:
         if index == 0:
@@ -450,26 +466,26 @@ def test_scripted_masks_counter_and_reset() -> None:
                 "person": disk(40, 60, 10, 10, 4),
                 "car": [disk(40, 60, 30, 40, 5), np.zeros((40, 60), bool)],
             }
-        if index == 1:
+        if index == 3:
             return {"car": np.stack([disk(40, 60, 20, 20, 3), disk(40, 60, 5, 50, 2)])}
         return {}
 
     detector = ScriptedDetector(script, names=["person", "car"], batch_size=2)
     assert isinstance(detector, Detector)
     assert detector.names == {0: "person", 1: "car"} and detector.batch_size == 2
-    first, second = detector([frame, frame])
+    first, second = detector([Frame(0, 0, image), Frame(3, 3000, image)])  # detect every third frame
     assert first.class_names == ["person", "car"]  # the empty car mask was dropped
     assert first.masks.shape == (2, 40, 60) and first.masks.dtype == torch.bool
     torch.testing.assert_close(first.boxes_xyxy[0], torch.tensor([6.0, 6.0, 15.0, 15.0]))
     torch.testing.assert_close(first.scores, torch.ones(2))
     assert second.class_names == ["car", "car"]
-    (third,) = detector([frame])
-    assert len(third) == 0 and third.masks.shape == (0, 40, 60)
-    assert detector.calls == [0, 1, 2]
-    detector.reset()
-    (again,) = detector([frame])
-    assert again.class_names == ["person", "car"]
-    assert detector.calls == [0, 1, 2, 0]
+    (sixth,) = detector([Frame(6, 6000, image)])
+    assert len(sixth) == 0 and sixth.masks.shape == (0, 40, 60)
+    assert detector.calls == [0, 3, 6]
+    (again,) = detector([Frame(3, 3000, image)])  # the answer depends on the index, not on the call count
+    assert again.class_names == ["car", "car"] and torch.equal(again.masks, second.masks)
+    assert detector.calls == [0, 3, 6, 3]
+    assert detector([]) == [] and detector.calls == [0, 3, 6, 3]
 
 
 def test_scripted_passes_detections_through_with_track_ids() -> None:
@@ -477,21 +493,24 @@ def test_scripted_passes_detections_through_with_track_ids() -> None:
     masks = np.stack([disk(20, 30, 5, 5, 3), disk(20, 30, 12, 20, 3)])
     given = Detections.from_masks(masks, [0, 0], names, track_ids=[7, 9])
     detector = ScriptedDetector(lambda index: given, names=names)
-    (det,) = detector([np.zeros((20, 30, 3), np.uint8)])
+    (det,) = detector(frames(np.zeros((20, 30, 3), np.uint8)))
     assert det is given and det.track_ids.tolist() == [7, 9]
 
 
 def test_scripted_errors() -> None:
-    frame = np.zeros((20, 30, 3), np.uint8)
+    frame = frames(np.zeros((20, 30, 3), np.uint8))
     with pytest.raises(ConfigError, match="'dog', which is not in names"):
-        ScriptedDetector(lambda i: {"dog": disk(20, 30, 5, 5, 2)}, names=["person"])([frame])
+        ScriptedDetector(lambda i: {"dog": disk(20, 30, 5, 5, 2)}, names=["person"])(frame)
     with pytest.raises(InputError, match=r"shape \(10, 10\) but the frame is \(20, 30\)"):
-        ScriptedDetector(lambda i: {"person": np.ones((10, 10), bool)}, names=["person"])([frame])
+        ScriptedDetector(lambda i: {"person": np.ones((10, 10), bool)}, names=["person"])(frame)
     wrong_size = Detections.empty(10, 10, {0: "person"})
     with pytest.raises(InputError, match="are 10x10 but the frame is 20x30"):
-        ScriptedDetector(lambda i: wrong_size, names=["person"])([frame])
+        ScriptedDetector(lambda i: wrong_size, names=["person"])(frame)
+    other_names = Detections.empty(20, 30, {0: "car"})
+    with pytest.raises(ConfigError, match=r"have names \{0: 'car'\} but the detector's are \{0: 'person'\}"):
+        ScriptedDetector(lambda i: other_names, names=["person"])(frame)
     with pytest.raises(InputError, match="returned NoneType"):
-        ScriptedDetector(lambda i: None, names=["person"])([frame])
+        ScriptedDetector(lambda i: None, names=["person"])(frame)
     with pytest.raises(ConfigError, match="duplicates"):
         ScriptedDetector(lambda i: {}, names=["person", "person"])
     for bad_names in ([], "person"):
@@ -501,3 +520,54 @@ def test_scripted_errors() -> None:
         ScriptedDetector({0: {}}, names=["person"])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="batch_size=0"):
         ScriptedDetector(lambda i: {}, names=["person"], batch_size=0)
+
+
+# ----------------------------------------------------------------------------- in the pipeline
+
+
+class _RecordingDetector:
+    """Records the frames it is given; finds nothing (masks at ``mask_size``, default the frame's size)."""
+
+    names = {0: "person"}
+    batch_size = 2
+
+    def __init__(self, mask_size: tuple[int, int] | None = None) -> None:
+        self.frames: list[Frame] = []
+        self.mask_size = mask_size
+
+    def __call__(self, frames: list[Frame]) -> list[Detections]:
+        self.frames += frames
+        return [Detections.empty(*(self.mask_size or (f.height, f.width)), self.names) for f in frames]
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_the_pipeline_gives_detectors_the_decoded_frames(tmp_path: Path, stride: int) -> None:
+    from inpaint_anon.inpaint.fast import SolidInpainter
+    from inpaint_anon.pipeline import AnonymizePipeline
+    from inpaint_anon.track import Tracker
+    from inpaint_anon.video import VideoReader
+    from tests.clips import make_clip
+
+    clip = make_clip(tmp_path / "in.mp4", n_frames=7, size=(48, 32))
+    with VideoReader(clip) as reader:
+        decoded = list(reader)
+    detector = _RecordingDetector()
+    AnonymizePipeline(detector, SolidInpainter(device="cpu"), tracker=Tracker if stride > 1 else None,
+                      detect_stride=stride, progress=False)(clip, tmp_path / "out.mp4")
+    expected = decoded[::stride]
+    assert [f.index for f in detector.frames] == [f.index for f in expected] == list(range(0, 7, stride))
+    assert [f.pts for f in detector.frames] == [f.pts for f in expected]
+    assert all(np.array_equal(got.rgb, want.rgb) for got, want in zip(detector.frames, expected, strict=True))
+
+
+def test_the_pipeline_refuses_masks_not_at_frame_resolution(tmp_path: Path) -> None:
+    from inpaint_anon.inpaint.fast import SolidInpainter
+    from inpaint_anon.pipeline import AnonymizePipeline
+    from tests.clips import make_clip
+
+    clip = make_clip(tmp_path / "in.mp4", n_frames=3, size=(48, 32))
+    out = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError, match=r"masks of 16x24 for frame 0 of 32x48 \(HxW\); detectors give masks at"):
+        AnonymizePipeline(_RecordingDetector(mask_size=(16, 24)), SolidInpainter(device="cpu"), progress=False)(
+            clip, out)
+    assert not out.exists()

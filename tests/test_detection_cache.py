@@ -1,7 +1,9 @@
-"""Detection cache: the .dets file format, cache keys, and CachedDetector serving/rebuilding (no model weights)."""
+"""The .dets record format (inpaint_anon.records), cache keys (inpaint_anon.fingerprints) and CachedDetector
+serving/rebuilding by frame index (inpaint_anon.detect.cache); no model weights."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import struct
@@ -11,31 +13,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import omegaconf
 import pytest
 import torch
 
 from inpaint_anon.detect.base import Detector
-from inpaint_anon.detect.cache import (
-    HEAD_TAIL_BYTES,
+from inpaint_anon.detect.cache import CachedDetector, DetectionCacheWarning, cache_path
+from inpaint_anon.detect.scripted import ScriptedDetector
+from inpaint_anon.errors import ConfigError, InputError
+from inpaint_anon.fingerprints import HEAD_TAIL_BYTES, cache_key, content_fingerprint, file_fingerprint, key_settings
+from inpaint_anon.records import (
     MAGIC,
-    CachedDetector,
-    CorruptCacheError,
-    DetectionCacheWarning,
+    CorruptRecordError,
     DetectionReader,
     DetectionWriter,
     _encode_frame,
     _write_record,
-    cache_key,
-    cache_path,
-    content_fingerprint,
-    file_fingerprint,
-    key_settings,
     pack_masks,
     unpack_masks,
 )
-from inpaint_anon.detect.scripted import ScriptedDetector
-from inpaint_anon.errors import ConfigError, InputError
-from inpaint_anon.types import Detections
+from inpaint_anon.types import Detections, Frame
 from tests.clips import make_clip, object_masks
 
 NAMES = {0: "person", 1: "car", 5: "bus"}
@@ -76,10 +73,11 @@ def assert_same(a: Detections, b: Detections) -> None:
     assert a.names == b.names
 
 
-def write_file(path: Path, frames: list[Detections], key: dict | None = None) -> Path:
+def write_file(path: Path, frames: list[Detections], key: dict | None = None, stride: int = 1) -> Path:
+    """``frames`` written as frames 0, stride, 2 * stride..."""
     with DetectionWriter(path, key=key or {"test": 1}, names=NAMES) as writer:
-        for index, detections in enumerate(frames):
-            writer.write(index, detections)
+        for position, detections in enumerate(frames):
+            writer.write(position * stride, detections)
     return path
 
 
@@ -130,6 +128,44 @@ def test_round_trip_gives_identical_detections(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["a.dets"]  # no temporary file left
 
 
+# Written by the writer of inpaint_anon/detect/cache.py before the format moved to inpaint_anon/records.py:
+# frame 0 with a person (3x3 square) and a car (bottom row), track ids 1, 2; frame 1 empty; 6x8 frames.
+OLD_FILE = (
+    "SUFERVRTMQpIqwAAAAAAAABdPibkeyJmb3JtYXQiOiAiaW5wYWludF9hbm9uLmRldGVjdGlvbnMiLCAidmVyc2lvbiI6IDEsICJrZXkiOiB7InNv"
+    "dXJjZSI6ICJjbGlwLm1wNCJ9LCAibmFtZXMiOiBbWzAsICJwZXJzb24iXSwgWzMsICJjYXIiXV0sICJtYXNrcyI6ICJwYWNrYml0cy1jcm9wIiwg"
+    "ImNvbXByZXNzaW9uIjogInpsaWItMSJ9RgECAAAAAAAAWhxv+XgBzZU9S8NgEMcvVq2KFgdxEIc4aBSrYO0gIr4sDhYli4NTiWmKVWtKHpUWFQKC"
+    "CC6+LI5B/AYODi5+B3dn/QiCUO/i80SfmKGQDh5cLg350/xyd//ouUTrBHzHEKzcj5/VeXRCHxQdo2xN7lVqCvTCLb9N1Ju19VV9Q4FDONIKFjMd"
+    "bVbV5kozWlrViraz7xh7edspWHR92dhlFl5nW0bFwt+j0+mxtHqixogu/jjQzk86eNUlpET59UIg9SCSuWswli8VmMC65DJRY2FlmoeViMTJDAwf"
+    "CJwuxGGm7VgByznXiBrNUsw21KLmsCwAuPNySy6vZ58EQwoZNu2qxfLVWrUmeuJxDlFjcqjZeMNGo7aIHMjiUcWkoHNYAnheDPG991/95isbbCdv"
+    "OnYl6JOHQgrPPwJE85Ua7VNsPgWfowWzFbONJxZ/tWitZL7Ux/aD4KOV8vk2S/sB3ilpMUSNxDs+mGpoDJvgFHW3LhN0fw6+/yZArzJ3/rMpUIMo"
+    "qEkUek5pmUjIxk2+TNlJN/BwfWFg42EZmSP5HmWP0GB1lRc8SlYZlpIRkc1QBlbsS+/wP39sKayj5ffwPsoUpghXKSKcbAV/tLhYHgooZe0yuqW8"
+    "ZmEtDS3NI6WMOoJTL41wWErTEv2W3lAqzY6ea/M/R0lIwi2+h0faJvgCkU2IkkaTAQAAAAAAAJK0VeF4AQvwZmbRZYAARYbcg3zs/6GAk0GEIa0o"
+    "MTdVL6+gkpFBgGEGVBmMnuwX6hsQychQxlCtnpJanFykbqWgbpNpoa6joJ6WX1RSlJgXn1+UkgoSd0vMKU4FihdnJBakAvkaxjqaOgq1ChQALkao"
+    "e9igNAeUDkDx0oGp6SdgXuIFeik5J7G4OD4zpRjmrQaoNhhNkbcMKPcWqvPP3s78A3M+F9D5xcn5Rakkuj3NhKgoobrbTy2xzoG5nQ/o9qT8itTi"
+    "+IrKikrSwp5o9yuYUJaouFDD3qaS/Tqy+3MTi7Pjk4vyC0gM/0xiw5/K7mdw+joP5n5Q0ge7PymzhDTn15Qa0i/5MDLpMqMWR6DSBoQ5odkURDWA"
+    "sz68cArwRtUGyvINIGVAzAvEMNDAeBnIRCkA0LWCslsDUBEIcwExDDQwTgLaich86PpASb0BqBiE+YAYBhoY/ZgY0BI+ul5QMmsAagBhVL18zAyQ"
+    "SIMnOnS9oCiG6UX16jmYXliEB3izgktKNgY2hligZ3pZgPYxAABXhUnwRQgAAAAAAAAAFNgHJwIAAAAAAAAA"
+)
+
+
+def test_a_file_written_before_the_move_reads_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "old.dets"
+    path.write_bytes(base64.b64decode(OLD_FILE))
+    reader = DetectionReader(path)
+    assert (reader.complete, reader.n_frames, reader.key) == (True, 2, {"source": "clip.mp4"})
+    assert reader.names == {0: "person", 3: "car"}
+    reader.verify()
+    (first_index, first), (second_index, second) = list(reader)
+    assert (first_index, second_index) == (0, 1)
+    expected = np.zeros((2, 6, 8), bool)
+    expected[0, 1:4, 2:5] = True
+    expected[1, 5, :] = True
+    assert np.array_equal(first.masks.numpy(), expected) and first.class_ids.tolist() == [0, 3]
+    assert first.scores.tolist() == [0.5, 0.25] and first.track_ids.tolist() == [1, 2]
+    assert first.boxes_xyxy.tolist() == [[2.0, 1.0, 5.0, 4.0], [0.0, 5.0, 8.0, 6.0]]
+    assert len(second) == 0 and (second.height, second.width) == (6, 8) and second.track_ids is None
+
+
 def test_zero_frame_file_is_complete(tmp_path: Path) -> None:
     reader = DetectionReader(write_file(tmp_path / "empty.dets", []))
     assert reader.complete and reader.n_frames == 0 and list(reader) == []
@@ -151,10 +187,10 @@ def test_unfinished_write_leaves_no_complete_file(tmp_path: Path) -> None:
     assert not target.exists()
     partial = DetectionReader(writer.temp_path)
     assert not partial.complete and partial.n_frames is None
-    with pytest.raises(CorruptCacheError, match="without its end marker"):
+    with pytest.raises(CorruptRecordError, match="without its end marker"):
         partial.verify()
     frames = []
-    with pytest.raises(CorruptCacheError, match="after 3 frames without its end marker"):
+    with pytest.raises(CorruptRecordError, match="after 3 frame records without its end marker"):
         for item in partial:
             frames.append(item)
     assert len(frames) == 3  # the intact prefix is readable before the error
@@ -192,21 +228,45 @@ def test_writer_rejects_bad_arguments(tmp_path: Path, make_args: Callable, error
         DetectionWriter(path, key=key, names=names)
 
 
+def test_strided_frames_round_trip(tmp_path: Path) -> None:
+    """Frame indices need not be consecutive (a cache of detector.stride=3 holds frames 0, 3, 6...)."""
+    frames = small_frames(4)
+    reader = DetectionReader(write_file(tmp_path / "a.dets", frames, stride=3))
+    assert reader.complete and reader.n_frames == 4
+    reader.verify()
+    got = list(reader)
+    assert [i for i, _ in got] == [0, 3, 6, 9]
+    for original, (_, copy) in zip(frames, got, strict=True):
+        assert_same(original, copy)
+    with DetectionWriter(tmp_path / "b.dets", key={}, names=NAMES) as writer:  # any increasing indices
+        for index, frame in zip([2, 5, 6, 40], frames):
+            writer.write(index, frame)
+        assert (writer.n_frames, writer.last_index) == (4, 40)
+    assert [i for i, _ in DetectionReader(tmp_path / "b.dets")] == [2, 5, 6, 40]
+
+
 def test_writer_rejects_bad_frames_and_use_after_close(tmp_path: Path) -> None:
     frame = small_frames(1)[0]
     writer = DetectionWriter(tmp_path / "a.dets", key={}, names=NAMES)
-    with pytest.raises(ConfigError, match="the next one is 0"):
-        writer.write(1, frame)
-    with pytest.raises(ConfigError, match="write frames in order"):
+    with pytest.raises(ConfigError, match=r"index=-1; write each frame once, in increasing index order \(the next "
+                                          r"index must be an int >= 0\)"):
+        writer.write(-1, frame)
+    with pytest.raises(ConfigError, match="write each frame once"):
         writer.write(True, frame)
+    with pytest.raises(ConfigError, match="write each frame once"):
+        writer.write(2.0, frame)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="give a Detections"):
         writer.write(0, {"person": np.ones((2, 2), bool)})
     with pytest.raises(ConfigError, match="open the writer with the detector's names"):
         writer.write(0, Detections.empty(4, 4, {0: "person"}))
-    writer.write(0, frame)
+    writer.write(3, frame)
+    for repeated in (3, 2):
+        with pytest.raises(ConfigError, match=f"index={repeated} after frame 3; .* must be an int >= 4"):
+            writer.write(repeated, frame)
     writer.close()
     writer.close()  # idempotent
     assert writer.closed and DetectionReader(writer.path).n_frames == 1
+    assert [i for i, _ in DetectionReader(writer.path)] == [3]
     with pytest.raises(RuntimeError, match="is closed"):
         writer.write(1, frame)
 
@@ -215,10 +275,10 @@ def test_reader_rejects_missing_and_foreign_files(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not found"):
         DetectionReader(tmp_path / "nope.dets")
     (tmp_path / "foreign.dets").write_bytes(b"PK\x03\x04 a zip file")
-    with pytest.raises(CorruptCacheError, match="does not start like a detection cache"):
+    with pytest.raises(CorruptRecordError, match="does not start like a .dets detections file"):
         DetectionReader(tmp_path / "foreign.dets")
     (tmp_path / "magic_only.dets").write_bytes(b"IADETS1\n")
-    with pytest.raises(CorruptCacheError, match="header is missing"):
+    with pytest.raises(CorruptRecordError, match="header is missing"):
         DetectionReader(tmp_path / "magic_only.dets")
 
 
@@ -227,7 +287,7 @@ def test_reader_rejects_a_header_of_another_version(tmp_path: Path) -> None:
     data = path.read_bytes().replace(b'"version": 1', b'"version": 9', 1)
     crc_fixed = _with_fixed_header_crc(data)
     path.write_bytes(crc_fixed)
-    with pytest.raises(CorruptCacheError, match="not a version 1 header"):
+    with pytest.raises(CorruptRecordError, match="not a version 1 header"):
         DetectionReader(path)
 
 
@@ -246,19 +306,19 @@ def test_truncated_file_is_detected(tmp_path: Path, keep: float) -> None:
     path.write_bytes(data[: int(len(data) * keep)])
     reader = DetectionReader(path)
     assert not reader.complete and reader.n_frames is None
-    with pytest.raises(CorruptCacheError):
+    with pytest.raises(CorruptRecordError):
         reader.verify()
-    with pytest.raises(CorruptCacheError):
+    with pytest.raises(CorruptRecordError):
         list(reader)
 
 
 def test_a_file_cut_inside_its_header_is_rejected(tmp_path: Path) -> None:
     path = write_file(tmp_path / "a.dets", small_frames(1))
     path.write_bytes(path.read_bytes()[:40])
-    with pytest.raises(CorruptCacheError, match="runs past the end of the file"):
+    with pytest.raises(CorruptRecordError, match="runs past the end of the file"):
         DetectionReader(path)
     path.write_bytes(path.read_bytes()[:12])
-    with pytest.raises(CorruptCacheError, match="cut short"):
+    with pytest.raises(CorruptRecordError, match="cut short"):
         DetectionReader(path)
 
 
@@ -276,11 +336,17 @@ def hand_written_file(path: Path, frame_payloads: list[bytes]) -> Path:
 def test_undecodable_or_mislabelled_frames_are_detected(tmp_path: Path) -> None:
     junk = hand_written_file(tmp_path / "junk.dets", [b"not zlib"])
     DetectionReader(junk).verify()  # CRCs and structure are fine...
-    with pytest.raises(CorruptCacheError, match="frame 0 cannot be decoded"):
+    with pytest.raises(CorruptRecordError, match="frame record 0 cannot be decoded"):
         list(DetectionReader(junk))  # ...the content is not
-    mislabelled = hand_written_file(tmp_path / "five.dets", [_encode_frame(5, small_frames(1)[0])])
-    with pytest.raises(CorruptCacheError, match="frame 0 is labelled 5"):
-        list(DetectionReader(mislabelled))
+    frame = small_frames(1)[0]
+    starts_late = hand_written_file(tmp_path / "five.dets", [_encode_frame(5, frame), _encode_frame(6, frame)])
+    assert [i for i, _ in DetectionReader(starts_late)] == [5, 6]  # a first index above 0 is fine
+    for indices, reason in [([4, 4], "frame record 1 is labelled frame 4, after frame 4"),
+                            ([4, 2], "frame record 1 is labelled frame 2, after frame 4"),
+                            ([-1], "frame record 0 is labelled frame -1, below 0")]:
+        path = hand_written_file(tmp_path / "bad.dets", [_encode_frame(i, frame) for i in indices])
+        with pytest.raises(CorruptRecordError, match=reason):
+            list(DetectionReader(path))
 
 
 def test_an_unknown_record_tag_is_detected(tmp_path: Path) -> None:
@@ -289,7 +355,7 @@ def test_an_unknown_record_tag_is_detected(tmp_path: Path) -> None:
     header_length = struct.unpack_from("<Q", data, len(MAGIC) + 1)[0]
     data[len(MAGIC) + 13 + header_length] = ord("X")  # the frame record's tag
     path.write_bytes(bytes(data))
-    with pytest.raises(CorruptCacheError, match="unknown record tag b'X'"):
+    with pytest.raises(CorruptRecordError, match="unknown record tag b'X'"):
         DetectionReader(path).verify()
 
 
@@ -300,9 +366,9 @@ def test_flipped_byte_in_a_frame_fails_the_crc(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     reader = DetectionReader(path)
     assert reader.complete  # the end marker is intact: only a full read finds the damage
-    with pytest.raises(CorruptCacheError, match="CRC"):
+    with pytest.raises(CorruptRecordError, match="CRC"):
         reader.verify()
-    with pytest.raises(CorruptCacheError, match="CRC"):
+    with pytest.raises(CorruptRecordError, match="CRC"):
         list(reader)
 
 
@@ -312,7 +378,7 @@ def test_frames_after_the_end_marker_are_detected(tmp_path: Path) -> None:
     end_marker = one[-21:]
     path = tmp_path / "spliced.dets"
     path.write_bytes(two[: len(one) - 21] + end_marker + two[len(one) - 21 :])  # frame 0, END(1), frame 1...
-    with pytest.raises(CorruptCacheError, match="end marker after frame 1 does not match"):
+    with pytest.raises(CorruptRecordError, match="end marker after 1 frame records does not match"):
         DetectionReader(path).verify()
 
 
@@ -434,7 +500,6 @@ def test_key_settings_are_plain_data() -> None:
 
 
 def test_hydra_configs_give_the_same_key_as_plain_dicts(video: Path) -> None:
-    omegaconf = pytest.importorskip("omegaconf")
     assert cache_key(video, omegaconf.OmegaConf.create(SETTINGS)) == cache_key(video, SETTINGS)
 
 
@@ -487,19 +552,22 @@ def scripted(n_frames: int = N_FRAMES, batch_size: int = 3) -> ScriptedDetector:
     return ScriptedDetector(script, names=["person", "car"], batch_size=batch_size)
 
 
-def run(detector: Detector, n_frames: int = N_FRAMES, size: tuple[int, int] = SIZE) -> list[Detections]:
-    """Call ``detector`` the way the pipeline does: in order, ``batch_size`` frames at a time."""
-    images = [np.zeros((size[1], size[0], 3), dtype=np.uint8) for _ in range(n_frames)]
+def run(detector: Detector, n_frames: int = N_FRAMES, size: tuple[int, int] = SIZE, stride: int = 1
+        ) -> list[Detections]:
+    """Call ``detector`` the way the pipeline does: frames 0, stride, 2 * stride... below ``n_frames``, in
+    order, ``batch_size`` frames at a time."""
+    frames = [Frame(i, i, np.zeros((size[1], size[0], 3), dtype=np.uint8)) for i in range(0, n_frames, stride)]
     found: list[Detections] = []
-    for start in range(0, n_frames, detector.batch_size):
-        found.extend(detector(images[start : start + detector.batch_size]))
+    for start in range(0, len(frames), detector.batch_size):
+        found.extend(detector(frames[start : start + detector.batch_size]))
     return found
 
 
-def cached_run(cache_dir: Path, video: Path, n_frames: int = N_FRAMES) -> tuple[CachedDetector, list[Detections]]:
+def cached_run(cache_dir: Path, video: Path, n_frames: int = N_FRAMES, stride: int = 1
+               ) -> tuple[CachedDetector, list[Detections]]:
     """One finished run through a fresh CachedDetector around a fresh scripted detector."""
-    with CachedDetector(scripted(), cache_dir, video, SETTINGS) as detector:
-        return detector, run(detector, n_frames)
+    with CachedDetector(scripted(), cache_dir, video, {**SETTINGS, "stride": stride}) as detector:
+        return detector, run(detector, n_frames, stride=stride)
 
 
 def test_second_run_is_served_from_the_cache_without_detecting(video: Path, tmp_path: Path) -> None:
@@ -518,10 +586,56 @@ def test_second_run_is_served_from_the_cache_without_detecting(video: Path, tmp_
     assert second.hit and "hit=True" in repr(second)
     replayed = run(second)
     second.close()
-    assert second.detector.calls == []
+    assert second.detector.calls == [] and second.frames_done == N_FRAMES
     for a, b in zip(found, replayed, strict=True):
         assert_same(a, b)
     assert DetectionReader(second.path).key["settings"]["conf"] == 0.25
+
+
+def test_a_strided_cache_is_keyed_by_the_detected_frame_indices(video: Path, tmp_path: Path) -> None:
+    """With detector.stride=3 the detector sees frames 0, 3, 6: the cache records those indices and serves them."""
+    n_frames, stride = 10, 3
+    first, found = cached_run(tmp_path, video, n_frames, stride=stride)
+    assert first.detector.calls == [0, 3, 6, 9] and not first.hit
+    reader = DetectionReader(first.path)
+    assert reader.n_frames == 4 and [i for i, _ in reader] == [0, 3, 6, 9]
+    assert reader.key["settings"]["stride"] == stride
+    for (index, cached), fresh in zip(reader, found, strict=True):
+        assert_same(cached, fresh)
+        assert torch.equal(cached.masks[0], torch.from_numpy(object_masks(index, SIZE, N_FRAMES)["person"]))
+    served, replayed = cached_run(tmp_path, video, n_frames, stride=stride)
+    assert served.hit and served.detector.calls == [] and served.frames_done == 4
+    for a, b in zip(found, replayed, strict=True):
+        assert_same(a, b)
+    assert cache_key(video, {**SETTINGS, "stride": stride}) != cache_key(video, {**SETTINGS, "stride": 1})
+
+
+def test_serving_other_frame_indices_than_cached_names_the_file_to_delete(video: Path, tmp_path: Path) -> None:
+    """A cache holds the frames it was written for; asked for others (another stride, a skipped frame), it stops."""
+    first, _ = cached_run(tmp_path, video, 10, stride=3)
+    same_key = {**SETTINGS, "stride": 3}  # the key alone cannot tell: e.g. the API used with other frames
+    detector = CachedDetector(scripted(), tmp_path, video, same_key)
+    with pytest.raises(InputError, match=f"{first.path.name} holds frame 3 next but the detector was asked for "
+                                         "frame 2 .*another detector.stride.*delete that file"):
+        run(detector, 10, stride=2)
+    skipping = CachedDetector(scripted(batch_size=1), tmp_path, video, same_key)
+    skipping([Frame(0, 0, np.zeros((SIZE[1], SIZE[0], 3), np.uint8))])
+    with pytest.raises(InputError, match="holds frame 3 next but the detector was asked for frame 6"):
+        skipping([Frame(6, 6, np.zeros((SIZE[1], SIZE[0], 3), np.uint8))])
+
+
+@pytest.mark.parametrize("hit", [False, True])
+def test_frames_out_of_order_are_refused(video: Path, tmp_path: Path, hit: bool) -> None:
+    if hit:
+        cached_run(tmp_path, video)
+    detector = CachedDetector(scripted(), tmp_path, video, {**SETTINGS, "stride": 1})
+    assert detector.hit is hit
+    blank = np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
+    detector([Frame(0, 0, blank), Frame(1, 1, blank)])
+    with pytest.raises(ValueError, match="got frame 1 after frame 1; give each frame once, in increasing index"):
+        detector([Frame(1, 1, blank)])
+    with pytest.raises(ValueError, match="got frame 2 after frame 3"):
+        detector([Frame(3, 3, blank), Frame(2, 2, blank)])
 
 
 def test_a_changed_setting_misses_the_cache(video: Path, tmp_path: Path) -> None:
@@ -557,7 +671,7 @@ def test_a_damaged_cache_is_ignored_with_a_warning_and_rebuilt(video: Path, tmp_
         data = data[:-21]  # all frames, no end marker
     first.path.write_bytes(bytes(data))
     with pytest.warns(DetectionCacheWarning, match="rebuilding it"):
-        rebuilt = CachedDetector(scripted(), tmp_path, video, SETTINGS)
+        rebuilt = CachedDetector(scripted(), tmp_path, video, {**SETTINGS, "stride": 1})
     assert not rebuilt.hit
     run(rebuilt)
     rebuilt.close()
@@ -570,33 +684,35 @@ def test_a_damaged_cache_is_ignored_with_a_warning_and_rebuilt(video: Path, tmp_
 
 def test_a_cache_with_other_names_or_key_is_rebuilt(video: Path, tmp_path: Path) -> None:
     first, _ = cached_run(tmp_path, video)
+    settings = {**SETTINGS, "stride": 1}
     other = ScriptedDetector(lambda i: {}, names=["person", "bicycle"])
     with pytest.warns(DetectionCacheWarning, match="class names"):
-        assert not CachedDetector(other, tmp_path, video, SETTINGS).hit
+        assert CachedDetector(other, tmp_path, video, settings).hit is False
     write_file(first.path, [], key={"cache_key": "something else"})
     with pytest.warns(DetectionCacheWarning, match="another key"):
-        assert not CachedDetector(scripted(), tmp_path, video, SETTINGS).hit
+        assert CachedDetector(scripted(), tmp_path, video, settings).hit is False
 
 
 def test_serving_frames_of_another_size_names_the_file_to_delete(video: Path, tmp_path: Path) -> None:
     first, _ = cached_run(tmp_path, video)
-    detector = CachedDetector(scripted(), tmp_path, video, SETTINGS)
+    detector = CachedDetector(scripted(), tmp_path, video, {**SETTINGS, "stride": 1})
     with pytest.raises(InputError, match=f"{first.path.name} has frame 0 at 30x40 .* video frame is 20x40; delete"):
         run(detector, size=(40, 20))
 
 
 def test_a_video_longer_than_the_cache_names_the_file_to_delete(video: Path, tmp_path: Path) -> None:
     first, _ = cached_run(tmp_path, video)
-    detector = CachedDetector(scripted(), tmp_path, video, SETTINGS)
-    with pytest.raises(InputError, match=f"{first.path.name} holds {N_FRAMES} frames but the video has more"):
+    detector = CachedDetector(scripted(), tmp_path, video, {**SETTINGS, "stride": 1})
+    with pytest.raises(InputError, match=f"{first.path.name} ends after {N_FRAMES} frame records but the detector "
+                                         f"was asked for frame {N_FRAMES} .*; delete that file"):
         run(detector, n_frames=N_FRAMES + 1)
 
 
 def test_a_video_shorter_than_the_cache_removes_it_at_finish(video: Path, tmp_path: Path) -> None:
     first, _ = cached_run(tmp_path, video)
-    detector = CachedDetector(scripted(), tmp_path, video, SETTINGS)
+    detector = CachedDetector(scripted(), tmp_path, video, {**SETTINGS, "stride": 1})
     run(detector, n_frames=N_FRAMES - 2)
-    with pytest.warns(DetectionCacheWarning, match=f"holds {N_FRAMES} frames but the video had {N_FRAMES - 2}"):
+    with pytest.warns(DetectionCacheWarning, match=f"holds {N_FRAMES} frame records but this run used {N_FRAMES - 2}"):
         detector.close()
     assert not first.path.exists()
     detector.close()  # idempotent
@@ -614,20 +730,24 @@ def test_cached_detector_rejects_bad_arguments_and_misuse(video: Path, tmp_path:
         CachedDetector(scripted(), tmp_path, video, None)  # type: ignore[arg-type]
     detector, _ = cached_run(tmp_path / "c", video)
     with pytest.raises(RuntimeError, match="is finished"):
-        detector([np.zeros((30, 40, 3), np.uint8)])
+        detector([Frame(0, 0, np.zeros((30, 40, 3), np.uint8))])
+    fresh = CachedDetector(scripted(), tmp_path / "d", video, SETTINGS)
+    with pytest.raises(InputError, match="item 0 given to the detector is ndarray, not a Frame"):
+        fresh([np.zeros((30, 40, 3), np.uint8)])  # type: ignore[list-item]
+    assert fresh.detector.calls == []
 
 
 def test_a_wrapped_detector_returning_too_few_results_is_a_bug(video: Path, tmp_path: Path) -> None:
     detector = CachedDetector(_TooFew(), tmp_path, video, SETTINGS)
     with pytest.raises(RuntimeError, match="returned 0 results for 1 frames"):
-        detector([np.zeros((30, 40, 3), np.uint8)])
+        detector([Frame(0, 0, np.zeros((30, 40, 3), np.uint8))])
 
 
 class _TooFew:
     names = {0: "person"}
     batch_size = 1
 
-    def __call__(self, images: list[np.ndarray]) -> list[Detections]:
+    def __call__(self, frames: list[Frame]) -> list[Detections]:
         return []
 
 
@@ -636,21 +756,52 @@ def test_zero_frames_write_no_cache(video: Path, tmp_path: Path) -> None:
     assert found == [] and not detector.path.exists()
 
 
-def test_pipeline_run_through_the_cache(tmp_path: Path) -> None:
-    """The real pipeline twice on a clip: the second run detects nothing and writes the same video."""
+@pytest.mark.parametrize("stride", [1, 3])
+def test_pipeline_run_through_the_cache(tmp_path: Path, stride: int) -> None:
+    """The real pipeline twice on a clip: the second run detects nothing and writes the same video. With
+    detector.stride=3 the cache holds frames 0, 3, 6... and the run's own record still has every frame."""
     from inpaint_anon.inpaint.fast import SolidInpainter
     from inpaint_anon.pipeline import AnonymizePipeline
+    from inpaint_anon.track import Tracker
     from inpaint_anon.video import VideoReader
 
-    n_frames, size = 6, (48, 32)
+    n_frames, size = 7, (48, 32)
     clip = make_clip(tmp_path / "in.mkv", n_frames=n_frames, size=size, lossless=True)
+    tracker = Tracker if stride > 1 else None
+    detected = list(range(0, n_frames, stride))
     outputs = []
     for attempt in range(2):
         truth = ScriptedDetector(lambda i: object_masks(i, size, n_frames), names=["person", "car"])
-        with CachedDetector(truth, tmp_path / "cache", clip, SETTINGS) as detector:
+        record = tmp_path / f"run{attempt}.dets"
+        with CachedDetector(truth, tmp_path / "cache", clip, {**SETTINGS, "stride": stride}) as detector:
             out = tmp_path / f"out{attempt}.mp4"
-            AnonymizePipeline(detector, SolidInpainter(device="cpu"), progress=False)(clip, out)
-        assert truth.calls == ([] if attempt else list(range(n_frames)))
+            AnonymizePipeline(detector, SolidInpainter(device="cpu"), tracker=tracker, detect_stride=stride,
+                              progress=False)(clip, out, record_detections=record)
+        assert truth.calls == ([] if attempt else detected)
+        assert detector.hit is bool(attempt) and detector.frames_done == len(detected)
+        assert [i for i, _ in DetectionReader(detector.path)] == detected
+        assert [i for i, _ in DetectionReader(record)] == list(range(n_frames))
         with VideoReader(out) as reader:
             outputs.append([frame.rgb for frame in reader])
+    assert len(outputs[0]) == n_frames
     assert all(np.array_equal(a, b) for a, b in zip(*outputs, strict=True))
+
+
+def test_evaluation_refuses_a_record_without_every_frame(tmp_path: Path) -> None:
+    """A run's detections.dets holds every frame; a strided cache file in its place is refused, not misaligned."""
+    import json
+
+    from inpaint_anon.evaluate import iter_frames, load_run
+
+    clip = make_clip(tmp_path / "in.mp4", n_frames=4, size=(48, 32))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"input": str(clip), "output": str(clip)}))
+    names = {0: "person"}
+    with DetectionWriter(run_dir / "detections.dets", key={}, names=names) as writer:
+        for index in (0, 2):
+            writer.write(index, Detections.empty(32, 48, names))
+    frames = iter_frames(load_run(run_dir))
+    assert next(frames)[0] == 0
+    with pytest.raises(InputError, match="has no record of frame 1 \\(its next is frame 2\\)"):
+        next(frames)

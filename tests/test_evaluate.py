@@ -17,7 +17,6 @@ import pytest
 import torch
 from PIL import Image
 
-from inpaint_anon.detect.cache import DetectionWriter
 from inpaint_anon.detect.scripted import ScriptedDetector
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.evaluate import evaluate_run, iter_frames, load_run, main, run_metrics_config
@@ -25,6 +24,7 @@ from inpaint_anon.inpaint.fast import BlurInpainter, SolidInpainter
 from inpaint_anon.metrics import ALL, MetricsConfig, RunEvaluator
 from inpaint_anon.metrics.networks import FeatureExtractor, random_backbone_lpips
 from inpaint_anon.pipeline import AnonymizePipeline
+from inpaint_anon.records import DetectionWriter
 from inpaint_anon.types import Detections
 from tests.clips import make_clip, object_masks
 

@@ -245,7 +245,7 @@ def test_a_failing_middle_step_fails_closed(tmp_path: Path) -> None:
 
 
 def test_final_detections_are_recorded_for_evaluation(tmp_path: Path) -> None:
-    from inpaint_anon.detect.cache import DetectionReader
+    from inpaint_anon.records import DetectionReader
 
     clip = make_clip(tmp_path / "in.mp4", n_frames=6, size=SIZE)
     record = tmp_path / "detections.dets"

@@ -29,13 +29,13 @@ def leaked_frames(src: Path, out: Path) -> list[int]:
     return clips.leaked_frames(src, out, SIZE, N)
 
 
-def missing(frames: set[int], name: str = "person", stride: int = 1) -> ScriptedDetector:
+def missing(frames: set[int], name: str = "person") -> ScriptedDetector:
     """Ground truth, except ``name`` is not detected in ``frames``."""
 
     def script(i: int) -> dict[str, np.ndarray]:
         return {k: v for k, v in object_masks(i, SIZE, N).items() if not (k == name and i in frames)}
 
-    return ScriptedDetector(script, names=["person", "car"], stride=stride)
+    return ScriptedDetector(script, names=["person", "car"])
 
 
 def run(tmp_path: Path, detector: ScriptedDetector, tracker=None, stride: int = 1, inpainter=None) -> tuple[Path, Path]:
@@ -70,7 +70,7 @@ def test_backfill_covers_frames_before_the_first_detection(tmp_path: Path) -> No
 
 
 def test_detect_every_third_frame_carries_masks_between(tmp_path: Path) -> None:
-    detector = missing(set(), stride=3)
+    detector = missing(set())
     src, out = run(tmp_path, detector, tracker=TRACKER, stride=3)
     assert detector.calls == list(range(0, N, 3))
     assert leaked_frames(src, out) == []

@@ -24,7 +24,7 @@ from inpaint_anon.track import (
     tracker_defaults,
     warp_mask,
 )
-from inpaint_anon.types import Detections, masks_to_boxes
+from inpaint_anon.types import Detections, Frame, masks_to_boxes
 from tests.clips import object_masks
 
 SIZE = (160, 120)  # (W, H)
@@ -47,7 +47,7 @@ def detected(script: Callable, n_frames: int) -> Iterator[tuple[int, Detections]
     detector = ScriptedDetector(script, ["person", "car"])
     blank = np.zeros((SIZE[1], SIZE[0], 3), dtype=np.uint8)
     for index in range(n_frames):
-        yield index, detector([blank])[0]
+        yield index, detector([Frame(index, None, blank)])[0]
 
 
 def run(tracker: Tracker, script: Callable, n_frames: int = N_FRAMES) -> list[tuple[int, Detections]]:
@@ -250,7 +250,7 @@ def test_empty_frames_give_empty_detections_with_track_ids() -> None:
     tracker = Tracker(backfill_frames=0, max_gap=0)
     (_, dets), = tracker.push(0, Detections.empty(SIZE[1], SIZE[0], NAMES))
     assert len(dets) == 0 and dets.masks.shape == (0, SIZE[1], SIZE[0])
-    assert dets.track_ids is not None and dets.track_ids.dtype == torch.int64 and dets.names == NAMES
+    assert dets.track_ids.dtype == torch.int64 and dets.track_ids.tolist() == [] and dets.names == NAMES
 
 
 # -- hold -------------------------------------------------------------------------------------------------
@@ -419,3 +419,64 @@ def test_track_all_matches_push_and_flush() -> None:
     assert [i for i, _ in manual] == [i for i, _ in streamed]
     for (_, a), (_, b) in zip(manual, streamed):
         assert torch.equal(a.masks, b.masks) and torch.equal(a.track_ids, b.track_ids)
+
+
+# -- the ultralytics internals the adapter relies on ------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["bytetrack", "botsort"])
+def test_ultralytics_tracker_internals_used_by_the_adapter(method: str) -> None:
+    """inpaint_anon/track/association.py reads ultralytics' tracker state where ultralytics has no public API
+    (the id of an unconfirmed new track; advancing a skipped frame by Kalman prediction alone). An ultralytics
+    release that changes any of it fails here, naming what changed, instead of silently changing track ids."""
+    import ultralytics
+
+    from inpaint_anon.track.association import Association, BoxesView
+
+    def expect(ok: bool, what: str) -> None:
+        if not ok:
+            pytest.fail(f"ultralytics {ultralytics.__version__} {method}: {what}; inpaint_anon/track/association.py "
+                        "relies on it: adapt it, or pin ultralytics-opencv-headless below this version in "
+                        "pyproject.toml")
+
+    def view(*boxes: list[float]) -> BoxesView:
+        xyxy = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+        return BoxesView(xyxy, np.full(len(xyxy), 0.9, np.float32), np.zeros(len(xyxy), np.float32))
+
+    backend = Association(method, Tracker(method=method).tracker_settings).tracker
+    for name in ("frame_id", "tracked_stracks", "lost_stracks"):
+        expect(hasattr(backend, name), f"the tracker has no attribute {name!r}")
+    expect(callable(getattr(backend, "multi_predict", None)), "the tracker has no multi_predict(tracks) method")
+    expect((backend.frame_id, backend.tracked_stracks, backend.lost_stracks) == (0, [], []),
+           "a new tracker does not start at frame_id 0 with empty tracked_stracks and lost_stracks lists")
+
+    # frame 1: one detection -> a confirmed track, reported as a row [x1, y1, x2, y2, track_id, score, cls, idx]
+    rows = backend.update(view([10, 10, 30, 50]), None)
+    expect(backend.frame_id == 1, f"update() left frame_id at {backend.frame_id}, not 1")
+    expect(np.shape(rows) == (1, 8), f"update() returned rows of shape {np.shape(rows)}, not (1, 8)")
+    expect((int(rows[0][4]), int(rows[0][-1])) == (1, 0), f"update() row {rows[0].tolist()} is not [box, 1, ..., 0]")
+
+    # frame 2: the object moved and a new one appeared first in the list: the new track is unconfirmed, not reported
+    rows = backend.update(view([100, 60, 130, 90], [13, 10, 33, 50]), None)
+    expect([(int(r[4]), int(r[-1])) for r in rows] == [(1, 1)], f"frame 2 rows {rows.tolist()} are not [id 1 at idx 1]")
+    unconfirmed = [t for t in backend.tracked_stracks if not t.is_activated]
+    expect(len(unconfirmed) == 1, "a new detection is not kept in tracked_stracks with is_activated=False")
+    new = unconfirmed[0]
+    expect((new.frame_id, int(new.idx), int(new.track_id)) == (backend.frame_id, 0, 2),
+           f"the unconfirmed track has frame_id={new.frame_id}, idx={new.idx}, track_id={new.track_id}; expected "
+           f"the tracker's frame_id {backend.frame_id}, its detection index 0 and the next id 2")
+
+    # a skipped frame: frame_id is advanced by hand and multi_predict moves tracks along their motion
+    (first,) = [t for t in backend.tracked_stracks if t.is_activated]
+    before = np.array(first.mean, dtype=np.float64)
+    backend.frame_id += 1
+    backend.multi_predict([first])
+    expect(float(first.mean[0]) > before[0], "multi_predict(tracks) did not move a rightward track's Kalman mean right")
+    expect(first in backend.tracked_stracks and backend.lost_stracks == [], "multi_predict changed the track pools")
+    rows = backend.update(view([19, 10, 39, 50]), None)  # frame 4, 3 px per frame further
+    expect(backend.frame_id == 4, f"after a skipped frame update() gave frame_id {backend.frame_id}, not 4")
+    expect([(int(r[4]), int(r[-1])) for r in rows] == [(1, 0)], f"after a skipped frame rows are {rows.tolist()}")
+
+    # a missed frame: the track moves to lost_stracks (the adapter predicts those too on skipped frames)
+    backend.update(view(), None)
+    expect([int(t.track_id) for t in backend.lost_stracks] == [1], "a missed confirmed track is not in lost_stracks")

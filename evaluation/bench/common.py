@@ -7,6 +7,7 @@ import os
 import platform
 import resource
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from inpaint_anon.composite import Compositor
 from inpaint_anon.detect.scripted import ScriptedDetector
 from inpaint_anon.inpaint.base import Inpainter
 from inpaint_anon.pipeline import AnonymizePipeline
+from inpaint_anon.types import Detections, Frame
 from inpaint_anon.video import VideoSettings
 from tests.clips import make_clip, object_masks
 
@@ -29,17 +31,17 @@ class ArchitectureTimedDetector(ScriptedDetector):
     """
 
     def __init__(self, size: tuple[int, int], n_frames: int, imgsz: int, batch_size: int, device: str,
-                 stride: int = 1, script: Any = None) -> None:
+                 script: Any = None) -> None:
         from inpaint_anon.detect.yolo_seg import YoloSegDetector
 
         script = script or (lambda i: object_masks(i, size, n_frames))
-        super().__init__(script, names=["person", "car"], batch_size=batch_size, stride=stride)
+        super().__init__(script, names=["person", "car"], batch_size=batch_size)
         self.model = YoloSegDetector(weights="yolov8n-seg.yaml", classes=None, imgsz=imgsz,
                                      batch_size=batch_size, device=device)
 
-    def __call__(self, images):  # type: ignore[no-untyped-def, override]
-        self.model(images)
-        return super().__call__(images)
+    def __call__(self, frames: Sequence[Frame]) -> list[Detections]:
+        self.model(frames)
+        return super().__call__(frames)
 
 
 def generated_clip(workdir: Path, size: tuple[int, int], n_frames: int) -> Path:
@@ -59,8 +61,7 @@ def run_pipeline(clip: Path, size: tuple[int, int], n_frames: int, inpainter: In
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    detector = ArchitectureTimedDetector(size, n_frames, imgsz=imgsz, batch_size=4, device=device, stride=stride,
-                                         script=script)
+    detector = ArchitectureTimedDetector(size, n_frames, imgsz=imgsz, batch_size=4, device=device, script=script)
     pipe = AnonymizePipeline(detector, inpainter, Compositor(), tracker=tracker, detect_stride=stride,
                              batch_frames=batch_frames, progress=False)
     setup = time.perf_counter() - start

@@ -67,7 +67,7 @@ def diffusers_per_frame(inpainter: LatentInpainter, clip: Path, size: tuple[int,
     with VideoReader(clip) as reader:
         for frame in reader:
             image = torch.from_numpy(frame.rgb).permute(2, 0, 1)[None]
-            batch = InpaintBatch(image, detector([frame.rgb]), [frame.index])
+            batch = InpaintBatch(image, detector([frame]), [frame.index])
             crops, masks, cond, generators = inpainter.model_inputs(batch)
             if not len(crops):
                 continue

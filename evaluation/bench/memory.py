@@ -23,6 +23,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from inpaint_anon.composite import Compositor
 from inpaint_anon.inpaint import make_inpainter
 from inpaint_anon.pipeline import AnonymizePipeline
 from inpaint_anon.track import Tracker
+from inpaint_anon.types import Detections, Frame
 
 PAGE_MIB = os.sysconf("SC_PAGE_SIZE") / 2**20
 
@@ -56,9 +58,9 @@ class SampledDetector(ArchitectureTimedDetector):
         self.frames = 0
         self.samples: list[dict[str, float]] = []
 
-    def __call__(self, images):  # type: ignore[no-untyped-def, override]
-        found = super().__call__(images)
-        before, self.frames = self.frames, self.frames + len(images)
+    def __call__(self, frames: Sequence[Frame]) -> list[Detections]:
+        found = super().__call__(frames)
+        before, self.frames = self.frames, self.frames + len(frames)
         if self.frames // self.every > before // self.every:
             self.samples.append(sample("run", self.frames, self.started))
         return found

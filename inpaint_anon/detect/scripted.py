@@ -6,8 +6,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from inpaint_anon.detect.base import check_frames
 from inpaint_anon.errors import ConfigError, InputError
-from inpaint_anon.types import Detections
+from inpaint_anon.types import Detections, Frame
 
 MaskSpec = np.ndarray | Sequence[np.ndarray]
 """One bool (H, W) mask, a (K, H, W) stack or a list of (H, W) masks (nonzero = region)."""
@@ -33,17 +34,15 @@ def _names_table(names: Sequence[str] | Mapping[int, str]) -> dict[int, str]:
 class ScriptedDetector:
     """Detections from a script ``fn(frame_index) -> {class_name: masks}`` (or ``-> Detections``).
 
-    fn: called once per frame with the frame's index (0, 1, 2... in call order). It returns either a
-        mapping class name -> one bool (H, W) mask, a (K, H, W) stack or a list of (H, W) masks, at the
-        frame's resolution; or a Detections (masks at frame resolution), which is passed through as is
-        (the way to give track_ids or scores).
+    fn: called once per frame given, with that frame's ``Frame.index``. It returns either a mapping class
+        name -> one bool (H, W) mask, a (K, H, W) stack or a list of (H, W) masks, at the frame's resolution;
+        or a Detections (masks at frame resolution), which is passed through as is (the way to give track_ids
+        or scores).
     names: class names (ids 0..K-1) or an id -> name mapping; every class the script uses must be in it.
     batch_size: frames per call the pipeline should send (any number works).
 
-    ``__call__`` only receives images, so the frame index comes from an internal counter: frames must be
-    given once each, in order, starting at 0; ``reset()`` starts again at 0. ``calls`` records every
-    frame index the detector was asked about (tests use it to check that detection was skipped).
-    Empty masks are dropped; boxes are the masks' tight boxes and scores are 1.
+    ``calls`` records the index of every frame the detector was asked about, in order (tests use it to check
+    which frames were detected). Empty masks are dropped; boxes are the masks' tight boxes and scores are 1.
     """
 
     def __init__(
@@ -51,7 +50,6 @@ class ScriptedDetector:
         fn: Callable[[int], FrameScript],
         names: Sequence[str] | Mapping[int, str],
         batch_size: int = 4,
-        stride: int = 1,
     ) -> None:
         if not callable(fn):
             raise ConfigError(
@@ -61,30 +59,18 @@ class ScriptedDetector:
             raise ConfigError(
                 f"ScriptedDetector batch_size={batch_size!r} is out of range; use an integer >= 1"
             )
-        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
-            raise ConfigError(f"ScriptedDetector stride={stride!r} is out of range; use an integer >= 1")
         self.fn = fn
         self.names = _names_table(names)
         self.batch_size = batch_size
-        self.stride = stride
         self.calls: list[int] = []
-        self._next_index = 0
         self._ids = {name: i for i, name in self.names.items()}
 
-    def reset(self) -> None:
-        """Start counting frames from 0 again (``calls`` is kept)."""
-        self._next_index = 0
-
-    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """One Detections per image (RGB uint8 (H, W, 3)), for frame indices continuing from the last call
-        (``stride`` apart: set it to the pipeline's ``detect_stride``, which calls detectors on every k-th frame)."""
+    def __call__(self, frames: Sequence[Frame]) -> list[Detections]:
+        """One Detections per frame (RGB uint8 (H, W, 3)): the script's answer for that frame's index."""
         detections = []
-        for image in images:
-            index = self._next_index
-            self._next_index += self.stride
-            self.calls.append(index)
-            height, width = int(image.shape[0]), int(image.shape[1])
-            detections.append(self._detections(index, self.fn(index), height, width))
+        for frame in check_frames(frames):
+            self.calls.append(frame.index)
+            detections.append(self._detections(frame.index, self.fn(frame.index), frame.height, frame.width))
         return detections
 
     def _detections(self, index: int, script: FrameScript, height: int, width: int) -> Detections:
@@ -93,6 +79,11 @@ class ScriptedDetector:
                 raise InputError(
                     f"scripted Detections for frame {index} are {script.height}x{script.width} but the frame "
                     f"is {height}x{width} (HxW); give masks at frame resolution"
+                )
+            if script.names != self.names:
+                raise ConfigError(
+                    f"scripted Detections for frame {index} have names {script.names} but the detector's are "
+                    f"{self.names}; build them with the detector's names"
                 )
             return script
         if not isinstance(script, Mapping):

@@ -32,9 +32,10 @@ from ultralytics.cfg import DEFAULT_CFG_DICT
 from ultralytics.engine.results import Results
 from ultralytics.utils import ROOT, SETTINGS, downloads, env_bool
 
+from inpaint_anon.detect.base import check_frames
 from inpaint_anon.device import resolve_device
-from inpaint_anon.errors import ConfigError, InputError, WeightsError
-from inpaint_anon.types import Detections
+from inpaint_anon.errors import ConfigError, WeightsError
+from inpaint_anon.types import Detections, Frame
 
 DEFAULT_CLASSES: tuple[str, ...] = ("person", "bicycle", "car", "motorcycle", "bus", "truck")
 SUPPORTED_TASKS: tuple[str, ...] = ("segment", "detect")
@@ -234,17 +235,6 @@ def result_to_detections(result: Results, names: dict[int, str]) -> Detections:
     )
 
 
-def _check_image(index: int, image: object) -> np.ndarray:
-    if not (
-        isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-    ):
-        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise InputError(
-            f"frame {index} given to the detector is {got}; give RGB uint8 arrays of shape (H, W, 3)"
-        )
-    return image
-
-
 class YoloSegDetector:
     """A :class:`~inpaint_anon.detect.base.Detector` backed by an ultralytics YOLO model.
 
@@ -322,18 +312,18 @@ class YoloSegDetector:
         finally:
             torch.set_num_threads(threads)
 
-    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Detect regions in RGB uint8 frames (H, W, 3); sizes may differ.
+    def __call__(self, frames: Sequence[Frame]) -> list[Detections]:
+        """Detect regions in frames (RGB uint8 (H, W, 3)); sizes may differ.
 
         Returns one CPU Detections per frame: masks bool (N, H, W) at that frame's size, class_ids of the
         model, scores in [0, 1], boxes xyxy in frame pixels. Frames run in batches of ``batch_size``.
         """
-        frames = [_check_image(i, image) for i, image in enumerate(images)]
+        frames = check_frames(frames)
         detections: list[Detections] = []
         for start in range(0, len(frames), self.batch_size):
             batch = frames[start : start + self.batch_size]
             # ultralytics reads numpy arrays as BGR (OpenCV order): flip the channels of our RGB frames.
-            bgr = [np.ascontiguousarray(frame[..., ::-1]) for frame in batch]
+            bgr = [np.ascontiguousarray(frame.rgb[..., ::-1]) for frame in batch]
             results = self.model.predict(bgr, stream=False, **self._predict_args)
             detections.extend(result_to_detections(result, self.names) for result in results)
         return detections

@@ -162,8 +162,8 @@ class RunEvaluator:
                     real_stats: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> RunEvaluator:
         """An evaluator with its networks loaded as ``config`` says; a metric whose weights are unavailable is
         skipped with the WeightsError's message (the other metrics still run)."""
-        from inpaint_anon.detect.cache import file_fingerprint
         from inpaint_anon.device import resolve_device
+        from inpaint_anon.fingerprints import file_fingerprint
         from inpaint_anon.metrics.networks import FID_INCEPTION_URL, load_inception, load_lpips, resolve_checkpoint
 
         device = resolve_device(config.device)

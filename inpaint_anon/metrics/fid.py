@@ -86,7 +86,7 @@ def merge_fid(target: FrechetInceptionDistance, incoming: FrechetInceptionDistan
 def masks_digest(frames: Any) -> str:
     """SHA-256 of a run's regions: every frame's index, size, class names and mask bits, in order.
 
-    frames: iterable of (index, Detections), e.g. a :class:`~inpaint_anon.detect.cache.DetectionReader`."""
+    frames: iterable of (index, Detections), e.g. a :class:`~inpaint_anon.records.DetectionReader`."""
     digest = hashlib.sha256(b"inpaint_anon.masks/1;")
     for index, detections in frames:
         masks = detections.masks.cpu().numpy()

@@ -34,26 +34,27 @@ plus the last two older sightings of each live track.
 
 Synthetic regions keep their track's id and class and have score 0.0; detected regions keep their
 detector's score. Output Detections are on the CPU; input ``track_ids`` are ignored (replaced).
+
+The association itself (ultralytics' trackers and their settings) lives in :mod:`inpaint_anon.track.association`,
+the box and mask geometry in :mod:`inpaint_anon.track.geometry`.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from inpaint_anon.composite import check_int
 from inpaint_anon.errors import ConfigError
+from inpaint_anon.track.association import METHODS, Association, check_tracker_args
+from inpaint_anon.track.geometry import MaskPatch, interpolate_box, shift_box
 from inpaint_anon.types import Detections
-
-METHODS: tuple[str, ...] = ("bytetrack", "botsort")
-"""Association backends: ultralytics' BYTETracker and BOTSORT (without ReID / camera-motion compensation)."""
 
 KINDS: tuple[str, ...] = ("detected", "held", "interpolated", "backfilled")
 """How a region of an output frame came about (counted in :attr:`Tracker.stats`)."""
@@ -66,105 +67,6 @@ _REFERENCE_FPS = 30.0  # ultralytics' track_buffer is given in frames at this ra
 _MIN_WEIGHT = 1e-6  # smoothing weights below this are ignored
 
 
-# -- geometry ---------------------------------------------------------------------------------------------
-
-
-def interpolate_box(box_a: Sequence[float], box_b: Sequence[float], fraction: float) -> np.ndarray:
-    """float64 (4,) xyxy box ``fraction`` of the way from ``box_a`` (0.0) to ``box_b`` (1.0), both xyxy pixels."""
-    a, b = np.asarray(box_a, dtype=np.float64), np.asarray(box_b, dtype=np.float64)
-    return (1.0 - fraction) * a + fraction * b
-
-
-def shift_box(box: np.ndarray, velocity: np.ndarray, frames: float) -> np.ndarray:
-    """float64 (4,) xyxy ``box`` moved by ``velocity`` (dx, dy pixels per frame) times ``frames``."""
-    dx, dy = velocity * frames
-    return box + np.array([dx, dy, dx, dy])
-
-
-@dataclass(frozen=True)
-class _Patch:
-    """A bool mask stored as its crop: ``pixels[y, x]`` is frame pixel ``(y0 + y, x0 + x)``; may lie partly
-    outside the frame (clipped when pasted)."""
-
-    pixels: np.ndarray
-    x0: int
-    y0: int
-
-    @classmethod
-    def from_mask(cls, mask: np.ndarray) -> _Patch:
-        """The crop of bool (H, W) ``mask`` to its bounding box (a 0 x 0 patch for an empty mask)."""
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if len(rows) == 0:
-            return cls(np.zeros((0, 0), dtype=bool), 0, 0)
-        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        return cls(np.ascontiguousarray(mask[y0:y1, x0:x1]), int(x0), int(y0))
-
-    @property
-    def empty(self) -> bool:
-        return self.pixels.size == 0
-
-    def warp(self, src_box: np.ndarray, dst_box: np.ndarray) -> _Patch:
-        """This mask moved by the map taking xyxy ``src_box`` onto ``dst_box`` (translation + per-axis scale).
-
-        Scaling resizes with area averaging and keeps every pixel with any coverage, so thin parts survive."""
-        if self.empty:
-            return self
-        height, width = self.pixels.shape
-        src_w, src_h = max(src_box[2] - src_box[0], 1.0), max(src_box[3] - src_box[1], 1.0)
-        scale_x, scale_y = (dst_box[2] - dst_box[0]) / src_w, (dst_box[3] - dst_box[1]) / src_h
-        scale_x, scale_y = (s if s > 0 else 1.0 for s in (scale_x, scale_y))  # degenerate box: translate only
-        x0 = round(dst_box[0] + (self.x0 - src_box[0]) * scale_x)
-        y0 = round(dst_box[1] + (self.y0 - src_box[1]) * scale_y)
-        new_w, new_h = max(1, round(width * scale_x)), max(1, round(height * scale_y))
-        pixels = self.pixels
-        if (new_w, new_h) != (width, height):
-            pixels = cv2.resize(pixels.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA) > 0
-        return _Patch(pixels, int(x0), int(y0))
-
-    def dilate(self, radius: int) -> _Patch:
-        """This mask grown by ``radius`` pixels: every pixel within Euclidean distance ``radius`` of it."""
-        if self.empty or radius <= 0:
-            return self
-        padded = np.pad(self.pixels, radius).astype(np.uint8)
-        y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
-        disk = (x * x + y * y <= radius * radius).astype(np.uint8)
-        return _Patch(cv2.dilate(padded, disk).astype(bool), self.x0 - radius, self.y0 - radius)
-
-    @staticmethod
-    def union(patches: Sequence[_Patch]) -> _Patch:
-        """The pixels covered by any of ``patches``."""
-        patches = [p for p in patches if not p.empty]
-        if len(patches) <= 1:
-            return patches[0] if patches else _Patch(np.zeros((0, 0), dtype=bool), 0, 0)
-        x0, y0 = min(p.x0 for p in patches), min(p.y0 for p in patches)
-        x1 = max(p.x0 + p.pixels.shape[1] for p in patches)
-        y1 = max(p.y0 + p.pixels.shape[0] for p in patches)
-        pixels = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-        for p in patches:
-            h, w = p.pixels.shape
-            pixels[p.y0 - y0 : p.y0 - y0 + h, p.x0 - x0 : p.x0 - x0 + w] |= p.pixels
-        return _Patch(pixels, x0, y0)
-
-    def paste(self, height: int, width: int) -> np.ndarray:
-        """bool (height, width): this mask in a frame of that size (parts outside the frame are cut)."""
-        frame = np.zeros((height, width), dtype=bool)
-        h, w = self.pixels.shape
-        fx0, fy0 = max(self.x0, 0), max(self.y0, 0)
-        fx1, fy1 = min(self.x0 + w, width), min(self.y0 + h, height)
-        if fx1 > fx0 and fy1 > fy0:
-            frame[fy0:fy1, fx0:fx1] = self.pixels[fy0 - self.y0 : fy1 - self.y0, fx0 - self.x0 : fx1 - self.x0]
-        return frame
-
-
-def warp_mask(mask: np.ndarray, src_box: Sequence[float], dst_box: Sequence[float], dilate: int = 0) -> np.ndarray:
-    """bool (H, W): bool (H, W) ``mask`` moved from xyxy ``src_box`` to ``dst_box`` (translate + scale), then
-    grown by ``dilate`` pixels; what falls outside the frame is cut. The geometry of held, interpolated and
-    backfilled masks."""
-    patch = _Patch.from_mask(np.asarray(mask, dtype=bool))
-    moved = patch.warp(np.asarray(src_box, dtype=np.float64), np.asarray(dst_box, dtype=np.float64))
-    return moved.dilate(dilate).paste(*mask.shape)
-
-
 # -- per-track records ------------------------------------------------------------------------------------
 
 
@@ -174,7 +76,7 @@ class _Sighting:
 
     frame: int
     box: np.ndarray
-    patch: _Patch
+    patch: MaskPatch
     class_id: int
     score: float
 
@@ -220,7 +122,7 @@ class _Region:
     class_id: int
     score: float
     box: np.ndarray
-    patch: _Patch
+    patch: MaskPatch
     kind: str
 
 
@@ -231,108 +133,6 @@ class _Slot:
 
     index: int
     track_ids: list[int] | None
-
-
-# -- association (ultralytics) ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Boxes:
-    """The ``Results.boxes``-like view ultralytics' trackers read: float32 ``xyxy`` (N, 4), ``conf`` (N,),
-    ``cls`` (N,), ``xywh`` (centre, size), boolean indexing and ``len``."""
-
-    xyxy: np.ndarray
-    conf: np.ndarray
-    cls: np.ndarray
-
-    @property
-    def xywh(self) -> np.ndarray:
-        return np.concatenate([(self.xyxy[:, :2] + self.xyxy[:, 2:]) / 2, self.xyxy[:, 2:] - self.xyxy[:, :2]], axis=1)
-
-    def __len__(self) -> int:
-        return len(self.conf)
-
-    def __getitem__(self, index: Any) -> _Boxes:
-        return _Boxes(self.xyxy[index], self.conf[index], self.cls[index])
-
-
-def tracker_defaults(method: str) -> dict[str, Any]:
-    """The settings of ultralytics' ``cfg/trackers/<method>.yaml`` (without ``tracker_type``), as a dict."""
-    from ultralytics.utils import YAML
-    from ultralytics.utils.checks import check_yaml
-
-    settings = dict(YAML.load(check_yaml(f"{method}.yaml")))
-    settings.pop("tracker_type", None)
-    if method == "botsort":
-        settings["gmc_method"] = "none"  # camera-motion compensation needs frames; the Tracker sees only masks
-    return settings
-
-
-_SETTING_RULES: tuple[tuple[type, str, Any], ...] = (
-    (bool, "True or False", lambda v: isinstance(v, bool)),
-    (int, "an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
-    (float, "a number from 0 to 1", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1),
-    (str, "a string", lambda v: isinstance(v, str)),
-)
-"""(type of the yaml default, what is allowed, check) for the backend settings; the first matching type wins."""
-
-
-def _check_tracker_args(method: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The backend's settings: its yaml defaults updated with ``overrides``, each checked by the type of its
-    default (thresholds in [0, 1], ``track_buffer`` an int >= 1, flags bool)."""
-    settings = tracker_defaults(method)
-    for key, value in overrides.items():
-        if key not in settings:
-            raise ConfigError(f"Tracker got unknown argument {key}={value!r}; {method} accepts {sorted(settings)}")
-        allowed, check = next((a, c) for kind, a, c in _SETTING_RULES if isinstance(settings[key], kind))
-        if not check(value):
-            raise ConfigError(
-                f"Tracker {key}={value!r} is invalid; use {allowed} ({method}'s default is {settings[key]!r})"
-            )
-        settings[key] = value
-    if settings.get("with_reid"):
-        raise ConfigError("Tracker with_reid=True is not supported (the tracker sees masks, not frames); drop it")
-    if settings.get("gmc_method", "none") != "none":
-        raise ConfigError(
-            f"Tracker gmc_method={settings['gmc_method']!r} is not supported (it needs frames); use 'none'"
-        )
-    return settings
-
-
-class _Association:
-    """ultralytics' BYTETracker / BOTSORT fed with plain boxes; returns one track id per detection."""
-
-    def __init__(self, method: str, settings: dict[str, Any]) -> None:
-        from ultralytics.trackers import BOTSORT, BYTETracker
-        from ultralytics.utils import IterableSimpleNamespace
-
-        backend = {"bytetrack": BYTETracker, "botsort": BOTSORT}[method]
-        self.tracker = backend(IterableSimpleNamespace(tracker_type=method, **settings))
-
-    @property
-    def frame_id(self) -> int:
-        """Frames the backend has advanced through (detected or predicted)."""
-        return int(self.tracker.frame_id)
-
-    def update(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
-        """int64 (N,) track id of each detection (float (N, 4) xyxy boxes, (N,) scores and class ids), or -1
-        where the backend gives none. Unconfirmed new tracks count: their id is the one they keep once confirmed."""
-        found = _Boxes(boxes.astype(np.float32), scores.astype(np.float32), class_ids.astype(np.float32))
-        rows = self.tracker.update(found, None)
-        ids = np.full(len(found), -1, dtype=np.int64)
-        for row in rows:
-            ids[int(row[-1])] = int(row[4])
-        for track in self.tracker.tracked_stracks:
-            if not track.is_activated and track.frame_id == self.tracker.frame_id and ids[int(track.idx)] < 0:
-                ids[int(track.idx)] = int(track.track_id)
-        return ids
-
-    def skip(self) -> None:
-        """Advance one frame on which the detector did not run: Kalman predict-only, no track is marked lost."""
-        self.tracker.frame_id += 1
-        live = [t for t in self.tracker.tracked_stracks if t.is_activated] + list(self.tracker.lost_stracks)
-        if live:
-            self.tracker.multi_predict(live)
 
 
 # -- the stage --------------------------------------------------------------------------------------------
@@ -382,11 +182,11 @@ class Tracker:
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0.0 < fps < math.inf:
             raise ConfigError(f"Tracker fps={fps!r} is invalid; use the video's frame rate, a number > 0")
         self.fps = float(fps)
-        settings = _check_tracker_args(method, tracker_args)
+        settings = check_tracker_args(method, tracker_args)
         settings["track_buffer"] = max(round(settings["track_buffer"] * self.fps / _REFERENCE_FPS), self.max_gap + 1)
         self.tracker_settings = settings
         self.delay = max(self.backfill_frames + 1 if self.backfill_frames else 0, self.max_gap)
-        self._association = _Association(method, settings)
+        self._association = Association(method, settings)
         self._buffer: deque[_Slot] = deque()
         self._histories: dict[int, _History] = {}
         self._last_index: int | None = None
@@ -489,7 +289,7 @@ class Tracker:
             if track_id not in self._histories:
                 self._histories[track_id] = _History()
                 self._counts["tracks"] += 1
-            sighting = _Sighting(index, box, _Patch.from_mask(masks[i]), int(class_id), float(score))
+            sighting = _Sighting(index, box, MaskPatch.from_mask(masks[i]), int(class_id), float(score))
             self._histories[track_id].sightings.append(sighting)
         return [int(i) for i in ids]
 
@@ -523,7 +323,7 @@ class Tracker:
         if previous is not None and following is not None and following.frame - previous.frame - 1 <= self.max_gap:
             fraction = (frame - previous.frame) / (following.frame - previous.frame)
             box = interpolate_box(previous.box, following.box, fraction)
-            patch = _Patch.union([previous.patch.warp(previous.box, box), following.patch.warp(following.box, box)])
+            patch = MaskPatch.union([previous.patch.warp(previous.box, box), following.patch.warp(following.box, box)])
             smoothed = self._smoothed_box(history, frame)
             return self._synthetic(track_id, previous, box if smoothed is None else smoothed, patch, "interpolated")
         if previous is not None and frame - previous.frame <= self.hold_frames:
@@ -536,7 +336,7 @@ class Tracker:
             return self._synthetic(track_id, following, box, following.patch.warp(following.box, box), "backfilled")
         return None
 
-    def _synthetic(self, track_id: int, source: _Sighting, box: np.ndarray, patch: _Patch, kind: str) -> _Region:
+    def _synthetic(self, track_id: int, source: _Sighting, box: np.ndarray, patch: MaskPatch, kind: str) -> _Region:
         """A region made from ``source``'s class, score 0.0, ``box`` and ``patch`` grown by ``hold_dilate``."""
         return _Region(track_id, source.class_id, 0.0, box, patch.dilate(self.hold_dilate), kind)
 
