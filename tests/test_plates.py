@@ -143,7 +143,7 @@ def test_detect_only_model_gives_grown_clipped_box_masks(plate_detect_onnx: Path
     assert detector.model_names == {0: "license_plate", 1: "car"} and detector.plate_ids == [0]
     assert detector.names == {0: "plate"} and detector.batch_size == 4
     frames = frames_of(rgb_image(97, 161), rgb_image(64, 64, seed=1))
-    raw = detector.model([frame.rgb for frame in frames])
+    raw = detector.model(frames)
     found = detector(frames)
     clipped = cars = 0
     for model_out, out, frame in zip(raw, found, frames, strict=True):
@@ -168,7 +168,7 @@ def test_explicit_plate_class_of_a_detect_model(plate_detect_onnx: Path) -> None
     detector = PlateDetector(str(plate_detect_onnx), classes=["car"], margin=0.0, **RANDOM)
     assert detector.plate_ids == [1]
     image = rgb_image(64, 64, seed=1)
-    (model_out,), (out,) = detector.model([image]), detector(frames_of(image))
+    (model_out,), (out,) = detector.model(frames_of(image)), detector(frames_of(image))
     is_car = model_out.class_ids == 1
     assert int(is_car.sum()) > 0
     torch.testing.assert_close(out.boxes_xyxy, model_out.boxes_xyxy[is_car], rtol=0, atol=0)
@@ -287,9 +287,9 @@ def test_ultralytics_export_is_not_end2end(plate_detect_onnx: Path) -> None:
 
 def test_bad_frames(tmp_path: Path) -> None:
     detector = PlateDetector(str(end2end_onnx(tmp_path / "e2e.onnx", [[0, 1, 1, 2, 2, 0, 0.9]])), device="cpu")
-    with pytest.raises(InputError, match="item 1 given to the plate detector is ndarray; give Frames"):
+    with pytest.raises(InputError, match="item 1 given to the detector is ndarray, not a Frame; wrap images"):
         detector([Frame(0, 0, rgb_image(8, 8)), rgb_image(8, 8)])  # type: ignore[list-item]
-    with pytest.raises(InputError, match=r"item 0 .* is a Frame with float32 \(8, 8, 3\) pixels"):
+    with pytest.raises(InputError, match=r"frame 0 given to the detector is float32 \(8, 8, 3\); give RGB uint8"):
         detector([Frame(0, 0, np.zeros((8, 8, 3), np.float32))])
 
 

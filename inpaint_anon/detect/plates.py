@@ -77,6 +77,7 @@ import torch
 import torch.nn.functional as F
 
 from inpaint_anon.atomic import AtomicPath
+from inpaint_anon.detect.base import check_frames
 from inpaint_anon.detect.yolo_seg import (
     YoloSegDetector,
     _check_number,
@@ -378,8 +379,8 @@ class PlateBackend(Protocol):
     names: dict[int, str]
     task: str
 
-    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """RGB uint8 (H, W, 3) frames in; one CPU Detections per frame, masks bool (N, H, W) at frame size."""
+    def __call__(self, frames: Sequence[Frame]) -> list[Detections]:
+        """Frames in; one CPU Detections per frame, masks bool (N, H, W) at frame size."""
         ...
 
 
@@ -512,8 +513,9 @@ class End2EndOnnxDetector:
             )
         return rows
 
-    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Detect in RGB uint8 frames (H, W, 3); one CPU Detections per frame (boxes in frame pixels)."""
+    def __call__(self, frames: Sequence[Frame]) -> list[Detections]:
+        """Detect in frames; one CPU Detections per frame (boxes in frame pixels)."""
+        images = [frame.rgb for frame in check_frames(frames)]
         detections: list[Detections] = []
         for start in range(0, len(images), self.batch_size):
             batch = list(images[start : start + self.batch_size])
@@ -583,21 +585,6 @@ def load_plate_backend(
 # ----------------------------------------------------------------------------- the detector
 
 
-def _frame_images(frames: Sequence[Frame]) -> list[np.ndarray]:
-    """The RGB arrays of ``frames``, checked. This is the one place that adapts Frames to the image-taking
-    backends (YoloSegDetector takes images until it takes Frames itself)."""
-    images = []
-    for position, frame in enumerate(frames):
-        rgb = frame.rgb if isinstance(frame, Frame) else None
-        if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
-            got = type(frame).__name__ if rgb is None else f"a Frame with {rgb.dtype} {rgb.shape} pixels"
-            raise InputError(
-                f"item {position} given to the plate detector is {got}; give Frames whose rgb is uint8 (H, W, 3)"
-            )
-        images.append(rgb)
-    return images
-
-
 class PlateDetector:
     """A :class:`~inpaint_anon.detect.base.Detector` of licence plates: every region it reports is class 0,
     ``"plate"``.
@@ -664,7 +651,7 @@ class PlateDetector:
         Returns one CPU Detections per frame: masks bool (N, H, W) at frame size (grown filled boxes for box-only
         models), class_ids all 0 (``"plate"``), scores in [0, 1], boxes xyxy in frame pixels.
         """
-        return [self._plates(detections) for detections in self.model(_frame_images(frames))]
+        return [self._plates(detections) for detections in self.model(check_frames(frames))]
 
     def _plates(self, detections: Detections) -> Detections:
         """Keep the plate classes of one frame's model output, as class 0, with grown boxes if box-only."""
