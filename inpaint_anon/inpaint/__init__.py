@@ -1,4 +1,5 @@
-"""Inpainters: the shared interface, the fast anonymizers, and :func:`make_inpainter` to build one by name."""
+"""Inpainters: the shared interface (batches in, per-region fills out), the fast anonymizers, and
+:func:`make_inpainter` to build one by name."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import inspect
 from typing import Any
 
 from inpaint_anon.errors import ConfigError
-from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
+from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput, RegionFill
 from inpaint_anon.inpaint.fast import BlurInpainter, PixelateInpainter, ScrambleInpainter, SolidInpainter
 
 # name -> "module:class", imported only when asked for (so the generative engine's heavy imports, e.g.
@@ -28,6 +29,7 @@ __all__ = [
     "InpaintOutput",
     "Inpainter",
     "PixelateInpainter",
+    "RegionFill",
     "ScrambleInpainter",
     "SolidInpainter",
     "make_inpainter",
