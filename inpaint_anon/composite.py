@@ -218,21 +218,22 @@ class Compositor:
         return out
 
     def changes(self, images: torch.Tensor, composed: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """float32 (N,): each region's mean absolute change, 0..255 units, over its mask and the 3 channels.
+        """float32 (N,) on the CPU: each region's mean absolute change, 0..255 units, over its mask and channels.
 
         images, composed: uint8 (3, H, W), one frame before and after pasting; masks: bool (N, H, W), the
         regions' masks. Only each mask's bounding box is read. An empty mask gives ``inf`` (nothing to hide).
         """
         boxes = masks_to_boxes(masks).long().tolist()
-        change = torch.full((len(boxes),), math.inf, dtype=torch.float32)
+        sums = torch.zeros(len(boxes), dtype=torch.float32, device=masks.device)
         for i, (x0, y0, x1, y1) in enumerate(boxes):
-            if x1 <= x0:
-                continue
-            before = images[:, y0:y1, x0:x1].to(torch.int16)
-            after = composed[:, y0:y1, x0:x1].to(torch.int16)
-            diff = (after - before).abs_().sum(dim=0, dtype=torch.float32)
-            change[i] = float(diff[masks[i, y0:y1, x0:x1]].mean()) / 3
-        return change
+            if x1 > x0:
+                before = images[:, y0:y1, x0:x1].to(torch.int16)
+                after = composed[:, y0:y1, x0:x1].to(torch.int16)
+                diff = (after - before).abs_().sum(dim=0, dtype=torch.float32)
+                sums[i] = diff[masks[i, y0:y1, x0:x1]].sum()
+        counts = masks.sum(dim=(1, 2)).to(torch.float32)
+        change = torch.where(counts > 0, sums / (3 * counts.clamp(min=1)), math.inf)
+        return change.cpu()
 
     def unchanged(
         self, images: torch.Tensor, composed: torch.Tensor, detections: Sequence[Detections]

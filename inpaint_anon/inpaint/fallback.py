@@ -31,7 +31,7 @@ def fail_closed_fills(
     if regions is None:
         regions = [(b, i) for b, dets in enumerate(batch.detections) for i in range(len(dets))]
     if not regions:
-        return [], "solid" if fallback is None else fallback.name
+        return [], BlurInpainter.name if fallback is None else fallback.name
     try:
         if fallback is None:
             fallback = BlurInpainter(device=batch.images.device)
