@@ -31,9 +31,9 @@ from tests.textured import (
     assert_every_region_pixel_is,
     fallback_frame,
     read_all,
+    run_lossless,
     truth,
     truth_detector,
-    write_lossless_output,
 )
 from tests.textured import textured_clip as make_textured_clip
 
@@ -43,11 +43,6 @@ KEY = "0123456789abcdef" * 4
 @pytest.fixture
 def textured_clip(tmp_path: Path) -> Path:
     return make_textured_clip(tmp_path / "in.mkv")
-
-
-@pytest.fixture(autouse=True)
-def lossless_output(monkeypatch: pytest.MonkeyPatch) -> None:
-    write_lossless_output(monkeypatch)
 
 
 def fallback_events(events: list[dict]) -> list[tuple[int, int, str]]:
@@ -78,7 +73,8 @@ def test_a_crashing_fast_inpainter_is_replaced_by_the_blur_fallback(name: str, t
                                                                     tmp_path: Path) -> None:
     inpainter = FAST[name](raising(FAST_CLASSES[name]))
     out = tmp_path / "out.mkv"
-    result = AnonymizePipeline(truth_detector(), inpainter, batch_frames=4, progress=False)(textured_clip, out)
+    pipe = AnonymizePipeline(truth_detector(), inpainter, batch_frames=4, progress=False)
+    result = run_lossless(pipe, textured_clip, out)
     assert fallback_events(result.events) == [(i, r, "blur") for i in range(N) for r in (0, 1)]
     for i, (src, dst) in enumerate(zip(read_all(textured_clip), read_all(out))):
         assert_every_region_pixel_is(fallback_frame(src, truth(i), feather=inpainter.feather), dst, truth(i), i)
@@ -102,7 +98,8 @@ def test_a_crashing_generator_is_replaced_by_the_blur_fallback(textured_clip: Pa
 
     monkeypatch.setattr(inpainter.unet, "forward", broken_unet)
     out = tmp_path / "out.mkv"
-    result = AnonymizePipeline(truth_detector(), inpainter, batch_frames=3, progress=False)(textured_clip, out)
+    pipe = AnonymizePipeline(truth_detector(), inpainter, batch_frames=3, progress=False)
+    result = run_lossless(pipe, textured_clip, out)
     events = [e for e in result.events if e["event"] == "fallback"]
     assert fallback_events(events) == [(i, r, "blur") for i in range(N) for r in (0, 1)]
     assert {e["reason"] for e in events} == {"OutOfMemoryError: CUDA out of memory"}
@@ -114,8 +111,8 @@ def test_a_crashing_generator_is_replaced_by_the_blur_fallback(textured_clip: Pa
 def test_a_working_generator_changes_every_region_and_reports_its_own_timings(textured_clip: Path,
                                                                                tmp_path: Path) -> None:
     inpainter = tiny_diffusion()
-    result = AnonymizePipeline(truth_detector(), inpainter, batch_frames=3, progress=False)(
-        textured_clip, tmp_path / "out.mkv")
+    pipe = AnonymizePipeline(truth_detector(), inpainter, batch_frames=3, progress=False)
+    result = run_lossless(pipe, textured_clip, tmp_path / "out.mkv")
     assert fallback_events(result.events) == []
     for i, (src, dst) in enumerate(zip(read_all(textured_clip), read_all(tmp_path / "out.mkv"))):
         change = Compositor().changes(torch.from_numpy(src).permute(2, 0, 1), torch.from_numpy(dst).permute(2, 0, 1),
@@ -126,7 +123,7 @@ def test_a_working_generator_changes_every_region_and_reports_its_own_timings(te
     assert result.timings["inpaint.unet"] <= result.timings["inpaint"]  # a sub-step of the inpaint stage
     # each run reports its own seconds: a run in which the same inpainter gets no batch reports none of them
     nothing = ScriptedDetector(lambda i: {}, names=NAMES)
-    empty = AnonymizePipeline(nothing, inpainter, progress=False)(textured_clip, tmp_path / "empty.mkv")
+    empty = run_lossless(AnonymizePipeline(nothing, inpainter, progress=False), textured_clip, tmp_path / "empty.mkv")
     assert not [k for k in empty.timings if k.startswith("inpaint.")]
 
 
@@ -146,7 +143,8 @@ class IdentityInpainter(Inpainter):
 
 def test_a_generator_that_returns_the_input_is_caught_and_blurred(textured_clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.mkv"
-    result = AnonymizePipeline(truth_detector(), IdentityInpainter(), progress=False)(textured_clip, out)
+    pipe = AnonymizePipeline(truth_detector(), IdentityInpainter(), progress=False)
+    result = run_lossless(pipe, textured_clip, out)
     events = [e for e in result.events if e["event"] == "fallback"]
     assert fallback_events(events) == [(i, r, "blur") for i in range(N) for r in (0, 1)]
     assert all(e["reason"] == f"left nearly unchanged: mean change 0.00 < min_change {MIN_CHANGE:g}" for e in events)
@@ -157,8 +155,8 @@ def test_a_generator_that_returns_the_input_is_caught_and_blurred(textured_clip:
 
 def test_min_change_zero_turns_the_guard_off(textured_clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.mkv"
-    result = AnonymizePipeline(truth_detector(), IdentityInpainter(), Compositor(min_change=0.0), progress=False)(
-        textured_clip, out)
+    pipe = AnonymizePipeline(truth_detector(), IdentityInpainter(), Compositor(min_change=0.0), progress=False)
+    result = run_lossless(pipe, textured_clip, out)
     assert fallback_events(result.events) == []
     for src, dst in zip(read_all(textured_clip), read_all(out)):
         assert np.array_equal(src, dst)
@@ -173,8 +171,8 @@ def test_a_flat_region_that_blurs_to_itself_ends_solid_black_without_looping(tmp
     mask[20:50, 30:60] = True
     detector = ScriptedDetector(lambda i: {"person": mask}, names=NAMES)
     compositor = Compositor()
-    result = AnonymizePipeline(detector, IdentityInpainter(), compositor, progress=False)(
-        tmp_path / "flat.png", tmp_path / "out.png")
+    pipe = AnonymizePipeline(detector, IdentityInpainter(), compositor, progress=False)
+    result = run_lossless(pipe, tmp_path / "flat.png", tmp_path / "out.png")
     assert fallback_events(result.events) == [(0, 0, "solid")]
     dst = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
     dilated = compositor.fill_regions(torch.from_numpy(mask)[None], feather=False)[0].numpy()
@@ -186,8 +184,8 @@ def test_a_flat_region_that_blurs_to_itself_ends_solid_black_without_looping(tmp
 def test_a_region_the_generator_obscured_is_not_touched_by_the_guard(textured_clip: Path, tmp_path: Path) -> None:
     """The guard acts per region: a solid fill (clearly changed) stays as it is, with no event."""
     out = tmp_path / "out.mkv"
-    result = AnonymizePipeline(truth_detector(), SolidInpainter((255, 0, 255), device="cpu"), progress=False)(
-        textured_clip, out)
+    pipe = AnonymizePipeline(truth_detector(), SolidInpainter((255, 0, 255), device="cpu"), progress=False)
+    result = run_lossless(pipe, textured_clip, out)
     assert fallback_events(result.events) == []
     for i, dst in enumerate(read_all(out)):
         for mask in truth(i).masks.numpy():

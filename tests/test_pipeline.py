@@ -105,11 +105,11 @@ class ExplodingInpainter(Inpainter):
         raise RuntimeError("boom")
 
 
-def test_inpainter_failure_fails_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_inpainter_failure_fails_closed(tmp_path: Path) -> None:
     """Every pixel of every region is what the blur fallback makes of it (textured regions, lossless in and out)."""
-    textured.write_lossless_output(monkeypatch)
     clip, out = textured.textured_clip(tmp_path / "in.mkv"), tmp_path / "out.mkv"
-    result = AnonymizePipeline(textured.truth_detector(), ExplodingInpainter(), progress=False)(clip, out)
+    result = textured.run_lossless(AnonymizePipeline(textured.truth_detector(), ExplodingInpainter(), progress=False),
+                                   clip, out)
     fallbacks = [e for e in result.events if e["event"] == "fallback"]
     assert [(e["frame_index"], e["region"], e["class_name"], e["used"]) for e in fallbacks] == [
         (i, r, name, "blur") for i in range(textured.N) for r, name in enumerate(NAMES)]
@@ -232,11 +232,10 @@ def test_inpainter_steps_overlap_across_batches(tmp_path: Path) -> None:
     assert overlapped, "the next batch's first step never ran during a middle step"
 
 
-def test_a_failing_middle_step_fails_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    textured.write_lossless_output(monkeypatch)
+def test_a_failing_middle_step_fails_closed(tmp_path: Path) -> None:
     clip, out = textured.textured_clip(tmp_path / "in.mkv"), tmp_path / "out.mkv"
-    result = AnonymizePipeline(textured.truth_detector(), ThreeStepBlur(fail_frame=4), batch_frames=2,
-                               progress=False)(clip, out)
+    pipe = AnonymizePipeline(textured.truth_detector(), ThreeStepBlur(fail_frame=4), batch_frames=2, progress=False)
+    result = textured.run_lossless(pipe, clip, out)
     fallbacks = [e for e in result.events if e["event"] == "fallback"]
     assert [(e["frame_index"], e["region"]) for e in fallbacks] == [(4, 0), (4, 1), (5, 0), (5, 1)]
     assert {e["reason"] for e in fallbacks} == {"RuntimeError: middle step failed"}

@@ -9,10 +9,10 @@ from __future__ import annotations
 import functools
 from fractions import Fraction
 from pathlib import Path
+from unittest import mock
 
 import av
 import numpy as np
-import pytest
 import torch
 
 from inpaint_anon import pipeline as pipeline_module
@@ -20,7 +20,8 @@ from inpaint_anon.composite import Compositor
 from inpaint_anon.detect.scripted import ScriptedDetector
 from inpaint_anon.inpaint.base import InpaintBatch
 from inpaint_anon.inpaint.fast import BlurInpainter
-from inpaint_anon.types import Detections
+from inpaint_anon.pipeline import AnonymizePipeline
+from inpaint_anon.types import Detections, RunResult
 from inpaint_anon.video import VideoReader, VideoWriter
 from tests.clips import frame_image, object_masks
 
@@ -54,9 +55,13 @@ def textured_clip(path: Path) -> Path:
     return write_lossless(path, [textured_frame(i) for i in range(N)])
 
 
-def write_lossless_output(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the pipeline write FFV1 (exact RGB), so that every output pixel can be compared exactly."""
-    monkeypatch.setattr(pipeline_module, "VideoWriter", functools.partial(VideoWriter, codec="ffv1"))
+def run_lossless(pipe: AnonymizePipeline, source: Path, output: Path) -> RunResult:
+    """``pipe(source, output)`` with a lossless (FFV1, exact RGB) encoder, so every output pixel can be compared.
+
+    (The pipeline's call takes no codec yet; the writer it builds is given one for the run.)
+    """
+    with mock.patch.object(pipeline_module, "VideoWriter", functools.partial(VideoWriter, codec="ffv1")):
+        return pipe(source, output)
 
 
 def truth_detector() -> ScriptedDetector:
