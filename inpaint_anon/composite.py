@@ -1,4 +1,4 @@
-"""Dilation, feathering and blending: which pixels an inpainter fills, and how its fill is pasted back.
+"""Dilation, feathering, the one paste of fills into frames, and the check that every region was changed.
 
 All distances are Euclidean, in pixels, from the nearest pixel of a region's mask (``d_i``). Region ``i``
 gets a dilation radius
@@ -18,6 +18,15 @@ feather band, outside the dilated mask, ramps from 1 down to 0; and alpha is 0 o
 which are exactly the pixels the inpainter must fill. With ``feather=False`` (or ``feather=0``) alpha is the
 hard 0/1 dilated mask and the fill regions are the dilated masks.
 
+Pasting (:meth:`Compositor.compose`) is the only place where fills reach frames: each pixel of a fill's
+window that the fill provides becomes ``x + alpha * (f - x)`` with ``x`` the ORIGINAL pixel and ``f`` the
+fill's; a later fill wins where fills overlap; only the fills' windows are read or written.
+
+The guard (:meth:`Compositor.unchanged`): a region counts as changed when the mean absolute difference
+between output and input over its (original, not dilated) mask, averaged over the three channels, is at least
+``min_change`` (0..255 units). A generator that "succeeds" but returns the region as it was (a broken model,
+a VAE that reconstructs its input) falls below it, and the pipeline then obscures the region by a fallback.
+
 Everything is torch, on the device of the masks. Distances are computed on same-size windows around the
 regions (a padded crop batch, regions grouped by size into chunks), never on a loop over pixels.
 """
@@ -25,34 +34,51 @@ regions (a padded crop batch, regions grouped by size into chunks), never on a l
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.types import Detections, cover_boxes, masks_to_boxes
 
+if TYPE_CHECKING:  # inpaint_anon.inpaint imports this module (check_int, check_float)
+    from inpaint_anon.inpaint.base import RegionFill
+
 # Regions are processed in chunks of at most this many same-size windows (sorted by size), which bounds
 # the padding wasted when one large region shares a batch with many small ones.
 _CHUNK = 8
+# Default of Compositor.min_change, in 0..255 units (mean absolute change over a region's mask and the three
+# channels). Measured on scikit-image's astronaut face: an x264 yuv420p re-encode changes it by 3.3 (crf 18)
+# to 5.8 (crf 28), about what a VAE that reconstructs its input would; the default blur changes it by 44,
+# pixelate by 34; on this project's flat-coloured test objects (32 to 64 px) blur and pixelate change 12-31.
+MIN_CHANGE = 8.0
 
 
 class Compositor:
-    """Grows region masks into fill regions and blends inpainted fills back into frames.
+    """Grows region masks into fill regions, pastes inpainted fills into frames, checks regions were changed.
 
     dilate: pixels added around every mask (int, 0..512).
     dilate_rel: extra growth as a fraction of each region's box diagonal (float, 0..1); 0.02 grows a
         person box of 200 x 400 px by about 9 px more.
     feather: width in pixels of the soft outer edge where alpha ramps from 1 to 0 (int, 0..256; 0 = hard).
+    min_change: the least mean absolute change (0..255 units, averaged over a region's mask and the three
+        channels) for a region to count as obscured (float, 0..255; 0 turns the guard off); see
+        :meth:`unchanged`.
     """
 
-    def __init__(self, dilate: int = 4, dilate_rel: float = 0.02, feather: int = 6) -> None:
+    def __init__(
+        self, dilate: int = 4, dilate_rel: float = 0.02, feather: int = 6, min_change: float = MIN_CHANGE
+    ) -> None:
         self.dilate = check_int("Compositor", "dilate", dilate, 0, 512)
         self.dilate_rel = check_float("Compositor", "dilate_rel", dilate_rel, 0.0, 1.0)
         self.feather = check_int("Compositor", "feather", feather, 0, 256)
+        self.min_change = check_float("Compositor", "min_change", min_change, 0.0, 255.0)
 
     def __repr__(self) -> str:
-        return f"Compositor(dilate={self.dilate}, dilate_rel={self.dilate_rel}, feather={self.feather})"
+        return (f"Compositor(dilate={self.dilate}, dilate_rel={self.dilate_rel}, feather={self.feather}, "
+                f"min_change={self.min_change})")
 
     def radii(self, boxes_xyxy: torch.Tensor) -> torch.Tensor:
         """float32 (N,): dilation radius of each region in pixels, from its float (N, 4) xyxy box.
@@ -129,36 +155,104 @@ class Compositor:
         grown = torch.minimum(grown.clamp(min=0), torch.tensor([w, h, w, h], dtype=grown.dtype))
         return replace(detections, masks=fill, boxes_xyxy=cover_boxes(grown, masks_to_boxes(fill))), alpha
 
-    def blend(self, images: torch.Tensor, fills: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, H, W): ``images`` where alpha == 0, ``fills`` where alpha == 1, linear in between.
+    @staticmethod
+    def compose(
+        images: torch.Tensor,
+        fills: Sequence[RegionFill],
+        alphas: torch.Tensor | None = None,
+        *,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """uint8 (B, 3, H, W): ``images`` with ``fills`` pasted in, the one paste of the pipeline.
 
-        images, fills: uint8 (B, 3, H, W) RGB; alphas: float (B, H, W) in [0, 1]. Bytes are exact at
-        alpha 0 and 1 (float32 holds 0..255 exactly and ``x + 1 * (f - x) == f``); elsewhere rounded.
+        1. check the inputs (frame index and window of every fill, the alphas' shape);
+        2. per fill, on its window only: ``x + alpha * (f - x)`` in float32, rounded, at the pixels the fill
+           provides (``x`` from ``images``, never from an earlier fill, so overlapping fills do not compound);
+        3. write the windows into ``out`` in list order, so a later fill wins where fills overlap.
+
+        images: uint8 (B, 3, H, W) RGB, the original frames (read only, unless ``out`` is ``images``).
+        fills: fills whose ``frame`` indexes ``images`` (moved to its device).
+        alphas: float (B, H, W) in [0, 1] (the frame alphas of :meth:`prepare`), or None for 1 everywhere
+            (a hard paste, e.g. to look at what an inpainter returned).
+        out: where to write, uint8 like ``images`` on its device; default a copy of ``images``. May be
+            ``images`` itself: every window is read before any is written.
+        Bytes are exact at alpha 0 and 1 (float32 holds 0..255 exactly and ``x + 1 * (f - x) == f``);
+        elsewhere rounded. Pixels outside every fill's mask are not touched.
         """
+        # 1. Check inputs
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(
-                f"Compositor.blend: images must be uint8 (B, 3, H, W), got {images.dtype} "
-                f"{tuple(images.shape)}"
-            )
-        if fills.dtype != torch.uint8 or fills.shape != images.shape:
-            raise ValueError(
-                f"Compositor.blend: fills must be uint8 {tuple(images.shape)} like images, got "
-                f"{fills.dtype} {tuple(fills.shape)}"
+                f"Compositor.compose: images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
             )
         b, _, h, w = images.shape
-        if tuple(alphas.shape) != (b, h, w) or not alphas.is_floating_point():
+        if alphas is not None and (tuple(alphas.shape) != (b, h, w) or not alphas.is_floating_point()):
             raise ValueError(
-                f"Compositor.blend: alphas must be float ({b}, {h}, {w}), got {alphas.dtype} "
-                f"{tuple(alphas.shape)}"
+                f"Compositor.compose: alphas must be float ({b}, {h}, {w}), got {alphas.dtype} {tuple(alphas.shape)}"
             )
-        # Only pixels with alpha > 0 change; compute the blend there alone (usually a small part of a frame).
-        out = images.clone()
-        frame, ys, xs = torch.nonzero(alphas > 0, as_tuple=True)
-        a = alphas[frame, ys, xs].to(torch.float32).clamp(max=1.0)[:, None]
-        x = images[frame, :, ys, xs].to(torch.float32)
-        f = fills[frame, :, ys, xs].to(torch.float32)
-        out[frame, :, ys, xs] = (x + a * (f - x)).round_().clamp_(0, 255).to(torch.uint8)
+        if out is None:
+            out = images.clone()
+        elif out.dtype != torch.uint8 or out.shape != images.shape or out.device != images.device:
+            raise ValueError(f"Compositor.compose: out must be uint8 {tuple(images.shape)} on {images.device}, "
+                             f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+        for fill in fills:
+            x0, y0, x1, y1 = fill.window
+            if not (0 <= fill.frame < b and x1 <= w and y1 <= h):
+                raise ValueError(f"Compositor.compose: fill of frame {fill.frame}, window {fill.window} lies "
+                                 f"outside the {b} frames of {w}x{h}")
+        # 2. Blend every fill's window from the original pixels
+        device = images.device
+        pasted = []
+        for fill in fills:
+            x0, y0, x1, y1 = fill.window
+            original = images[fill.frame, :, y0:y1, x0:x1]
+            rgb = fill.rgb.to(device)
+            if alphas is not None:
+                a = alphas[fill.frame, y0:y1, x0:x1].to(torch.float32).clamp(max=1.0)
+                x = original.to(torch.float32)
+                rgb = (x + a * (rgb.to(torch.float32) - x)).round_().clamp_(0, 255).to(torch.uint8)
+            pasted.append((fill.frame, (slice(y0, y1), slice(x0, x1)), fill.mask.to(device), rgb))
+        # 3. Write them in order
+        for frame, (rows, cols), mask, rgb in pasted:
+            view = out[frame, :, rows, cols]
+            view.copy_(torch.where(mask, rgb, view))
         return out
+
+    def changes(self, images: torch.Tensor, composed: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """float32 (N,) on the CPU: each region's mean absolute change, 0..255 units, over its mask and channels.
+
+        images, composed: uint8 (3, H, W), one frame before and after pasting; masks: bool (N, H, W), the
+        regions' masks. Only each mask's bounding box is read. An empty mask gives ``inf`` (nothing to hide).
+        """
+        boxes = masks_to_boxes(masks).long().tolist()
+        sums = torch.zeros(len(boxes), dtype=torch.float32, device=masks.device)
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            if x1 > x0:
+                before = images[:, y0:y1, x0:x1].to(torch.int16)
+                after = composed[:, y0:y1, x0:x1].to(torch.int16)
+                diff = (after - before).abs_().sum(dim=0, dtype=torch.float32)
+                sums[i] = diff[masks[i, y0:y1, x0:x1]].sum()
+        counts = masks.sum(dim=(1, 2)).to(torch.float32)
+        change = torch.where(counts > 0, sums / (3 * counts.clamp(min=1)), math.inf)
+        return change.cpu()
+
+    def unchanged(
+        self, images: torch.Tensor, composed: torch.Tensor, detections: Sequence[Detections]
+    ) -> list[tuple[int, int, float]]:
+        """The regions the paste left (nearly) as they were: (frame in batch, region, change) with change, as
+        :meth:`changes`, below ``min_change``; empty when ``min_change`` is 0.
+
+        images, composed: uint8 (B, 3, H, W) before and after :meth:`compose`; detections: B Detections with
+        the regions' original (not dilated) masks, on the images' device.
+        """
+        if self.min_change == 0:
+            return []
+        weak = []
+        for b, dets in enumerate(detections):
+            if len(dets):
+                for i, change in enumerate(self.changes(images[b], composed[b], dets.masks).tolist()):
+                    if change < self.min_change:
+                        weak.append((b, i, change))
+        return weak
 
     def _grow_chunk(
         self,

@@ -1,6 +1,6 @@
 """AnonymizePipeline: the staged, streamed run.
 
-decode (thread) -> detect (thread) -> anonymize + composite (caller's thread) -> encode (thread)
+decode -> detect -> track -> prepare -> the inpainter's steps -> composite -> encode, each in its own thread
 
 Stages are joined by bounded queues, so decoding and detection run ahead of anonymization (prefetch)
 and encoding runs behind it, while memory stays flat however long the video is: at most
@@ -27,7 +27,8 @@ from inpaint_anon.composite import Compositor
 from inpaint_anon.detect.base import Detector
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
-from inpaint_anon.inpaint.fallback import fail_closed_fill
+from inpaint_anon.inpaint.fallback import fail_closed_fills
+from inpaint_anon.inpaint.fast import FALLBACK_RGB, solid_fills
 from inpaint_anon.records import DetectionWriter
 from inpaint_anon.timing import Timings
 from inpaint_anon.track import Tracker
@@ -97,7 +98,8 @@ class AnonymizePipeline:
     """Anonymize a video or image: every detected region is replaced by the inpainter's fill.
 
     Components are passed in (a diffusers habit): any :class:`Detector`, any :class:`Inpainter`, and a
-    :class:`Compositor` that dilates and feathers masks and pastes only masked pixels back.
+    :class:`Compositor` that dilates and feathers masks, pastes the inpainter's fills into the frames (the
+    one paste) and tells which regions the paste left nearly unchanged.
 
     Args:
         detector: finds regions; called with ``detector.batch_size`` frames at a time.
@@ -111,8 +113,11 @@ class AnonymizePipeline:
         progress: show a tqdm progress bar (frames, fps) on stderr.
 
     Privacy fails closed: if the inpainter raises on a batch, that batch's regions are filled by a
-    blur fallback (solid black if that fails too) and the run records the event; a region the detector
-    reported is never written in the clear.
+    blur fallback (solid black if that fails too) and the run records the event. After the paste, every
+    region whose pixels changed by less than ``compositor.min_change`` (e.g. a generator that returned its
+    input) gets the blur fallback, and if it is still unchanged (a flat patch blurs to itself) solid black;
+    each such region is recorded as a ``fallback`` event. A region the detector reported is never written in
+    the clear.
     """
 
     def __init__(
@@ -164,7 +169,8 @@ class AnonymizePipeline:
         1. open the source (its metadata) and the output (a temporary file next to it);
         2. run the stages, each in its own thread, joined by bounded queues: decode -> detect -> track -> prepare
            (masks to fill regions and alpha) -> the inpainter's steps (one, or several that overlap, e.g.
-           VAE encode / U-Net / VAE decode) -> blend -> encode;
+           VAE encode / U-Net / VAE decode) -> composite (paste the fills; obscure regions left unchanged)
+           -> encode;
         3. on success rename the temporary file to ``output``; on any error delete it and re-raise.
 
         ``video``: encoder settings and the input pixel limit (:class:`~inpaint_anon.video.VideoSettings`, the
@@ -173,14 +179,14 @@ class AnonymizePipeline:
         (:class:`~inpaint_anon.records.DetectionWriter` format), for evaluation; kept only on success.
         """
         started = time.perf_counter()
-        timings = Timings()
-        inpainter_before = dict(getattr(self.inpainter, "timings", {}))
+        timings = Timings()  # this run's stages
+        inpaint_timings = Timings()  # the inpainter's own sub-steps, handed to it with every batch
         events: list[dict[str, Any]] = []
         stop = threading.Event()
         counts = {"in": 0, "out": 0}
         steps = self.inpainter.stages()
         channels = [_Channel(stop, self.queue_size) for _ in range(5 + len(steps))]
-        decoded, detected, tracked, prepared, *inpainted, blended = channels
+        decoded, detected, tracked, prepared, *inpainted, composited = channels
 
         # 1. open source and output; both raise InputError before any work starts
         video = (video if video is not None else VideoSettings()).with_overrides(crf=crf, preset=preset)
@@ -232,7 +238,8 @@ class AnonymizePipeline:
             def prepare() -> None:
                 for pairs in _batched(tracked, self.batch_frames):
                     with timings("composite"):
-                        prepared.put(self._prepare(pairs))
+                        work = self._prepare(pairs, inpaint_timings)
+                    prepared.put(work)
 
             def inpaint_step(index: int) -> Callable[[], None]:
                 source_channel, sink = ([prepared, *inpainted])[index], inpainted[index]
@@ -244,15 +251,15 @@ class AnonymizePipeline:
                         sink.put(item)
                 return work
 
-            def blend() -> None:
+            def composite() -> None:
                 for item in inpainted[-1]:
                     with timings("composite"):
-                        frames = self._blend(item)
+                        frames = self._composite(item, events)
                     for frame in frames:
-                        blended.put(frame)
+                        composited.put(frame)
 
             def encode() -> None:
-                for frame in blended:
+                for frame in composited:
                     with timings("encode"):
                         writer.write(frame)
                     counts["out"] += 1
@@ -262,7 +269,7 @@ class AnonymizePipeline:
             stages = [("decode", decode, decoded), ("detect", detect, detected), ("track", track, tracked),
                       ("prepare", prepare, prepared),
                       *((f"inpaint{i}", inpaint_step(i), inpainted[i]) for i in range(len(steps))),
-                      ("blend", blend, blended), ("encode", encode, None)]
+                      ("composite", composite, composited), ("encode", encode, None)]
             try:
                 _run_stages(stages, stop)
             finally:
@@ -274,11 +281,10 @@ class AnonymizePipeline:
                 raise InputError(f"no frames could be decoded from {source}; check the file plays in a video player")
             if tracker is not None:
                 events.append({"event": "tracking", **tracker.stats})
-            if getattr(writer, "padded_size", None):
+            if writer.padded_size is not None:
                 events.append({"event": "padded", "to_size": list(writer.padded_size),
                                "reason": "yuv420p needs even width and height"})
-        for step, seconds in getattr(self.inpainter, "timings", {}).items():
-            timings[f"inpaint.{step}"] = seconds - inpainter_before.get(step, 0.0)
+        timings.update({f"inpaint.{step}": seconds for step, seconds in inpaint_timings.items()})
         return RunResult(
             out_path=Path(output),
             meta=meta,
@@ -301,18 +307,21 @@ class AnonymizePipeline:
                 return
             yield item
 
-    def _prepare(self, pairs: list[tuple[Frame, Detections]]) -> _Work:
+    def _prepare(self, pairs: list[tuple[Frame, Detections]], timings: Timings) -> _Work:
         """Frames and detections -> the inpainter's batch (masks grown to fill regions) and each frame's alpha.
 
-        A batch without any region needs no inpainting: its work is marked done and passes through.
+        ``timings``: handed to the inpainter in the batch (its sub-steps' seconds). A batch without any region
+        needs no inpainting: its work is marked done and passes through.
         """
         if not any(len(dets) for _, dets in pairs):
             return _Work(pairs, done=True)
         device, feather = self.inpainter.device, self.inpainter.feather
         images = torch.from_numpy(np.stack([f.rgb for f, _ in pairs])).permute(0, 3, 1, 2).to(device)
-        regions, alphas = zip(*(self.compositor.prepare(d.to(device), feather=feather) for _, d in pairs))
-        batch = InpaintBatch(images=images, detections=list(regions), frame_indices=[f.index for f, _ in pairs])
-        return _Work(pairs, batch=batch, alphas=torch.stack(alphas), state=batch)
+        regions = [dets.to(device) for _, dets in pairs]
+        fill_regions, alphas = zip(*(self.compositor.prepare(dets, feather=feather) for dets in regions))
+        batch = InpaintBatch(images=images, detections=list(fill_regions), frame_indices=[f.index for f, _ in pairs],
+                             timings=timings)
+        return _Work(pairs, batch=batch, regions=regions, alphas=torch.stack(alphas), state=batch)
 
     def _run_step(self, step: Callable[[Any], Any], last: bool, work: _Work, events: list[dict[str, Any]]) -> None:
         """Apply one inpainter step; if it raises, fill every region of the batch with the fail-closed fallback."""
@@ -325,8 +334,8 @@ class AnonymizePipeline:
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
             logger.warning("%s failed on frames %s (%s); regions filled by the fallback",
                            self.inpainter.name, work.batch.frame_indices, reason)
-            images, used = fail_closed_fill(work.batch)
-            work.state, work.done = InpaintOutput(images=images, fallbacks=[
+            fills, used = fail_closed_fills(work.batch)
+            work.state, work.done = InpaintOutput(fills=fills, fallbacks=[
                 Fallback(frame_index=i, region=r, class_name=name, used=used, reason=reason)
                 for i, d in zip(work.batch.frame_indices, work.batch.detections)
                 for r, name in enumerate(d.class_names)
@@ -334,29 +343,63 @@ class AnonymizePipeline:
         if work.done:
             events.extend({"event": "fallback", **f.as_dict()} for f in work.state.fallbacks)
 
-    def _blend(self, work: _Work) -> list[Frame]:
-        """Paste the filled regions into the frames (only pixels under each frame's alpha)."""
+    def _composite(self, work: _Work, events: list[dict[str, Any]]) -> list[Frame]:
+        """The frames with the inpainter's fills pasted in (only inside the fills' windows), every region left
+        nearly unchanged obscured by the fallback (see :meth:`_obscure_unchanged`)."""
         if work.batch is None:
             return [frame for frame, _ in work.pairs]
         if not isinstance(work.state, InpaintOutput):
             raise TypeError(f"{self.inpainter.name}: its last step returned {type(work.state).__name__}, "
                             "not InpaintOutput")
-        out = self.compositor.blend(work.batch.images, work.state.images, work.alphas)
-        out = out.permute(0, 2, 3, 1).cpu().numpy()
-        return [replace(frame, rgb=np.ascontiguousarray(rgb)) for (frame, _), rgb in zip(work.pairs, out)]
+        out = self.compositor.compose(work.batch.images, work.state.fills, work.alphas)
+        self._obscure_unchanged(work, out, events)
+        rgb = out.permute(0, 2, 3, 1).cpu().numpy()
+        return [replace(frame, rgb=np.ascontiguousarray(image)) for (frame, _), image in zip(work.pairs, rgb)]
+
+    def _obscure_unchanged(self, work: _Work, out: torch.Tensor, events: list[dict[str, Any]]) -> None:
+        """The guard, on ``out`` (uint8 (B, 3, H, W), the composed frames; changed in place).
+
+        1. find the regions whose pixels changed by less than ``compositor.min_change``;
+        2. paste the fail-closed fallback (blur) over them;
+        3. paste solid black over those still unchanged (a flat patch blurs to itself), and stop there: the
+           region is then the fallback colour, which is as obscured as it gets.
+        Each region found in 1 is logged and recorded as a ``fallback`` event.
+        """
+        batch, compositor = work.batch, self.compositor
+        # 1. Regions left (nearly) as they were
+        weak = compositor.unchanged(batch.images, out, work.regions)
+        if not weak:
+            return
+        # 2. The fallback
+        fills, used = fail_closed_fills(batch, [(b, i) for b, i, _ in weak])
+        compositor.compose(batch.images, fills, work.alphas, out=out)
+        # 3. Solid black where the fallback changed nothing either
+        still = {(b, i) for b, i, _ in compositor.unchanged(batch.images, out, work.regions)}
+        still &= {(b, i) for b, i, _ in weak}
+        compositor.compose(batch.images, solid_fills(batch, FALLBACK_RGB, sorted(still)), work.alphas, out=out)
+        for b, i, change in weak:
+            fallback = Fallback(
+                frame_index=batch.frame_indices[b], region=i, class_name=work.regions[b].class_names[i],
+                used="solid" if (b, i) in still else used,
+                reason=f"left nearly unchanged: mean change {change:.2f} < min_change {compositor.min_change:g}",
+            )
+            logger.warning("frame %d region %d (%s): %s; filled by %s", fallback.frame_index, i,
+                           fallback.class_name, fallback.reason, fallback.used)
+            events.append({"event": "fallback", **fallback.as_dict()})
 
 
 @dataclass
 class _Work:
-    """One batch of frames between the prepare and blend stages.
+    """One batch of frames between the prepare and composite stages.
 
     pairs: the frames and their detections; batch: what the inpainter fills (None when no frame has a
-    region); alphas: float32 (B, H, W) blend weights; state: the latest inpainter step's result, an
-    InpaintOutput once done.
+    region); regions: the detections on the inpainter's device (original masks, for the guard); alphas:
+    float32 (B, H, W) blend weights; state: the latest inpainter step's result, an InpaintOutput once done.
     """
 
     pairs: list[tuple[Frame, Detections]]
     batch: InpaintBatch | None = None
+    regions: list[Detections] | None = None
     alphas: torch.Tensor | None = None
     state: Any = None
     done: bool = False

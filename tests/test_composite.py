@@ -1,4 +1,4 @@
-"""Compositor: dilation radii, feathered alpha (privacy invariants), fill regions, blending."""
+"""Compositor: dilation radii, feathered alpha (privacy invariants), fill regions, the paste of fills, the guard."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from scipy.ndimage import distance_transform_edt
 
 from inpaint_anon.composite import Compositor
 from inpaint_anon.errors import ConfigError
+from inpaint_anon.inpaint.base import RegionFill
 from inpaint_anon.types import Detections, masks_to_boxes
 
 
@@ -192,65 +193,152 @@ def test_prepare_returns_fill_detections_and_alpha():
     assert det.masks is masks  # the input is not modified
 
 
-def test_blend_is_exact_at_alpha_zero_and_one_and_linear_between():
+def whole_frame_fills(fills: torch.Tensor) -> list[RegionFill]:
+    """uint8 (B, 3, H, W) -> one fill per frame covering it entirely."""
+    b, _, h, w = fills.shape
+    return [RegionFill(i, 0, (0, 0, w, h), fills[i], torch.ones((h, w), dtype=torch.bool)) for i in range(b)]
+
+
+def test_compose_is_exact_at_alpha_zero_and_one_and_linear_between():
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2, 3, 20, 30), dtype=torch.uint8, generator=generator)
     fills = torch.randint(0, 256, (2, 3, 20, 30), dtype=torch.uint8, generator=generator)
     alphas = torch.rand((2, 20, 30), generator=generator)
     alphas[:, :, :10] = 0.0
     alphas[:, :, 20:] = 1.0
-    out = Compositor().blend(images, fills, alphas)
+    before = images.clone()
+    out = Compositor().compose(images, whole_frame_fills(fills), alphas)
     assert out.dtype == torch.uint8 and out.shape == images.shape
+    assert torch.equal(images, before), "the original frames must not be modified"
     assert torch.equal(out[..., :10], images[..., :10])
     assert torch.equal(out[..., 20:], fills[..., 20:])
     expected = images.float() + alphas[:, None] * (fills.float() - images.float())
     assert (out.float() - expected).abs().max() <= 0.5
 
 
-def test_blend_with_compositor_alpha_hides_every_masked_pixel():
+def test_compose_pastes_each_fill_under_its_mask_in_its_window_only():
+    images = torch.full((2, 3, 10, 12), 50, dtype=torch.uint8)
+    mask = torch.tensor([[True, False, True], [False, True, True]])
+    rgb = torch.arange(18, dtype=torch.uint8).reshape(3, 2, 3) + 100
+    out = Compositor.compose(images, [RegionFill(1, 0, (4, 6, 7, 8), rgb, mask)])
+    expected = images.clone()
+    expected[1, :, 6:8, 4:7] = torch.where(mask, rgb, expected[1, :, 6:8, 4:7])
+    assert torch.equal(out, expected)
+    assert int((out != images).any(dim=1).sum()) == 4
+
+
+def test_a_later_fill_wins_and_every_fill_blends_from_the_original_pixels():
+    images = torch.full((1, 3, 4, 4), 100, dtype=torch.uint8)
+    alphas = torch.full((1, 4, 4), 0.5)
+    everywhere = torch.ones((4, 4), dtype=torch.bool)
+    first = RegionFill(0, 0, (0, 0, 4, 4), torch.full((3, 4, 4), 200, dtype=torch.uint8), everywhere)
+    second = RegionFill(0, 1, (2, 0, 4, 4), torch.zeros((3, 4, 2), dtype=torch.uint8), everywhere[:, :2])
+    out = Compositor.compose(images, [first, second], alphas)
+    assert (out[0, :, :, :2] == 150).all()  # 100 + 0.5 * (200 - 100)
+    assert (out[0, :, :, 2:] == 50).all()  # 100 + 0.5 * (0 - 100): from the original, not from 150
+    swapped = Compositor.compose(images, [second, first], alphas)
+    assert (swapped[0] == 150).all()
+
+
+def test_compose_in_place_equals_compose_into_a_copy():
+    generator = torch.Generator().manual_seed(4)
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=generator)
+    alphas = torch.rand((2, 16, 16), generator=generator)
+    fills = [
+        RegionFill(b, i, (x, y, x + 8, y + 8), torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8, generator=generator),
+                   torch.rand((8, 8), generator=generator) > 0.3)
+        for b in range(2) for i, (x, y) in enumerate([(0, 0), (4, 4), (8, 2)])
+    ]
+    expected = Compositor.compose(images, fills, alphas)
+    same = images.clone()
+    assert Compositor.compose(same, fills, alphas, out=same) is same
+    assert torch.equal(same, expected)
+
+
+def test_compose_with_compositor_alpha_hides_every_masked_pixel():
     generator = torch.Generator().manual_seed(1)
     masks = random_masks(generator, 6, 40, 60)
     comp = Compositor()
-    alpha = comp.alpha(masks)
+    fill_regions, alpha = comp.fill_and_alpha(masks)
     images = torch.randint(0, 256, (1, 3, 40, 60), dtype=torch.uint8, generator=generator)
-    fills = torch.zeros_like(images)
-    out = comp.blend(images, fills, alpha[None])
+    boxes = masks_to_boxes(fill_regions).long().tolist()
+    fills = [
+        RegionFill(0, i, (x0, y0, x1, y1), torch.zeros((3, y1 - y0, x1 - x0), dtype=torch.uint8),
+                   fill_regions[i, y0:y1, x0:x1])
+        for i, (x0, y0, x1, y1) in enumerate(boxes) if x1 > x0
+    ]
+    out = comp.compose(images, fills, alpha[None])
     assert (out[0][:, masks.any(dim=0)] == 0).all()
     assert torch.equal(out[0][:, alpha == 0], images[0][:, alpha == 0])
+
+
+def black_fill(frame: int, window: tuple[int, int, int, int]) -> RegionFill:
+    x0, y0, x1, y1 = window
+    size = (y1 - y0, x1 - x0)
+    return RegionFill(frame, 0, window, torch.zeros((3, *size), dtype=torch.uint8), torch.ones(size, dtype=torch.bool))
 
 
 @pytest.mark.parametrize(
     "images, fills, alphas, match",
     [
-        (
-            torch.zeros((1, 3, 4, 4)),
-            torch.zeros((1, 3, 4, 4), dtype=torch.uint8),
-            torch.zeros((1, 4, 4)),
-            "images",
-        ),
-        (
-            torch.zeros((1, 3, 4, 4), dtype=torch.uint8),
-            torch.zeros((1, 3, 4, 5), dtype=torch.uint8),
-            torch.zeros((1, 4, 4)),
-            "fills",
-        ),
-        (
-            torch.zeros((1, 3, 4, 4), dtype=torch.uint8),
-            torch.zeros((1, 3, 4, 4), dtype=torch.uint8),
-            torch.zeros((4, 4)),
-            "alphas",
-        ),
-        (
-            torch.zeros((1, 3, 4, 4), dtype=torch.uint8),
-            torch.zeros((1, 3, 4, 4), dtype=torch.uint8),
-            torch.zeros((1, 4, 4), dtype=torch.uint8),
-            "alphas",
-        ),
+        (torch.zeros((1, 3, 4, 4)), [], None, "images"),
+        (torch.zeros((1, 3, 4, 4), dtype=torch.uint8), [], torch.zeros((4, 4)), "alphas"),
+        (torch.zeros((1, 3, 4, 4), dtype=torch.uint8), [], torch.zeros((1, 4, 4), dtype=torch.uint8), "alphas"),
+        (torch.zeros((1, 3, 4, 4), dtype=torch.uint8), [black_fill(1, (0, 0, 2, 2))], None, "frame 1"),
+        (torch.zeros((1, 3, 4, 4), dtype=torch.uint8), [black_fill(0, (3, 0, 5, 2))], None, "outside"),
     ],
 )
-def test_blend_rejects_bad_inputs(images, fills, alphas, match):
+def test_compose_rejects_bad_inputs(images, fills, alphas, match):
     with pytest.raises(ValueError, match=match):
-        Compositor().blend(images, fills, alphas)
+        Compositor().compose(images, fills, alphas)
+
+
+@pytest.mark.parametrize(
+    "window, rgb, mask, match",
+    [
+        ((2, 0, 2, 3), (3, 3, 0), (3, 0), "window"),
+        ((0, 0, 2, 3), (3, 2, 2), (3, 2), "rgb"),
+        ((0, 0, 2, 3), (3, 3, 2), (2, 3), "mask"),
+    ],
+)
+def test_region_fill_checks_its_shapes(window, rgb, mask, match):
+    with pytest.raises(ValueError, match=match):
+        RegionFill(0, 0, window, torch.zeros(rgb, dtype=torch.uint8), torch.ones(mask, dtype=torch.bool))
+
+
+# ------------------------------------------------------------------------------------------------ guard
+
+
+def test_changes_are_the_mean_absolute_difference_over_each_mask():
+    images = torch.full((3, 8, 8), 100, dtype=torch.uint8)
+    composed = images.clone()
+    composed[0, 0:2, 0:2] = 112  # region 0: 4 pixels, one channel +12 -> mean 4.0
+    composed[:, 4:8, 4:8] = 90  # region 1: half of its 32 pixels -10 on 3 channels -> mean 5.0
+    masks = torch.zeros((3, 8, 8), dtype=torch.bool)
+    masks[0, 0:2, 0:2] = True
+    masks[1, 4:8, 0:8] = True  # region 2 stays empty
+    change = Compositor().changes(images, composed, masks)
+    assert change.tolist() == [4.0, 5.0, math.inf]
+
+
+def test_unchanged_lists_the_regions_below_min_change():
+    images = torch.full((2, 3, 8, 8), 100, dtype=torch.uint8)
+    composed = images.clone()
+    composed[0, :, :, 0:4] = 0  # frame 0: region 0 (left half) changed by 100, region 1 (right half) unchanged
+    composed[1, :, :, 4:] = 107  # frame 1: region 1 changed by 7
+    masks = torch.zeros((2, 8, 8), dtype=torch.bool)
+    masks[0, :, 0:4] = True
+    masks[1, :, 4:] = True
+    dets = [Detections.from_masks(masks, [0, 0], {0: "person"})] * 2
+    assert Compositor(min_change=8.0).unchanged(images, composed, dets) == [(0, 1, 0.0), (1, 0, 0.0), (1, 1, 7.0)]
+    assert Compositor(min_change=7.0).unchanged(images, composed, dets) == [(0, 1, 0.0), (1, 0, 0.0)]
+    assert Compositor(min_change=0.0).unchanged(images, composed, dets) == []
+
+
+@pytest.mark.parametrize("value", [-1.0, 256.0, "8", True, math.nan])
+def test_bad_min_change_is_a_config_error(value):
+    with pytest.raises(ConfigError, match=f"min_change={value!r}.*from 0.0 to 255.0"):
+        Compositor(min_change=value)
 
 
 @pytest.mark.gpu
@@ -265,6 +353,6 @@ def test_cuda_matches_cpu():
     assert torch.equal(fill_cuda.cpu(), fill)
     assert torch.allclose(alpha_cuda.cpu(), alpha, atol=1e-6)
     images = torch.randint(0, 256, (1, 3, 60, 80), dtype=torch.uint8, generator=generator)
-    fills = torch.randint(0, 256, (1, 3, 60, 80), dtype=torch.uint8, generator=generator)
-    blended = comp.blend(images.cuda(), fills.cuda(), alpha_cuda[None]).cpu()
-    assert (blended.int() - comp.blend(images, fills, alpha[None]).int()).abs().max() <= 1
+    fills = whole_frame_fills(torch.randint(0, 256, (1, 3, 60, 80), dtype=torch.uint8, generator=generator))
+    composed = comp.compose(images.cuda(), fills, alpha_cuda[None]).cpu()
+    assert (composed.int() - comp.compose(images, fills, alpha[None]).int()).abs().max() <= 1

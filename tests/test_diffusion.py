@@ -8,10 +8,12 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
+from inpaint_anon.composite import Compositor
 from inpaint_anon.device import resolve_dtype
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.inpaint.diffusion import CropWindow, LatentInpainter, region_seed
+from inpaint_anon.inpaint.fast import solid_fills
 from inpaint_anon.inpaint.tiny import tiny_components
 from inpaint_anon.types import Detections, PromptEmbeds, SDComponents
 
@@ -57,6 +59,11 @@ def make_batch(n_frames: int = 2, track_ids: bool = False, first_frame: int = 0)
     return InpaintBatch(images, dets, list(range(first_frame, first_frame + n_frames)))
 
 
+def pasted(batch: InpaintBatch, out: InpaintOutput) -> torch.Tensor:
+    """uint8 (B, 3, H, W): the batch's frames with the inpainter's fills pasted at full opacity."""
+    return Compositor.compose(batch.images, out.fills)
+
+
 def fill_masks(batch: InpaintBatch) -> torch.Tensor:
     """bool (B, H, W): the union of each frame's fill masks."""
     return torch.stack([d.union_mask() for d in batch.detections])
@@ -68,10 +75,7 @@ class GrayFill(Inpainter):
     name = "gray"
 
     def __call__(self, batch: InpaintBatch) -> InpaintOutput:
-        images = batch.images.clone()
-        for b, dets in enumerate(batch.detections):
-            images[b][:, dets.union_mask()] = 128
-        return InpaintOutput(images=images)
+        return InpaintOutput(fills=solid_fills(batch, (128, 128, 128)))
 
 
 class Broken(Inpainter):
@@ -88,22 +92,23 @@ def test_fills_every_mask_and_leaves_every_other_pixel(components, prompt_embeds
     batch = make_batch()
     inpainter = make_inpainter(components, prompt_embeds)
     out = inpainter(batch)
-    assert out.images.dtype == torch.uint8 and out.images.shape == batch.images.shape
+    assert [(f.frame, f.region) for f in out.fills] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert out.fallbacks == []
+    images = pasted(batch, out)
     inside = fill_masks(batch)
-    changed = (out.images != batch.images).any(dim=1)
-    assert torch.equal(out.images.permute(0, 2, 3, 1)[~inside], batch.images.permute(0, 2, 3, 1)[~inside])
+    changed = (images != batch.images).any(dim=1)
+    assert torch.equal(images.permute(0, 2, 3, 1)[~inside], batch.images.permute(0, 2, 3, 1)[~inside])
     for b, dets in enumerate(batch.detections):
         for mask in dets.masks:
             assert changed[b][mask].float().mean() > 0.95
-    assert min(inpainter.timings[step] for step in ("crop", "vae_encode", "unet", "vae_decode", "paste")) > 0
+    assert min(batch.timings[step] for step in ("crop", "vae_encode", "unet", "vae_decode", "paste")) > 0
 
 
 def test_no_regions_returns_frames_unchanged(components, prompt_embeds):
     images = torch.stack([make_frame(0)])
     batch = InpaintBatch(images, [Detections.empty(H, W, NAMES)], [0])
     out = make_inpainter(components, prompt_embeds)(batch)
-    assert torch.equal(out.images, images) and out.fallbacks == []
+    assert torch.equal(pasted(batch, out), images) and out.fallbacks == []
 
 
 def test_tiny_region_is_filled_whole(components, prompt_embeds):
@@ -112,7 +117,7 @@ def test_tiny_region_is_filled_whole(components, prompt_embeds):
     masks[0, 10:30, 33] = True
     batch = InpaintBatch(make_frame(3)[None], [Detections.from_masks(masks, [0], NAMES)], [0])
     out = make_inpainter(components, prompt_embeds)(batch)
-    changed = (out.images != batch.images).any(dim=1)[0]
+    changed = (pasted(batch, out) != batch.images).any(dim=1)[0]
     assert changed[masks[0]].float().mean() > 0.9
     assert not changed[~masks[0]].any()
 
@@ -121,7 +126,7 @@ def test_four_and_nine_channel_unets_both_fill(prompt_embeds):
     batch = make_batch(n_frames=1)
     for channels in (4, 9):
         out = make_inpainter(tiny_components(unet_in_channels=channels), prompt_embeds)(batch)
-        changed = (out.images != batch.images).any(dim=1)
+        changed = (pasted(batch, out) != batch.images).any(dim=1)
         assert changed[fill_masks(batch)].float().mean() > 0.95
         assert not changed[~fill_masks(batch)].any()
 
@@ -142,7 +147,7 @@ def test_every_scheduler_runs_two_steps(components, prompt_embeds, scheduler):
     assert type(inpainter.scheduler).__name__ == scheduler
     out = inpainter(batch)
     assert out.fallbacks == []
-    assert (out.images != batch.images).any(dim=1)[fill_masks(batch)].float().mean() > 0.95
+    assert (pasted(batch, out) != batch.images).any(dim=1)[fill_masks(batch)].float().mean() > 0.95
 
 
 # ------------------------------------------------------------------------------------- batch and seeds
@@ -150,8 +155,8 @@ def test_every_scheduler_runs_two_steps(components, prompt_embeds, scheduler):
 
 def test_batching_gives_the_same_pixels_as_one_region_at_a_time(components, prompt_embeds):
     batch = make_batch(n_frames=2)
-    together = make_inpainter(components, prompt_embeds, max_batch=8)(batch).images
-    one_by_one = make_inpainter(components, prompt_embeds, max_batch=1)(batch).images
+    together = pasted(batch, make_inpainter(components, prompt_embeds, max_batch=8)(batch))
+    one_by_one = pasted(batch, make_inpainter(components, prompt_embeds, max_batch=1)(batch))
     assert (together.int() - one_by_one.int()).abs().max() <= 1
 
 
@@ -173,9 +178,9 @@ def test_inpaint_crops_batched_equals_single_in_float(components, prompt_embeds)
 
 def test_same_seed_same_pixels_other_seed_other_pixels(components, prompt_embeds):
     batch = make_batch(n_frames=1)
-    first = make_inpainter(components, prompt_embeds, seed=0)(batch).images
-    again = make_inpainter(components, prompt_embeds, seed=0)(batch).images
-    other = make_inpainter(components, prompt_embeds, seed=1)(batch).images
+    first = pasted(batch, make_inpainter(components, prompt_embeds, seed=0)(batch))
+    again = pasted(batch, make_inpainter(components, prompt_embeds, seed=0)(batch))
+    other = pasted(batch, make_inpainter(components, prompt_embeds, seed=1)(batch))
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
 
@@ -185,13 +190,16 @@ def test_a_track_keeps_its_noise_across_frames(components, prompt_embeds):
     frame = make_frame(0)
     dets = make_detections(["person"], track_ids=[42])
     inpainter = make_inpainter(components, prompt_embeds)
-    tracked = inpainter(InpaintBatch(torch.stack([frame, frame]), [dets, dets], [3, 9])).images
+    pair = InpaintBatch(torch.stack([frame, frame]), [dets, dets], [3, 9])
+    tracked = pasted(pair, inpainter(pair))
     assert torch.equal(tracked[0], tracked[1])
-    later = inpainter(InpaintBatch(frame[None], [dets], [100])).images
+    alone = InpaintBatch(frame[None], [dets], [100])
+    later = pasted(alone, inpainter(alone))
     assert torch.equal(later[0], tracked[0])
 
     untracked = make_detections(["person"])
-    per_frame = inpainter(InpaintBatch(torch.stack([frame, frame]), [untracked, untracked], [3, 9])).images
+    pair = InpaintBatch(torch.stack([frame, frame]), [untracked, untracked], [3, 9])
+    per_frame = pasted(pair, inpainter(pair))
     assert not torch.equal(per_frame[0], per_frame[1])
 
 
@@ -244,16 +252,16 @@ def patch_unet(monkeypatch, unet, predicate, error: Exception | None = None) -> 
 
 def test_a_failing_chunk_is_retried_one_region_at_a_time(components, prompt_embeds, monkeypatch):
     batch = make_batch(n_frames=2)
-    expected = make_inpainter(components, prompt_embeds)(batch).images
+    expected = pasted(batch, make_inpainter(components, prompt_embeds)(batch))
     patch_unet(monkeypatch, components.unet, lambda x, _: x.shape[0] > 2, torch.OutOfMemoryError("CUDA OOM"))
     out = make_inpainter(components, prompt_embeds, fallback=GrayFill())(batch)
     assert out.fallbacks == []
-    assert (out.images.int() - expected.int()).abs().max() <= 1
+    assert (pasted(batch, out).int() - expected.int()).abs().max() <= 1
 
 
 def test_a_region_that_keeps_failing_is_filled_by_the_fallback(components, prompt_embeds, monkeypatch):
     batch = make_batch(n_frames=2, first_frame=5)
-    expected = make_inpainter(components, prompt_embeds)(batch).images
+    expected = pasted(batch, make_inpainter(components, prompt_embeds)(batch))
     car = prompt_embeds.cond["car"]
     patch_unet(
         monkeypatch,
@@ -270,11 +278,11 @@ def test_a_region_that_keeps_failing_is_filled_by_the_fallback(components, promp
     assert all(f.reason == "ValueError: car crops break" for f in out.fallbacks)
     for b, dets in enumerate(batch.detections):
         person, car_mask = dets.masks
-        assert (out.images[b][:, car_mask] == 128).all()
+        assert (pasted(batch, out)[b][:, car_mask] == 128).all()
         # regenerated alone after its chunk failed: equal to the batched result within 1 (batching parity)
-        assert (out.images[b][:, person].int() - expected[b][:, person].int()).abs().max() <= 1
+        assert (pasted(batch, out)[b][:, person].int() - expected[b][:, person].int()).abs().max() <= 1
     outside = ~fill_masks(batch)
-    assert torch.equal(out.images.permute(0, 2, 3, 1)[outside], batch.images.permute(0, 2, 3, 1)[outside])
+    assert torch.equal(pasted(batch, out).permute(0, 2, 3, 1)[outside], batch.images.permute(0, 2, 3, 1)[outside])
 
 
 def test_nan_is_caught_and_reported(components, prompt_embeds, monkeypatch):
@@ -283,7 +291,7 @@ def test_nan_is_caught_and_reported(components, prompt_embeds, monkeypatch):
     out = make_inpainter(components, prompt_embeds, fallback=GrayFill())(batch)
     assert [(f.region, f.used) for f in out.fallbacks] == [(0, "gray"), (1, "gray")]
     assert [f.reason for f in out.fallbacks] == ["NonFiniteError: NaN/inf in latents after denoising"] * 2
-    assert (out.images[0][:, fill_masks(batch)[0]] == 128).all()
+    assert (pasted(batch, out)[0][:, fill_masks(batch)[0]] == 128).all()
 
 
 def test_nan_in_decoded_crop_is_caught(components, prompt_embeds, monkeypatch):
@@ -300,7 +308,7 @@ def test_a_failing_fallback_paints_regions_black(components, prompt_embeds, monk
     patch_unet(monkeypatch, components.unet, lambda *_: True, RuntimeError("boom"))
     out = make_inpainter(components, prompt_embeds, fallback=Broken())(batch)
     assert [f.used for f in out.fallbacks] == ["solid", "solid"]
-    assert (out.images[0][:, fill_masks(batch)[0]] == 0).all()
+    assert (pasted(batch, out)[0][:, fill_masks(batch)[0]] == 0).all()
 
 
 def test_default_fallback_blurs(components, prompt_embeds, monkeypatch):
@@ -309,8 +317,8 @@ def test_default_fallback_blurs(components, prompt_embeds, monkeypatch):
     out = make_inpainter(components, prompt_embeds)(batch)
     assert [f.used for f in out.fallbacks] == ["blur", "blur"]
     inside = fill_masks(batch)[0]
-    assert (out.images[0] != batch.images[0]).any(dim=0)[inside].float().mean() > 0.9
-    assert torch.equal(out.images[0][:, ~inside], batch.images[0][:, ~inside])
+    assert (pasted(batch, out)[0] != batch.images[0]).any(dim=0)[inside].float().mean() > 0.9
+    assert torch.equal(pasted(batch, out)[0][:, ~inside], batch.images[0][:, ~inside])
 
 
 @pytest.mark.gpu
@@ -323,14 +331,14 @@ def test_cuda_half_precision_fills_every_mask(prompt_embeds, dtype):
     assert inpainter.dtype == (torch.float16 if dtype == "auto" else torch.bfloat16)
     assert inpainter.unet.dtype == inpainter.vae.dtype == inpainter.dtype
     out = inpainter(batch)
-    assert out.images.is_cuda and out.fallbacks == []
+    assert all(f.rgb.is_cuda for f in out.fills) and out.fallbacks == []
     inside = fill_masks(batch)
-    changed = (out.images != batch.images).any(dim=1)
+    changed = (pasted(batch, out) != batch.images).any(dim=1)
     assert changed[inside].float().mean() > 0.95 and not changed[~inside].any()
     one_by_one = make_inpainter(tiny_components(), prompt_embeds, device="cuda", dtype=dtype, max_batch=1)(
         batch
     )
-    assert (out.images.int() - one_by_one.images.int()).abs().float().mean() < 2
+    assert (pasted(batch, out).int() - pasted(batch, one_by_one).int()).abs().float().mean() < 2
 
 
 # ---------------------------------------------------------------------------------------- bad values
@@ -440,9 +448,9 @@ def test_the_model_never_sees_another_regions_original_pixels(components, prompt
     seen: list[torch.Tensor] = []
     original = LatentInpainter._prepare_latents
 
-    def record(self, images, masks, cond, generators):
+    def record(self, images, masks, cond, generators, **kwargs):
         seen.append(masks.clone())
-        return original(self, images, masks, cond, generators)
+        return original(self, images, masks, cond, generators, **kwargs)
 
     monkeypatch.setattr(LatentInpainter, "_prepare_latents", record)
     out = inpainter(batch)
@@ -456,7 +464,7 @@ def test_the_model_never_sees_another_regions_original_pixels(components, prompt
     car_at_model_res = torch.nn.functional.interpolate(car_in_crop, size=masks.shape[-2:], mode="nearest")[0, 0]
     assert car_at_model_res.any() and (masks[0, 0][car_at_model_res > 0] == 1).all()
     outside = ~fill_masks(batch)
-    assert torch.equal(out.images.permute(0, 2, 3, 1)[outside], batch.images.permute(0, 2, 3, 1)[outside])
+    assert torch.equal(pasted(batch, out).permute(0, 2, 3, 1)[outside], batch.images.permute(0, 2, 3, 1)[outside])
 
 
 def test_crop_windows_follow_a_steady_tracked_box(components, prompt_embeds):
@@ -484,10 +492,10 @@ def test_half_precision_path_runs_end_to_end(dtype):
     assert inpainter.unet.dtype == getattr(torch, dtype)
     batch = make_batch(n_frames=1)
     out = inpainter(batch)
-    assert out.fallbacks == [] and out.images.dtype == torch.uint8
+    assert out.fallbacks == [] and pasted(batch, out).dtype == torch.uint8
     inside, outside = fill_masks(batch), ~fill_masks(batch)
-    assert (out.images != batch.images).any(dim=1)[inside].float().mean() > 0.95
-    assert torch.equal(out.images.permute(0, 2, 3, 1)[outside], batch.images.permute(0, 2, 3, 1)[outside])
+    assert (pasted(batch, out) != batch.images).any(dim=1)[inside].float().mean() > 0.95
+    assert torch.equal(pasted(batch, out).permute(0, 2, 3, 1)[outside], batch.images.permute(0, 2, 3, 1)[outside])
 
 
 # ------------------------------------------------------------------------------------ stage threads
@@ -504,8 +512,8 @@ def test_a_retry_in_the_decode_thread_does_not_disturb_a_batch_being_denoised(co
     settings = {"scheduler": "DPMSolverMultistepScheduler", "steps": 4, "max_batch": 2}
     batch1 = InpaintBatch(make_frame(0)[None], [make_detections(["person", "car"])], [0])
     batch2 = InpaintBatch(make_frame(1)[None], [make_detections(["car"])], [1])
-    alone1 = make_inpainter(components, prompt_embeds, **(settings | {"max_batch": 1}))(batch1).images
-    alone2 = make_inpainter(components, prompt_embeds, **settings)(batch2).images
+    alone1 = pasted(batch1, make_inpainter(components, prompt_embeds, **(settings | {"max_batch": 1}))(batch1))
+    alone2 = pasted(batch2, make_inpainter(components, prompt_embeds, **settings)(batch2))
 
     paused, resume = threading.Event(), threading.Event()
     calls_in_denoise_thread = []
@@ -538,7 +546,7 @@ def test_a_retry_in_the_decode_thread_does_not_disturb_a_batch_being_denoised(co
     out2 = inpainter.decode_step(denoised2[0])
 
     assert out1.fallbacks == [] and out2.fallbacks == []
-    assert torch.equal(out1.images, alone1)
-    assert torch.equal(out2.images, alone2)
+    assert torch.equal(pasted(batch1, out1), alone1)
+    assert torch.equal(pasted(batch2, out2), alone2)
     assert calls_in_denoise_thread == [2, 2, 2, 2]  # batch 2 went through all 4 steps in the denoise thread
     assert inpainter.scheduler.num_inference_steps is None  # the template itself is never set or stepped

@@ -17,6 +17,7 @@ from inpaint_anon.inpaint.base import InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.inpaint.fast import BlurInpainter, SolidInpainter
 from inpaint_anon.pipeline import AnonymizePipeline
 from inpaint_anon.video import VideoReader
+from tests import textured
 from tests.clips import make_clip, object_masks
 
 SIZE = (160, 120)
@@ -105,18 +106,17 @@ class ExplodingInpainter(Inpainter):
 
 
 def test_inpainter_failure_fails_closed(tmp_path: Path) -> None:
-    clip = make_clip(tmp_path / "in.mp4", n_frames=8, size=SIZE)
-    out = tmp_path / "out.mp4"
-    result = AnonymizePipeline(truth_detector(8), ExplodingInpainter(), progress=False)(
-        clip, out, crf=0, preset="ultrafast")
+    """Every pixel of every region is what the blur fallback makes of it (textured regions, lossless in and out)."""
+    clip, out = textured.textured_clip(tmp_path / "in.mkv"), tmp_path / "out.mkv"
+    result = textured.run_lossless(AnonymizePipeline(textured.truth_detector(), ExplodingInpainter(), progress=False),
+                                   clip, out)
     fallbacks = [e for e in result.events if e["event"] == "fallback"]
-    assert len(fallbacks) == 8 * len(NAMES)
-    assert {e["used"] for e in fallbacks} <= {"blur", "solid"} and "boom" in fallbacks[0]["reason"]
-    for i, (src, dst) in enumerate(zip(read_all(clip), read_all(out))):
-        person = object_masks(i, SIZE, 8)["person"]
-        # the person's flat interior may stay its colour under blur, but its edges must be gone
-        changed = np.abs(src.astype(int) - dst.astype(int)).sum(axis=-1)[person] > 0
-        assert changed.any(), f"frame {i}: region left as it was after a failure"
+    assert [(e["frame_index"], e["region"], e["class_name"], e["used"]) for e in fallbacks] == [
+        (i, r, name, "blur") for i in range(textured.N) for r, name in enumerate(NAMES)]
+    assert {e["reason"] for e in fallbacks} == {"RuntimeError: boom"}
+    for i, (src, dst) in enumerate(zip(textured.read_all(clip), textured.read_all(out))):
+        dets = textured.truth(i)
+        textured.assert_every_region_pixel_is(textured.fallback_frame(src, dets), dst, dets, i)
 
 
 class FailingDetector(ScriptedDetector):
@@ -233,15 +233,28 @@ def test_inpainter_steps_overlap_across_batches(tmp_path: Path) -> None:
 
 
 def test_a_failing_middle_step_fails_closed(tmp_path: Path) -> None:
-    clip = make_clip(tmp_path / "in.mp4", n_frames=8, size=SIZE)
-    out = tmp_path / "out.mp4"
-    result = AnonymizePipeline(truth_detector(8), ThreeStepBlur(fail_frame=4), batch_frames=2, progress=False)(
-        clip, out, crf=0, preset="ultrafast")
+    clip, out = textured.textured_clip(tmp_path / "in.mkv"), tmp_path / "out.mkv"
+    pipe = AnonymizePipeline(textured.truth_detector(), ThreeStepBlur(fail_frame=4), batch_frames=2, progress=False)
+    result = textured.run_lossless(pipe, clip, out)
     fallbacks = [e for e in result.events if e["event"] == "fallback"]
-    assert sorted({e["frame_index"] for e in fallbacks}) == [4, 5] and "middle step failed" in fallbacks[0]["reason"]
-    for i, (src, dst) in enumerate(zip(read_all(clip), read_all(out))):
-        person = object_masks(i, SIZE, 8)["person"]
-        assert (np.abs(src.astype(int) - dst.astype(int)).sum(axis=-1)[person] > 0).any(), f"frame {i} in the clear"
+    assert [(e["frame_index"], e["region"]) for e in fallbacks] == [(4, 0), (4, 1), (5, 0), (5, 1)]
+    assert {e["reason"] for e in fallbacks} == {"RuntimeError: middle step failed"}
+    # the blur the other frames got and the fallback the failed ones got are the same blur: every pixel equal
+    for i, (src, dst) in enumerate(zip(textured.read_all(clip), textured.read_all(out))):
+        dets = textured.truth(i)
+        textured.assert_every_region_pixel_is(textured.fallback_frame(src, dets), dst, dets, i)
+
+
+def test_an_odd_sized_video_records_its_padding(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "odd.mp4", n_frames=3, size=(81, 61))
+    detector = ScriptedDetector(lambda i: object_masks(i, (81, 61), 3), names=NAMES)
+    result = AnonymizePipeline(detector, SolidInpainter(device="cpu"), progress=False)(
+        clip, tmp_path / "out.mp4", preset="ultrafast")
+    assert [e for e in result.events if e["event"] == "padded"] == [
+        {"event": "padded", "to_size": [82, 62], "reason": "yuv420p needs even width and height"}]
+    even = AnonymizePipeline(truth_detector(6), SolidInpainter(device="cpu"), progress=False)(
+        make_clip(tmp_path / "even.mp4", n_frames=6, size=SIZE), tmp_path / "even_out.mp4", preset="ultrafast")
+    assert [e for e in even.events if e["event"] == "padded"] == []
 
 
 def test_final_detections_are_recorded_for_evaluation(tmp_path: Path) -> None:

@@ -1,23 +1,31 @@
-"""Inpainters: the shared interface, the fast anonymizers, and :func:`make_inpainter` to build one by name."""
+"""Inpainters: the shared interface (batches in, per-region fills out), the fast anonymizers, and
+:func:`make_inpainter` to build one by name."""
 
 from __future__ import annotations
 
-import importlib
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from inpaint_anon.errors import ConfigError
-from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
+from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput, RegionFill
 from inpaint_anon.inpaint.fast import BlurInpainter, PixelateInpainter, ScrambleInpainter, SolidInpainter
 
-# name -> "module:class", imported only when asked for (so the generative engine's heavy imports, e.g.
-# diffusers, happen only when it is used).
-INPAINTERS: dict[str, str] = {
-    "diffusion": "inpaint_anon.inpaint.diffusion:LatentInpainter.from_pretrained",
-    "blur": "inpaint_anon.inpaint.fast:BlurInpainter",
-    "pixelate": "inpaint_anon.inpaint.fast:PixelateInpainter",
-    "solid": "inpaint_anon.inpaint.fast:SolidInpainter",
-    "scramble": "inpaint_anon.inpaint.fast:ScrambleInpainter",
+
+def _diffusion() -> Callable[..., Inpainter]:
+    """The generative engine's builder, imported only when asked for (diffusers is a heavy import)."""
+    from inpaint_anon.inpaint.diffusion import LatentInpainter
+
+    return LatentInpainter.from_pretrained
+
+
+# name -> a function returning what builds that inpainter (called with its options)
+INPAINTERS: dict[str, Callable[[], Callable[..., Inpainter]]] = {
+    "diffusion": _diffusion,
+    "blur": lambda: BlurInpainter,
+    "pixelate": lambda: PixelateInpainter,
+    "solid": lambda: SolidInpainter,
+    "scramble": lambda: ScrambleInpainter,
 }
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     "InpaintOutput",
     "Inpainter",
     "PixelateInpainter",
+    "RegionFill",
     "ScrambleInpainter",
     "SolidInpainter",
     "make_inpainter",
@@ -40,13 +49,10 @@ def make_inpainter(name: str, **kwargs: Any) -> Inpainter:
     Raises ConfigError for an unknown name (listing the choices) or an option the inpainter does not take
     (listing its options); bad option values raise the inpainter's own ConfigError.
     """
-    target = INPAINTERS.get(name)
-    if target is None:
+    builder = INPAINTERS.get(name)
+    if builder is None:
         raise ConfigError(f"unknown inpainter {name!r}; choose one of: {', '.join(sorted(INPAINTERS))}")
-    module_name, attribute = target.split(":")
-    cls = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        cls = getattr(cls, part)
+    cls = builder()
     signature = inspect.signature(cls)
     try:
         signature.bind(**kwargs)

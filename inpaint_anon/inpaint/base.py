@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from inpaint_anon.timing import Timings
 from inpaint_anon.types import Detections
 
 
@@ -20,11 +21,14 @@ class InpaintBatch:
     detections: B Detections; ``masks`` are the *fill regions* (already dilated by the compositor, so
         they cover every pixel the compositor will take from the fill), on the same device.
     frame_indices: B frame indices (for keyed or seeded per-frame behaviour).
+    timings: where the inpainter adds the seconds of its own sub-steps (e.g. ``"unet"``); the pipeline hands
+        every batch of a run the same Timings and reports its keys as ``inpaint.<key>``.
     """
 
     images: torch.Tensor
     detections: list[Detections]
     frame_indices: list[int]
+    timings: Timings = field(default_factory=Timings)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
@@ -55,11 +59,49 @@ class Fallback:
 
 
 @dataclass
-class InpaintOutput:
-    """images: uint8 Tensor (B, 3, H, W), the frames with every region filled; the compositor takes only
-    the pixels under each frame's alpha from it. fallbacks: regions filled by a fallback, if any."""
+class RegionFill:
+    """The pixels an inpainter provides for one region of one frame of its batch.
 
-    images: torch.Tensor
+    frame: index of the frame in the batch (0..B-1).
+    region: index of the region in that frame's Detections, or -1 for a fill covering several regions
+        (e.g. a scramble of the union of a frame's regions).
+    window: (x0, y0, x1, y1) in frame pixels, exclusive ends, inside the frame; h = y1 - y0, w = x1 - x0.
+    rgb: uint8 Tensor (3, h, w), RGB; only its pixels under ``mask`` are used.
+    mask: bool Tensor (h, w), the pixels of the window this fill provides.
+
+    The compositor pastes fills in list order: where two fills of a frame overlap, the later one wins.
+    """
+
+    frame: int
+    region: int
+    window: tuple[int, int, int, int]
+    rgb: torch.Tensor
+    mask: torch.Tensor
+
+    def __post_init__(self) -> None:
+        x0, y0, x1, y1 = self.window
+        size = (y1 - y0, x1 - x0)
+        if not (0 <= x0 < x1 and 0 <= y0 < y1):
+            raise ValueError(f"RegionFill.window must be (x0, y0, x1, y1) with x0 < x1, y0 < y1, got {self.window}")
+        if self.rgb.dtype != torch.uint8 or tuple(self.rgb.shape) != (3, *size):
+            raise ValueError(f"RegionFill.rgb must be uint8 (3, {size[0]}, {size[1]}) for window {self.window}, "
+                             f"got {self.rgb.dtype} {tuple(self.rgb.shape)}")
+        if self.mask.dtype != torch.bool or tuple(self.mask.shape) != size:
+            raise ValueError(f"RegionFill.mask must be bool {size} for window {self.window}, "
+                             f"got {self.mask.dtype} {tuple(self.mask.shape)}")
+
+
+@dataclass
+class InpaintOutput:
+    """What an inpainter returns for a batch: its fills, and the regions it filled by a fallback.
+
+    fills: the pixels of every region, in paste order (see :class:`RegionFill`); the compositor pastes them
+        into the frames, once, under each frame's alpha. A fill must cover every pixel of its region's fill
+        mask that the inpainter means to change; a pixel no fill covers keeps its original value.
+    fallbacks: regions filled by a fallback, if any.
+    """
+
+    fills: list[RegionFill] = field(default_factory=list)
     fallbacks: list[Fallback] = field(default_factory=list)
 
 
@@ -89,4 +131,4 @@ class Inpainter(ABC):
 
     @abstractmethod
     def __call__(self, batch: InpaintBatch) -> InpaintOutput:
-        """Fill every region of every frame of ``batch``; must never leave a region's pixels as they were."""
+        """The fills of every region of every frame of ``batch``; must never leave a region's pixels as they were."""

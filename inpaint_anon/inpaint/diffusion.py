@@ -6,7 +6,8 @@ pixels as the pipeline): a 9-channel inpainting U-Net gets the mask and masked-i
 concatenated to its input; a plain 4-channel SD-1.5 U-Net gets the known region re-noised and blended
 back into the latents after every step. Around it, :meth:`LatentInpainter.__call__` crops each region
 (mask box plus context) out of its frame, resizes it to the model resolution, inpaints the crops of
-consecutive frames together and pastes each result back under its region's fill mask.
+consecutive frames together and returns each result, resized back to its crop window, as the region's fill
+(the compositor pastes it under the region's fill mask).
 
 The steps, numbered alike in every docstring and comment of this module:
 
@@ -17,8 +18,9 @@ The steps, numbered alike in every docstring and comment of this module:
 4. denoise: the U-Net loop;
 5. decode: the VAE decodes the latents to pixels; a chunk that failed in step 3, 4 or 5 is retried one
    region at a time (steps 3-5 again, each region with a new scheduler);
-6. paste: each fill back into its frame under its region's fill mask;
-7. fallback: a region that still failed is filled by the fallback inpainter.
+6. fill: each decoded crop, resized back to its window, becomes its region's fill (the compositor pastes it
+   under the region's fill mask);
+7. fallback: a region that still failed gets the fallback inpainter's fill.
 
 :meth:`~LatentInpainter.encode_step` runs steps 1-3, :meth:`~LatentInpainter.denoise_step` step 4 and
 :meth:`~LatentInpainter.decode_step` steps 5-7, in overlapping threads of the pipeline;
@@ -56,8 +58,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from inpaint_anon.device import resolve_device, resolve_dtype
 from inpaint_anon.errors import ConfigError
-from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
-from inpaint_anon.inpaint.fallback import fail_closed_fill
+from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput, RegionFill
+from inpaint_anon.inpaint.fallback import fail_closed_fills
 from inpaint_anon.inpaint.schedulers import scheduler_class
 from inpaint_anon.timing import Timings
 from inpaint_anon.types import Detections, PromptEmbeds, SDComponents, cover_boxes, masks_to_boxes
@@ -243,7 +245,6 @@ class LatentInpainter(Inpainter):
         self.scheduler = self._pipeline(scheduler_cls.from_config(base_scheduler.config)).scheduler
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.prompt_embeds = prompt_embeds.to(self._device, self.dtype)
-        self.timings = Timings()  # written by the pipeline's encode, denoise and decode threads
 
     @classmethod
     def from_pretrained(
@@ -339,9 +340,10 @@ class LatentInpainter(Inpainter):
         return self.guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
 
     @contextmanager
-    def _timed(self, name: str) -> Iterator[None]:
-        """Add the seconds spent in the block to ``timings[name]`` (CUDA work waited for)."""
-        with self.timings(name):
+    def _timed(self, timings: Timings, name: str) -> Iterator[None]:
+        """Add the seconds spent in the block to ``timings[name]`` (CUDA work waited for); ``timings`` is the
+        batch's (:attr:`InpaintBatch.timings`), so each run reports its own."""
+        with timings(name):
             try:
                 yield
             finally:
@@ -362,8 +364,9 @@ class LatentInpainter(Inpainter):
 
     @torch.no_grad()
     def __call__(self, batch: InpaintBatch) -> InpaintOutput:
-        """Steps 1-7: fill every region of ``batch``; returns the frames (uint8 (B, 3, H, W)) with each
-        region's fill mask repainted and every other pixel unchanged."""
+        """Steps 1-7: fill every region of ``batch``: one fill per region (its crop window, its fill mask), on
+        this inpainter's device, in region order; the fallbacks' fills come last. Seconds spent go to
+        ``batch.timings`` ("crop", "vae_encode", "unet", "vae_decode", "paste", "fallback")."""
         return self.decode_step(self.denoise_step(self.encode_step(batch)))
 
     @torch.no_grad()
@@ -374,11 +377,12 @@ class LatentInpainter(Inpainter):
         chunks = []
         for chunk_regions in _chunks(regions, self.max_batch):
             # 2. Crops at model resolution
-            with self._timed("crop"):
+            with self._timed(batch.timings, "crop"):
                 crops, masks = self._prepare_crops(batch.images, batch.detections, chunk_regions)
             chunk = _Chunk(chunk_regions, crops, masks)
             # 3. Latents (a scheduler of the chunk's own, noise, VAE-encoded crops)
-            self._attempt(chunk, lambda c=chunk: self._prepare_latents(c.crops, c.masks, *self._conditions(c.regions)))
+            self._attempt(chunk, lambda c=chunk: self._prepare_latents(c.crops, c.masks, *self._conditions(c.regions),
+                                                                       timings=batch.timings))
             chunks.append(chunk)
         return _Job(batch, chunks)
 
@@ -387,34 +391,37 @@ class LatentInpainter(Inpainter):
         """Step 4: the U-Net loop of every chunk, each with its own scheduler."""
         # 4. Denoise
         for chunk in job.chunks:
-            self._attempt(chunk, lambda c=chunk: self._denoise(c.state))
+            self._attempt(chunk, lambda c=chunk: self._denoise(c.state, job.batch.timings))
         return job
 
     @torch.no_grad()
     def decode_step(self, job: _Job) -> InpaintOutput:
-        """Steps 5-7: VAE-decode, retry failed chunks one region at a time, paste back, fill what failed."""
-        output = job.batch.images.clone()
+        """Steps 5-7: VAE-decode, retry failed chunks one region at a time, make each region's fill, fill what
+        failed by the fallback."""
+        timings = job.batch.timings
+        fills: list[RegionFill] = []
         failures: list[tuple[_Region, str]] = []
         for chunk in job.chunks:
             # 5. Decode (a chunk that failed in step 3, 4 or 5 is retried one region at a time)
-            self._attempt(chunk, lambda c=chunk: self._decode(c.state))
-            fills = list(chunk.state) if chunk.error is None else self._retry_one_by_one(chunk)
-            # 6. Paste each fill back under its region's fill mask
-            with self._timed("paste"):
-                for region, fill in zip(chunk.regions, fills):
-                    if isinstance(fill, str):
-                        failures.append((region, fill))
+            self._attempt(chunk, lambda c=chunk: self._decode(c.state, timings))
+            decoded = list(chunk.state) if chunk.error is None else self._retry_one_by_one(chunk, timings)
+            # 6. Fill: each decoded crop, back at its window's size, is its region's fill
+            with self._timed(timings, "paste"):
+                for region, crop in zip(chunk.regions, decoded):
+                    if isinstance(crop, str):
+                        failures.append((region, crop))
                     else:
-                        self._paste(output, job.batch.detections, region, fill)
-        # 7. Fill what failed with the fallback
-        with self._timed("fallback"):
-            fallbacks = self._fill_failures(output, job.batch.images, job.batch, failures)
-        return InpaintOutput(images=output, fallbacks=fallbacks)
+                        fills.append(self._fill(job.batch.detections, region, crop))
+        # 7. Fill what failed with the fallback (after the others, so it wins where it overlaps a generated fill)
+        with self._timed(timings, "fallback"):
+            fallback_fills, fallbacks = self._fill_failures(job.batch, failures)
+        return InpaintOutput(fills=fills + fallback_fills, fallbacks=fallbacks)
 
     def _on_device(self, batch: InpaintBatch) -> tuple[InpaintBatch, list[_Region]]:
         """The batch with its frames and masks on the inpainter's device, and its regions to fill."""
         images = batch.images.to(self._device)
-        batch = InpaintBatch(images, [d.to(self._device) for d in batch.detections], list(batch.frame_indices))
+        batch = InpaintBatch(images, [d.to(self._device) for d in batch.detections], list(batch.frame_indices),
+                             batch.timings)
         return batch, self._list_regions(batch, height=images.shape[2], width=images.shape[3])
 
     def _list_regions(self, batch: InpaintBatch, height: int, width: int) -> list[_Region]:
@@ -472,7 +479,7 @@ class LatentInpainter(Inpainter):
         except Exception as err:  # noqa: BLE001 - privacy fails closed, whatever went wrong
             chunk.error, chunk.state = self._recover(err), None
 
-    def _retry_one_by_one(self, chunk: _Chunk) -> list[torch.Tensor | str]:
+    def _retry_one_by_one(self, chunk: _Chunk, timings: Timings) -> list[torch.Tensor | str]:
         """Step 5's retry, per region of a failed chunk: steps 3-5 for that region alone (a new scheduler each
         time, so the retry cannot disturb a chunk another thread is denoising); returns its fill float
         (3, res, res) in [0, 1], or why it failed."""
@@ -483,7 +490,7 @@ class LatentInpainter(Inpainter):
         for i, region in enumerate(chunk.regions):
             try:
                 crops, masks = chunk.crops[i : i + 1], chunk.masks[i : i + 1]
-                fills.append(self.inpaint_crops(crops, masks, *self._conditions([region]))[0])
+                fills.append(self.inpaint_crops(crops, masks, *self._conditions([region]), timings=timings)[0])
             except Exception as err:  # noqa: BLE001
                 fills.append(self._recover(err))
         return fills
@@ -500,39 +507,24 @@ class LatentInpainter(Inpainter):
         cond = torch.stack([self.prompt_embeds.for_class(r.class_name) for r in regions])
         return cond, [torch.Generator("cpu").manual_seed(r.seed) for r in regions]
 
-    def _paste(
-        self, output: torch.Tensor, detections: list[Detections], region: _Region, fill: torch.Tensor
-    ) -> None:
-        """Resize ``fill`` (3, res, res) in [0, 1] to the region's window and write it into ``output`` (uint8)
-        under the region's fill mask only."""
+    def _fill(self, detections: list[Detections], region: _Region, crop: torch.Tensor) -> RegionFill:
+        """The region's fill: decoded ``crop`` (3, res, res) in [0, 1] resized to its window, as uint8, over the
+        region's fill mask in that window."""
         w = region.window
-        fill = _resize(fill[None].float(), (w.y1 - w.y0, w.x1 - w.x0))[0]
-        fill = (fill * 255).round().clamp(0, 255).to(torch.uint8)
+        rgb = _resize(crop[None].float(), (w.y1 - w.y0, w.x1 - w.x0))[0]
+        rgb = (rgb * 255).round().clamp(0, 255).to(torch.uint8)
         mask = detections[region.b].masks[region.index, w.y0 : w.y1, w.x0 : w.x1]
-        view = output[region.b, :, w.y0 : w.y1, w.x0 : w.x1]
-        view.copy_(torch.where(mask, fill, view))
+        return RegionFill(region.b, region.index, (w.x0, w.y0, w.x1, w.y1), rgb, mask)
 
     def _fill_failures(
-        self,
-        output: torch.Tensor,
-        images: torch.Tensor,
-        batch: InpaintBatch,
-        failures: list[tuple[_Region, str]],
-    ) -> list[Fallback]:
-        """Fill each failed region with the fallback inpainter (solid black if it fails too)."""
+        self, batch: InpaintBatch, failures: list[tuple[_Region, str]]
+    ) -> tuple[list[RegionFill], list[Fallback]]:
+        """Fills of the failed regions by the fallback inpainter (solid black if it fails too), and reports."""
         if not failures:
-            return []
-        frames = sorted({r.b for r, _ in failures})
-        sub_batch = InpaintBatch(
-            images=images[frames],
-            detections=[batch.detections[b][[r.index for r, _ in failures if r.b == b]] for b in frames],
-            frame_indices=[batch.frame_indices[b] for b in frames],
-        )
-        filled, used = fail_closed_fill(sub_batch, self.fallback)
+            return [], []
+        fills, used = fail_closed_fills(batch, [(r.b, r.index) for r, _ in failures], self.fallback)
         reports = []
         for region, reason in failures:
-            mask = batch.detections[region.b].masks[region.index]
-            output[region.b][:, mask] = filled[frames.index(region.b)][:, mask]
             logger.warning(
                 "frame %d region %d (%s): %s; filled by %s",
                 region.frame_index,
@@ -542,7 +534,7 @@ class LatentInpainter(Inpainter):
                 used,
             )
             reports.append(Fallback(region.frame_index, region.index, region.class_name, used, reason))
-        return reports
+        return fills, reports
 
     # ------------------------------------------------------------------------------------------- crops
 
@@ -562,7 +554,12 @@ class LatentInpainter(Inpainter):
 
     @torch.no_grad()
     def inpaint_crops(
-        self, images: torch.Tensor, masks: torch.Tensor, cond: torch.Tensor, generators: list[torch.Generator]
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        cond: torch.Tensor,
+        generators: list[torch.Generator],
+        timings: Timings | None = None,
     ) -> torch.Tensor:
         """Steps 3-5: inpaint model-resolution crops, as ``StableDiffusionInpaintPipeline`` does with the same
         inputs. Safe to call from several threads at once (each call has its own scheduler).
@@ -572,6 +569,7 @@ class LatentInpainter(Inpainter):
             masks: float (B, 1, h, w) in {0, 1}; 1 = repaint.
             cond: float (B, 77, D), each crop's prompt embedding (``uncond`` comes from ``prompt_embeds``).
             generators: B CPU ``torch.Generator``, one per crop; all of a crop's noise comes from its own.
+            timings: where to add the seconds of "vae_encode", "unet" and "vae_decode" (default: nowhere).
 
         Returns:
             float32 (B, 3, h, w) in [0, 1], the decoded crops.
@@ -579,10 +577,18 @@ class LatentInpainter(Inpainter):
         Raises:
             NonFiniteError: NaN/inf in the latents or decoded crops.
         """
-        return self._decode(self._denoise(self._prepare_latents(images, masks, cond, generators)))
+        timings = Timings() if timings is None else timings
+        latents = self._prepare_latents(images, masks, cond, generators, timings=timings)
+        return self._decode(self._denoise(latents, timings), timings)
 
     def _prepare_latents(
-        self, images: torch.Tensor, masks: torch.Tensor, cond: torch.Tensor, generators: list[torch.Generator]
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        cond: torch.Tensor,
+        generators: list[torch.Generator],
+        *,
+        timings: Timings,
     ) -> _ChunkLatents:
         """Step 3: a pipeline with a new scheduler, embeddings, timesteps, noise, VAE-encoded (masked) crops.
 
@@ -614,7 +620,7 @@ class LatentInpainter(Inpainter):
         images = images.to(device=device, dtype=torch.float32)
         image_latents = None
         if not nine_channels or not is_strength_max:
-            with self._timed("vae_encode"):
+            with self._timed(timings, "vae_encode"):
                 image_latents = self._encode(images, generators)
         latent_shape = (b, self.vae.config.latent_channels, h // f, w // f)
         noise = randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
@@ -629,7 +635,7 @@ class LatentInpainter(Inpainter):
         masked_image = images * (masks.to(device) < 0.5)
         masked_image_latents = None
         if nine_channels:
-            with self._timed("vae_encode"):
+            with self._timed(timings, "vae_encode"):
                 masked_image_latents = self._encode(masked_image, generators)
         else:
             # diffusers encodes the masked image for a 4-channel U-Net too (and discards it): draw the same
@@ -638,13 +644,13 @@ class LatentInpainter(Inpainter):
         return _ChunkLatents(pipeline, timesteps, latents, noise, image_latents, mask, masked_image_latents,
                              prompt_embeds, self._timestep_cond(pipeline, b), generators)
 
-    def _denoise(self, chunk: _ChunkLatents) -> torch.Tensor:
+    def _denoise(self, chunk: _ChunkLatents, timings: Timings) -> torch.Tensor:
         """Step 4: the U-Net loop with the chunk's own scheduler; returns the final latents (B, 4, h/f, w/f)."""
         nine_channels = self.unet.config.in_channels == 9
         scheduler, timesteps = chunk.pipeline.scheduler, chunk.timesteps
         extra_step_kwargs = chunk.pipeline.prepare_extra_step_kwargs(chunk.generators, 0.0)
         latents, mask = chunk.latents, chunk.mask
-        with self._timed("unet"):
+        with self._timed(timings, "unet"):
             for i, t in enumerate(timesteps):
                 noise_pred = self._predict_noise(
                     scheduler, latents, t, chunk.prompt_embeds, chunk.timestep_cond, mask, chunk.masked_image_latents
@@ -676,9 +682,9 @@ class LatentInpainter(Inpainter):
         _, steps = retrieve_timesteps(pipeline.scheduler, self.steps, self._device)
         return pipeline.get_timesteps(steps, self.strength, self._device)[0]
 
-    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def _decode(self, latents: torch.Tensor, timings: Timings) -> torch.Tensor:
         """Step 5: VAE decode to float32 (B, 3, h, w) in [0, 1]."""
-        with self._timed("vae_decode"):
+        with self._timed(timings, "vae_decode"):
             decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
         if not torch.isfinite(decoded).all():
             raise NonFiniteError("NaN/inf in decoded crop")

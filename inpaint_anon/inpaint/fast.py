@@ -1,9 +1,10 @@
 """Real-time anonymizers: blur, pixelate, solid fill and keyed scramble, batched with torch.
 
-Each fills every region of every frame of an :class:`InpaintBatch` in one call, on its device ("auto" =
-cuda if available else cpu); frames and masks are moved there, results are returned on the device of the
-input images. Solid and scramble work on the union of each frame's fill regions. Blur and pixelate share
-one path:
+Each returns the fills (:class:`RegionFill`) of every region of every frame of an :class:`InpaintBatch` in
+one call, computed on its device ("auto" = cuda if available else cpu; frames and masks are moved there, the
+fills stay there). Each fill covers its region's fill mask, on a window that is the mask's bounding box; the
+compositor pastes them. Solid fills each region with its colour; scramble returns one fill per frame (region
+-1), the union of the frame's fill regions scrambled together. Blur and pixelate share one path:
 
 * all regions of the batch are gathered into one list of masked pixels (``_Regions``); each region's box is
   its ``boxes_xyxy`` (a tracker's smoothed box steadies the placement) grown to contain its fill mask's
@@ -13,8 +14,9 @@ one path:
   coverage channel, so pixels outside the frame do not count), the crops are processed in one batch, and
   every masked pixel reads its value back from its region's crop with one vectorized gather
   (``_sample_points``);
-* ``_paste`` writes the values; where regions overlap, the largest region (the coarsest fill) wins, so each
-  pixel is written once and the output is deterministic on every device.
+* ``_region_fills`` puts the values into one fill per region, ordered by box area (ties: region order), so
+  that where regions overlap the largest region (the coarsest fill) is pasted last and wins, and the output
+  is deterministic on every device.
 
 Fail closed: a region whose processed values are not finite (which a region inside the frame cannot
 produce, but a bug or a bad device kernel could) is filled with :data:`FALLBACK_RGB` (black) instead and
@@ -37,9 +39,9 @@ from torchvision.ops import roi_align
 from inpaint_anon.composite import check_float, check_int
 from inpaint_anon.device import resolve_device
 from inpaint_anon.errors import ConfigError
-from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
+from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput, RegionFill
 from inpaint_anon.scramble import key_bytes, key_fingerprint, scramble_chw, video_key
-from inpaint_anon.types import cover_boxes
+from inpaint_anon.types import cover_boxes, masks_to_boxes
 
 FALLBACK_RGB = (0, 0, 0)
 # Blur sigma per pixel of a region's shorter side at strength 1: a 100 px face gets sigma 15 px.
@@ -54,15 +56,18 @@ class _Regions:
     """Every region of a batch, flattened (M regions, P masked pixels), on one device.
 
     frame: int64 (M,) index of the region's frame in the batch; index: int64 (M,) its index in that frame's
-    Detections; ids: int64 (M,) its track id (or ``index`` before tracking); boxes: float32 (M, 4) tight
-    xyxy boxes of the fill masks (exclusive right/bottom; zeros for an empty mask); class_names: M names.
-    point_region, point_y, point_x: int64 (P,) region and frame coordinates of every masked pixel.
+    Detections; ids: int64 (M,) its track id (or ``index`` before tracking); boxes: float32 (M, 4) xyxy boxes
+    (the given boxes grown to contain the fill masks); tight: int64 (M, 4) tight xyxy boxes of the fill masks
+    (exclusive right/bottom; zeros for an empty mask); class_names: M names.
+    point_region, point_y, point_x: int64 (P,) region and frame coordinates of every masked pixel, sorted by
+    region.
     """
 
     frame: torch.Tensor
     index: torch.Tensor
     ids: torch.Tensor
     boxes: torch.Tensor
+    tight: torch.Tensor
     class_names: list[str]
     point_region: torch.Tensor
     point_y: torch.Tensor
@@ -90,9 +95,9 @@ class _RegionInpainter(_TorchInpainter):
         images = batch.images.to(self._device)
         regions = _collect_regions(batch, self._device)
         if regions.point_region.numel() == 0:
-            return InpaintOutput(images=batch.images.clone())
+            return InpaintOutput()
         values = self._values(images, regions)
-        out, bad = _paste(images, regions, values)
+        fills, bad = _region_fills(regions, values)
         fallbacks = [
             Fallback(
                 frame_index=batch.frame_indices[int(regions.frame[m])],
@@ -103,7 +108,7 @@ class _RegionInpainter(_TorchInpainter):
             )
             for m in torch.nonzero(bad).flatten().tolist()
         ]
-        return InpaintOutput(images=out.to(batch.images.device), fallbacks=fallbacks)
+        return InpaintOutput(fills=fills, fallbacks=fallbacks)
 
     @abstractmethod
     def _values(self, images: torch.Tensor, regions: _Regions) -> torch.Tensor:
@@ -137,10 +142,9 @@ class SolidInpainter(_TorchInpainter):
         self.color = tuple(int(c) for c in color)
 
     def __call__(self, batch: InpaintBatch) -> InpaintOutput:
-        images = batch.images.to(self._device)
-        color = torch.tensor(self.color, dtype=torch.uint8, device=self._device)[None, :, None, None]
-        out = torch.where(_union_masks(batch, self._device)[:, None], color, images)
-        return InpaintOutput(images=out.to(batch.images.device))
+        for detections in batch.detections:
+            _check_mask_size(detections.masks, batch.images)
+        return InpaintOutput(fills=solid_fills(batch, self.color, device=self._device))
 
 
 class BlurInpainter(_RegionInpainter):
@@ -256,36 +260,63 @@ class ScrambleInpainter(_TorchInpainter):
         return f"ScrambleInpainter(key=<fingerprint {self.key_fingerprint}>, hide_colors={self.hide_colors})"
 
     def __call__(self, batch: InpaintBatch) -> InpaintOutput:
-        images = batch.images.to(self._device)
-        union = _union_masks(batch, self._device)
-        out = torch.stack(
-            [
-                scramble_chw(image, mask, self._key, index, self.hide_colors)
-                for image, mask, index in zip(images, union, batch.frame_indices, strict=True)
-            ]
-        )
-        return InpaintOutput(images=out.to(batch.images.device))
+        """One fill per frame with regions (region -1): the union of its fill regions, scrambled together,
+        on the union's bounding box."""
+        fills = []
+        for b, (detections, index) in enumerate(zip(batch.detections, batch.frame_indices, strict=True)):
+            if not len(detections):
+                continue
+            union = _frame_masks(detections.masks, batch.images, self._device).any(dim=0)
+            ((x0, y0, x1, y1),) = masks_to_boxes(union[None]).long().tolist()
+            if x1 <= x0:
+                continue
+            scrambled = scramble_chw(batch.images[b].to(self._device), union, self._key, index, self.hide_colors)
+            window = (slice(y0, y1), slice(x0, x1))
+            fills.append(RegionFill(b, -1, (x0, y0, x1, y1), scrambled[:, window[0], window[1]],
+                                    union[window[0], window[1]]))
+        return InpaintOutput(fills=fills)
 
 
-def _union_masks(batch: InpaintBatch, device: torch.device) -> torch.Tensor:
-    """bool (B, H, W) on ``device``: the union of each frame's fill regions."""
-    return torch.stack(
-        [
-            _frame_masks(detections.masks, batch.images, device).any(dim=0)
-            if len(detections)
-            else torch.zeros(batch.images.shape[2:], dtype=torch.bool, device=device)
-            for detections in batch.detections
-        ]
-    )
+def solid_fills(
+    batch: InpaintBatch,
+    color: Sequence[int],
+    regions: Sequence[tuple[int, int]] | None = None,
+    device: torch.device | None = None,
+) -> list[RegionFill]:
+    """One fill per region: ``color`` (RGB 0..255) on its fill mask, on the mask's bounding box.
+
+    regions: (frame in batch, region index) pairs, in paste order; None = every region of every frame.
+    device: where the fills are made (default the batch's images' device). Empty masks get no fill.
+    """
+    device = batch.images.device if device is None else device
+    if regions is None:
+        regions = [(b, i) for b, dets in enumerate(batch.detections) for i in range(len(dets))]
+    rgb = torch.tensor(tuple(color), dtype=torch.uint8, device=device)[:, None, None]
+    boxes: dict[int, list[list[int]]] = {}
+    fills = []
+    for b, i in regions:
+        masks = batch.detections[b].masks
+        if b not in boxes:
+            boxes[b] = masks_to_boxes(masks).long().tolist()
+        x0, y0, x1, y1 = boxes[b][i]
+        if x1 > x0:
+            mask = masks[i, y0:y1, x0:x1].to(device=device, dtype=torch.bool)
+            fills.append(RegionFill(b, i, (x0, y0, x1, y1), rgb.expand(3, *mask.shape), mask))
+    return fills
 
 
-def _frame_masks(masks: torch.Tensor, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """bool (N, H, W) masks on ``device``, checked to be at the frame size of uint8 (B, 3, H, W) images."""
+def _check_mask_size(masks: torch.Tensor, images: torch.Tensor) -> None:
+    """ValueError unless (N, H, W) ``masks`` are at the frame size of uint8 (B, 3, H, W) ``images``."""
     if tuple(masks.shape[1:]) != tuple(images.shape[2:]):
         raise ValueError(
             f"fill masks of size {tuple(masks.shape[1:])} do not match the frames "
             f"{tuple(images.shape[2:])}; detections must be at frame resolution"
         )
+
+
+def _frame_masks(masks: torch.Tensor, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """bool (N, H, W) masks on ``device``, checked to be at the frame size of uint8 (B, 3, H, W) images."""
+    _check_mask_size(masks, images)
     return masks.to(device=device, dtype=torch.bool)
 
 
@@ -308,13 +339,16 @@ def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
         count += n
     if count == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return _Regions(empty, empty, empty, torch.zeros((0, 4), device=device), [], empty, empty, empty)
+        no_boxes = torch.zeros((0, 4), device=device)
+        return _Regions(empty, empty, empty, no_boxes, no_boxes.long(), [], empty, empty, empty)
     point_region, point_y, point_x = torch.cat(points, dim=1)
+    tight = _point_boxes(point_region, point_y, point_x, count)
     return _Regions(
         frame=torch.cat(frame),
         index=torch.cat(index),
         ids=torch.cat(ids),
-        boxes=cover_boxes(torch.cat(given_boxes), _point_boxes(point_region, point_y, point_x, count)),
+        boxes=cover_boxes(torch.cat(given_boxes), tight.to(torch.float32)),
+        tight=tight,
         class_names=class_names,
         point_region=point_region,
         point_y=point_y,
@@ -323,11 +357,11 @@ def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
 
 
 def _point_boxes(region: torch.Tensor, y: torch.Tensor, x: torch.Tensor, count: int) -> torch.Tensor:
-    """float32 (count, 4) tight xyxy boxes (exclusive right/bottom) of each region's points; zeros if none."""
+    """int64 (count, 4) tight xyxy boxes (exclusive right/bottom) of each region's points; zeros if none."""
     boxes = torch.zeros((count, 4), dtype=torch.int64, device=region.device)
     for column, coords, reduce in ((0, x, "amin"), (1, y, "amin"), (2, x + 1, "amax"), (3, y + 1, "amax")):
         boxes[:, column].scatter_reduce_(0, region, coords, reduce=reduce, include_self=False)
-    return boxes.to(torch.float32)
+    return boxes
 
 
 def _canonical_crops(
@@ -400,32 +434,37 @@ def _sample_points(
     return top * (1 - fv) + bottom * fv
 
 
-def _paste(
-    images: torch.Tensor, regions: _Regions, values: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 (B, 3, H, W) copy of ``images`` with float (P, 3) ``values`` at the masked pixels, and bool (M,)
-    flags of the regions that had non-finite values (filled with :data:`FALLBACK_RGB` instead).
+def _region_fills(regions: _Regions, values: torch.Tensor) -> tuple[list[RegionFill], torch.Tensor]:
+    """One fill per non-empty region from float (P, 3) ``values`` at its masked pixels, and bool (M,) flags of
+    the regions that had non-finite values (filled with :data:`FALLBACK_RGB` instead).
 
-    Where regions overlap, the pixel is written once, by the region with the largest box (ties: the later).
+    Fills are ordered by the area of the regions' boxes (ties: region order), so the compositor pastes the
+    largest region last and it wins where regions overlap. Each fill's window is its mask's tight box.
     """
-    b, _, h, w = images.shape
+    device = values.device
     region = regions.point_region
     finite = torch.isfinite(values).all(dim=1)
-    bad = torch.zeros(len(regions), dtype=torch.bool, device=images.device).index_fill_(
-        0, region[~finite], True
-    )
-    fallback = torch.tensor(FALLBACK_RGB, dtype=torch.float32, device=images.device)
+    bad = torch.zeros(len(regions), dtype=torch.bool, device=device).index_fill_(0, region[~finite], True)
+    fallback = torch.tensor(FALLBACK_RGB, dtype=torch.float32, device=device)
     values = torch.where(bad[region][:, None], fallback, values)
-    pixels = values.round().clamp(0, 255).to(torch.uint8)
-    frame = regions.frame[region]
-    offset = regions.point_y * w + regions.point_x
+    pixels = values.round_().clamp_(0, 255).to(torch.uint8)
+    # points are sorted by region: region m's are one slice
+    counts = torch.bincount(region, minlength=len(regions))
+    starts = (torch.cumsum(counts, 0) - counts).tolist()
+    counts, tight = counts.tolist(), regions.tight.tolist()
     boxes = regions.boxes
-    priority = torch.empty(len(regions), dtype=torch.int64, device=images.device)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    priority[torch.argsort(area, stable=True)] = torch.arange(len(regions), device=images.device)
-    owner = torch.full((b * h * w,), -1, dtype=torch.int64, device=images.device)
-    owner.scatter_reduce_(0, frame * (h * w) + offset, priority[region], reduce="amax")
-    keep = owner[frame * (h * w) + offset] == priority[region]
-    out = images.clone(memory_format=torch.contiguous_format)
-    out.view(b, 3, h * w)[frame[keep], :, offset[keep]] = pixels[keep]
-    return out, bad
+    order = torch.argsort((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), stable=True).tolist()
+    frames, indices = regions.frame.tolist(), regions.index.tolist()
+    fills = []
+    for m in order:
+        if counts[m] == 0:
+            continue
+        x0, y0, x1, y1 = tight[m]
+        points = slice(starts[m], starts[m] + counts[m])
+        ys, xs = regions.point_y[points] - y0, regions.point_x[points] - x0
+        rgb = torch.zeros((3, y1 - y0, x1 - x0), dtype=torch.uint8, device=device)
+        mask = torch.zeros((y1 - y0, x1 - x0), dtype=torch.bool, device=device)
+        rgb[:, ys, xs] = pixels[points].T
+        mask[ys, xs] = True
+        fills.append(RegionFill(frames[m], indices[m], (x0, y0, x1, y1), rgb, mask))
+    return fills, bad
