@@ -156,6 +156,7 @@ class AnonymizePipeline:
         keep_metadata: bool = False,
         crf: int = 18,
         preset: str = "medium",
+        codec: str = "libx264",
         record_detections: str | Path | None = None,
     ) -> RunResult:
         """Anonymize ``source`` into ``output`` and return what happened.
@@ -166,6 +167,7 @@ class AnonymizePipeline:
            VAE encode / U-Net / VAE decode) -> blend -> encode;
         3. on success rename the temporary file to ``output``; on any error delete it and re-raise.
 
+        ``codec``: the video encoder (:class:`~inpaint_anon.video.VideoWriter`), e.g. ``"ffv1"`` (lossless, .mkv).
         ``record_detections``: also write each frame's final (tracked, not yet dilated) detections there
         (:class:`~inpaint_anon.detect.cache.DetectionWriter` format), for evaluation; kept only on success.
         """
@@ -181,7 +183,7 @@ class AnonymizePipeline:
 
         # 1. open source and output; both raise InputError before any work starts
         with VideoReader(source) as reader, VideoWriter(
-            output, reader.meta, source=source, crf=crf, preset=preset,
+            output, reader.meta, source=source, crf=crf, preset=preset, codec=codec,
             keep_metadata=keep_metadata, overwrite=overwrite,
         ) as writer, _detections_writer(record_detections, source, self.detector.names) as recorder:
             meta = reader.meta
