@@ -40,7 +40,6 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -445,8 +444,3 @@ class ScrambledPixels:
                     (self.height, self.width), dtype=torch.bool)
         except CorruptCacheError as error:
             raise self._unusable(error.reason) from None
-
-    def describe(self) -> dict[str, Any]:
-        """The public facts, e.g. for run.json."""
-        return {"scheme": SCHEME, "nonce": self.nonce, "key_fingerprint": self.key_fingerprint,
-                "hide_colors": self.hide_colors, "frames": self.n_frames}

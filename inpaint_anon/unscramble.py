@@ -151,12 +151,13 @@ def run(cfg: DictConfig) -> Path:
     run_dir = _mandatory(cfg, "run_dir", "run_dir=PATH (the run folder of an inpainter=scramble run)")
     output = _mandatory(cfg, "output", "output=PATH.mkv")
     facts = _run_facts(run_dir)
-    scrambled = (Path(str(cfg.input)).expanduser() if cfg.input is not None
-                 else _scrambled_video(facts.get("output"), run_dir))
+    key = _key(cfg.key_file)
     pixels = ScrambledPixels(run_dir / PIXELS_FILE)
     if pixels.nonce != facts["scramble"].get("nonce"):
         raise InputError(f"{pixels.path} and run.json of {run_dir} name different nonces; use an untouched run folder")
-    key = _key(cfg.key_file)
+    pixels.check_key(key)
+    scrambled = (Path(str(cfg.input)).expanduser() if cfg.input is not None
+                 else _scrambled_video(facts.get("output"), run_dir))
     if facts["scramble"].get("lossless_output") is False:
         print(f"warning: run {run_dir} wrote a lossy output (inpainter.allow_lossy=true): the restored pixels are "
               "only approximate", file=sys.stderr, flush=True)
