@@ -113,7 +113,7 @@ def run(cfg: DictConfig) -> float | None:
     recorder = (inpainter.record_pixels(run_dir / PIXELS_FILE, meta.height, meta.width)
                 if isinstance(inpainter, ScrambleInpainter) else None)
     if recorder is not None:
-        _log_scramble_output(output, video, lossless, run_dir)
+        _log_scramble_output(output, video, _lossless_output(output, video), run_dir)
 
     # 3. run (a detection cache and the scrambled pixel record are finished only when the whole run succeeded)
     try:
@@ -134,7 +134,8 @@ def run(cfg: DictConfig) -> float | None:
     # 4. record and report
     record = _run_record(cfg, result, source, inpainter)
     if recorder is not None:
-        record["scramble"].update(pixels=PIXELS_FILE, lossless_output=lossless, codec=video.get("codec", "libx264"))
+        record["scramble"].update(pixels=PIXELS_FILE, lossless_output=_lossless_output(output, video),
+                                  codec=video.get("codec", "libx264"))
     (run_dir / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     for event in result.events:
         if event.get("event") == "fallback":
@@ -182,7 +183,11 @@ def _resolve_paths(cfg: DictConfig, lossless: bool = False) -> tuple[Path, Path]
 def _inpainter_class(node: DictConfig) -> type:
     """The class an inpainter config builds: its ``_target_``, or the class of a factory classmethod such as
     ``LatentInpainter.from_pretrained`` (imports the module, loads no model)."""
-    target = hydra.utils.get_object(str(node._target_))
+    name = str(node.get("_target_"))
+    try:
+        target = hydra.utils.get_object(name)
+    except Exception as error:  # noqa: BLE001 - Hydra raises ImportError/ValueError/others for a bad path
+        raise ConfigError(f"inpainter._target_={name} cannot be imported ({error}); check the name") from None
     return target.__self__ if inspect.ismethod(target) else target
 
 
@@ -207,18 +212,27 @@ def _video_settings(cfg: DictConfig, output: Path, lossless: bool) -> dict[str, 
     if not lossless:
         return video
     suffix = output.suffix.lower()
-    fix = ("use a .mkv output (FFV1, lossless: the default output here) or pass inpainter.allow_lossy=true to "
-           "accept an output that cannot be undone exactly")
+    if suffix == ".mkv" and video.get("codec") is None:
+        video = {**video, "codec": LOSSLESS_CODECS[0]}
+    if _lossless_output(output, video):
+        return video
     if suffix in IMAGE_SUFFIXES:
-        if suffix in LOSSLESS_IMAGE_SUFFIXES:
-            return video
         raise ConfigError(f"{output.name} is a lossy image format, but this inpainter's output must be lossless "
                           f"to be reversible; use a .png output or pass inpainter.allow_lossy=true")
     codec = video.get("codec")
-    if suffix == ".mkv" and codec in (None, *LOSSLESS_CODECS):
-        return {**video, "codec": codec or LOSSLESS_CODECS[0]}
     what = f"video.codec={codec}" if codec is not None else f"a {suffix or 'suffix-less'} output (H.264)"
-    raise ConfigError(f"{what} is lossy, but this inpainter's output must be lossless to be reversible; {fix}")
+    raise ConfigError(f"{what} is lossy, but this inpainter's output must be lossless to be reversible; use a .mkv "
+                      "output (FFV1, lossless: the default output here) or pass inpainter.allow_lossy=true to accept "
+                      "an output that cannot be undone exactly")
+
+
+def _lossless_output(output: Path, video: dict[str, Any]) -> bool:
+    """True when ``output`` written with the ``video`` settings decodes to exactly the frames written: a lossless
+    still format, or a lossless codec (:data:`LOSSLESS_CODECS`) in a .mkv."""
+    suffix = output.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return suffix in LOSSLESS_IMAGE_SUFFIXES
+    return suffix == ".mkv" and video.get("codec") in LOSSLESS_CODECS
 
 
 def _log_scramble_output(output: Path, video: dict[str, Any], lossless: bool, run_dir: Path) -> None:

@@ -257,6 +257,8 @@ def test_a_lossless_inpainter_gets_a_lossless_output_by_default_and_refuses_loss
     assert _needs_lossless(OmegaConf.create({"_target_": "inpaint_anon.inpaint.fast.BlurInpainter"})) is False
     diffusion = OmegaConf.create({"_target_": "inpaint_anon.inpaint.diffusion.LatentInpainter.from_pretrained"})
     assert _needs_lossless(diffusion) is False  # a factory classmethod: its class is read, no model loaded
+    with pytest.raises(ConfigError, match="inpainter._target_=inpaint_anon.nope.Thing cannot be imported"):
+        _needs_lossless(OmegaConf.create({"_target_": "inpaint_anon.nope.Thing"}))
 
     cfg = config("in.mp4")
     assert _video_settings(cfg, tmp_path / "x.mkv", lossless=True) == {**video, "codec": "ffv1"}
