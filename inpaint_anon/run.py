@@ -9,29 +9,36 @@ an unknown config choice or key) prints one ``error: ...`` line on stderr and ex
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import platform
-import secrets
+import re
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from inpaint_anon.errors import ConfigError, InpaintAnonError, InputError
 from inpaint_anon.types import RunResult
 
+if TYPE_CHECKING:
+    from inpaint_anon.video import VideoSettings
+
 logger = logging.getLogger("inpaint_anon")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+LOSSLESS_IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
 DETECTION_RUN_KEYS = ("stride", "cache")  # detector config keys that set up the detection stage, not the model
+INPAINTER_RUN_KEYS = ("key_file", "allow_lossy")  # inpainter config keys read by this module, not the inpainter
 VERSIONED_PACKAGES = ("inpaint_anon", "torch", "torchvision", "diffusers", "transformers",
                       "ultralytics-opencv-headless", "ultralytics", "av", "numpy", "hydra-core")
 
@@ -74,13 +81,18 @@ def run(cfg: DictConfig) -> float | None:
     import torch
 
     from inpaint_anon.detect.cache import CachedDetector
+    from inpaint_anon.inpaint.fast import ScrambleInpainter
     from inpaint_anon.pipeline import AnonymizePipeline
-    from inpaint_anon.video import VideoSettings, check_output, probe
+    from inpaint_anon.scramble import PIXELS_FILE
+    from inpaint_anon.video import check_output, probe
 
+    # 0. secrets given on the command line are removed from the files Hydra saved at job start
+    _redact_hydra_files(cfg)
     # 1. resolve and check input, output and encoder settings before loading any model
-    source, output = _resolve_paths(cfg)
-    video = VideoSettings.from_dict(_plain(cfg.video))
-    probe(source, max_pixels=video.max_pixels)
+    lossless = _needs_lossless(cfg.inpainter)
+    source, output = _resolve_paths(cfg, lossless)
+    video = _video_settings(cfg, output, lossless)
+    meta = probe(source, max_pixels=video.max_pixels)
     check_output(output, source=source, overwrite=cfg.overwrite, video=video)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
 
@@ -89,7 +101,7 @@ def run(cfg: DictConfig) -> float | None:
     torch.manual_seed(cfg.seed)
     detector_cfg = {k: v for k, v in _plain(cfg.detector).items() if k not in DETECTION_RUN_KEYS}
     stride, use_cache = cfg.detector.get("stride", 1), cfg.detector.get("cache", False)
-    inpainter_cfg = _inpainter_config(cfg, run_dir)
+    inpainter_cfg = _inpainter_config(cfg, run_dir, output)
     detector = _instantiate("detector", detector_cfg)
     tracker = _instantiate("tracker", cfg.tracker) if cfg.get("tracker") is not None else None
     inpainter = _instantiate("inpainter", inpainter_cfg)
@@ -99,21 +111,33 @@ def run(cfg: DictConfig) -> float | None:
         detector = CachedDetector(detector, cfg.paths.cache, source, settings)
     pipe = AnonymizePipeline(detector=detector, inpainter=inpainter, compositor=compositor, tracker=tracker,
                              detect_stride=stride, **_plain(cfg.pipeline))
+    # a scramble records the exact pixels it changed in each frame: what unscrambling needs besides the key
+    recorder = (inpainter.record_pixels(run_dir / PIXELS_FILE, meta.height, meta.width)
+                if isinstance(inpainter, ScrambleInpainter) else None)
+    if recorder is not None:
+        _log_scramble_output(output, video, _lossless_output(output, video), run_dir)
 
-    # 3. run (a detection cache is finished only when the whole run succeeded)
+    # 3. run (a detection cache and the scrambled pixel record are finished only when the whole run succeeded)
     try:
         result = pipe(source, output, overwrite=cfg.overwrite, keep_metadata=cfg.keep_metadata,
                       record_detections=run_dir / "detections.dets", video=video)
     except BaseException:
         if use_cache:
             detector.abort()
+        if recorder is not None:
+            recorder.abort()
         raise
     if use_cache:
         detector.close()
         result.events.append({"event": "detection_cache", "hit": detector.hit, "path": str(detector.path)})
+    if recorder is not None:
+        recorder.commit(result.frames_out)
 
     # 4. record and report
     record = _run_record(cfg, result, source, inpainter)
+    if recorder is not None:
+        record["scramble"].update(pixels=PIXELS_FILE, lossless_output=_lossless_output(output, video),
+                                  codec=video.codec)
     (run_dir / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     for event in result.events:
         if event.get("event") == "fallback":
@@ -136,7 +160,10 @@ def _optimized_value(name: str | None, record: dict[str, Any], metrics: dict[str
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
+def _resolve_paths(cfg: DictConfig, lossless: bool = False) -> tuple[Path, Path]:
+    """(input, output) paths; the default output is ``<stem>_anon`` beside the input: .mp4 for a video (.mkv
+    when the inpainter needs a ``lossless`` output), the input's suffix for an image (.png when lossless needs
+    it)."""
     try:
         source = Path(str(cfg.input)).expanduser()
     except MissingMandatoryValue:
@@ -144,28 +171,133 @@ def _resolve_paths(cfg: DictConfig) -> tuple[Path, Path]:
     if not source.exists():
         raise InputError(f"input not found: {source}; check the path")
     if cfg.output is None:
-        suffix = source.suffix.lower() if source.suffix.lower() in IMAGE_SUFFIXES else ".mp4"
+        suffix = source.suffix.lower()
+        if suffix not in IMAGE_SUFFIXES:
+            suffix = ".mkv" if lossless else ".mp4"
+        elif lossless and suffix not in LOSSLESS_IMAGE_SUFFIXES:
+            suffix = ".png"
         output = source.with_name(f"{source.stem}_anon{suffix}")
     else:
         output = Path(str(cfg.output)).expanduser()
     return source, output
 
 
-def _inpainter_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
-    """The inpainter config, with a new scramble key generated (and saved) when none was given, and a
-    fresh per-video nonce when none was given."""
-    node = cfg.inpainter
-    if "nonce" in node and node.nonce is None:
-        node = OmegaConf.merge(node, {"nonce": secrets.token_hex(16)})
-    if "key" in node and node.key is None:
-        key = secrets.token_hex(32)
-        key_file = run_dir / "scramble.key"
-        key_file.touch(mode=0o600)
-        key_file.write_text(key + "\n")
-        logger.warning("no scramble key given: generated one and saved it to %s (keep it secret; "
-                       "set INPAINT_ANON_KEY or inpainter.key to choose your own)", key_file)
-        node = OmegaConf.merge(node, {"key": key})
+def _inpainter_class(node: DictConfig) -> type:
+    """The class an inpainter config builds: its ``_target_``, or the class of a factory classmethod such as
+    ``LatentInpainter.from_pretrained`` (imports the module, loads no model)."""
+    name = str(node.get("_target_"))
+    try:
+        target = hydra.utils.get_object(name)
+    except Exception as error:  # noqa: BLE001 - Hydra raises ImportError/ValueError/others for a bad path
+        raise ConfigError(f"inpainter._target_={name} cannot be imported ({error}); check the name") from None
+    return target.__self__ if inspect.ismethod(target) else target
+
+
+def _needs_lossless(node: DictConfig) -> bool:
+    """True when the inpainter's output must be lossless (:attr:`Inpainter.lossless`) and the user did not
+    accept a lossy one (``inpainter.allow_lossy=true``)."""
+    from inpaint_anon.inpaint.base import Inpainter
+
+    cls = _inpainter_class(node)
+    wants = isinstance(cls, type) and issubclass(cls, Inpainter) and cls.lossless
+    return bool(wants and not node.get("allow_lossy", False))
+
+
+def _video_settings(cfg: DictConfig, output: Path, lossless: bool) -> VideoSettings:
+    """The encoder settings (``video.*``, checked); ``video.codec: null`` picks FFV1 for a ``lossless`` run into a
+    .mkv output and libx264 otherwise. A lossless run refuses a lossy output.
+
+    A lossless run accepts a video whose codec is lossless (FFV1; libx264rgb at crf 0) or a .png/.bmp/.tif still;
+    anything else is a ConfigError naming the fix (a .mkv output, or ``inpainter.allow_lossy=true`` to accept an
+    output that cannot be unscrambled exactly).
+    """
+    from inpaint_anon.video import VideoSettings
+
+    values = _plain(cfg.video)
+    if values.get("codec") is None:
+        values["codec"] = "ffv1" if lossless and output.suffix.lower() == ".mkv" else "libx264"
+    video = VideoSettings.from_dict(values)
+    if not lossless or _lossless_output(output, video):
+        return video
+    suffix = output.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        raise ConfigError(f"{output.name} is a lossy image format, but this inpainter's output must be lossless "
+                          f"to be reversible; use a .png output or pass inpainter.allow_lossy=true")
+    raise ConfigError(f"video.codec={video.codec} in a {suffix or 'suffix-less'} output is lossy, but this "
+                      "inpainter's output must be lossless to be reversible; use a .mkv output (FFV1, lossless: the "
+                      "default output here) or pass inpainter.allow_lossy=true to accept an output that cannot be "
+                      "undone exactly")
+
+
+def _lossless_output(output: Path, video: VideoSettings) -> bool:
+    """True when ``output`` written with ``video`` decodes to exactly the frames written: a lossless still format,
+    or a lossless video codec (:attr:`VideoSettings.lossless`)."""
+    suffix = output.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return suffix in LOSSLESS_IMAGE_SUFFIXES
+    return video.lossless
+
+
+def _log_scramble_output(output: Path, video: VideoSettings, lossless: bool, run_dir: Path) -> None:
+    if lossless:
+        logger.info("scramble: writing a lossless output (%s) to %s; undo it with: python -m inpaint_anon.unscramble "
+                    "run_dir=%s output=RESTORED.mkv", video.codec, output, run_dir)
+    else:
+        logger.warning("scramble: the output %s is lossy (inpainter.allow_lossy=true): unscrambling it will not "
+                       "restore the original pixels exactly", output)
+
+
+def _inpainter_config(cfg: DictConfig, run_dir: Path, output: Path) -> dict[str, Any]:
+    """The inpainter's constructor config (resolved), without this module's keys (:data:`INPAINTER_RUN_KEYS`);
+    for a keyed inpainter the key from :func:`_scramble_key`."""
+    node = _plain(cfg.inpainter)
+    run_keys = {name: node.pop(name) for name in INPAINTER_RUN_KEYS if name in node}
+    if "key" in node:
+        node["key"] = _scramble_key(node["key"], run_keys.get("key_file"), run_dir, output)
     return node
+
+
+def _scramble_key(key: str | None, key_file: str | None, run_dir: Path, output: Path) -> str:
+    """The scramble key: ``inpainter.key`` ($INPAINT_ANON_KEY), else the one in an existing ``key_file``, else a
+    new one (:func:`~inpaint_anon.scramble.new_key`).
+
+    A new key is saved only where the user asks (``key_file``, mode 600), else shown once on stderr (never logged,
+    never stored in the run folder); a given key is saved to a ``key_file`` that does not exist yet. The key file
+    may not lie in the output's folder nor anywhere in the run folder, which hold what the key protects.
+    """
+    from inpaint_anon.scramble import key_bytes, new_key, read_key_file, write_key_file
+
+    if key_file is None:
+        if key is not None:
+            return key
+        key = new_key()
+        print(f"scramble: no key given; generated this one, shown only now and saved nowhere (keep it secret, "
+              f"it undoes the scramble; pass inpainter.key_file=PATH to save it next time):\n{key}",
+              file=sys.stderr, flush=True)
+        return key
+    path = _check_key_file(Path(str(key_file)).expanduser(), run_dir, output)
+    if path.exists():
+        stored = read_key_file(path)
+        if key is not None and key_bytes(key) != key_bytes(stored):
+            raise ConfigError(f"inpainter.key differs from the key in inpainter.key_file={path}; give only one")
+        return stored
+    generated = key is None
+    key = new_key() if generated else key
+    write_key_file(path, key)
+    print(f"scramble: {'generated a new key and saved' if generated else 'saved the key'} to {path} (mode 600; "
+          "keep it secret and apart from the video: it undoes the scramble)", file=sys.stderr, flush=True)
+    return key
+
+
+def _check_key_file(path: Path, run_dir: Path, output: Path) -> Path:
+    """``path``, unless it lies in the output's folder or inside the run folder (ConfigError)."""
+    resolved = path.resolve()
+    run_folder = run_dir.resolve()
+    if resolved.parent == output.parent.resolve() or run_folder == resolved or run_folder in resolved.parents:
+        where = "run folder" if run_folder in resolved.parents else "output's folder"
+        raise ConfigError(f"inpainter.key_file={path} lies in the {where}, beside what the key protects; "
+                          "keep it elsewhere, e.g. inpainter.key_file=~/.config/inpaint_anon/video.key")
+    return path
 
 
 def _instantiate(group: str, node: DictConfig | dict[str, Any]) -> Any:
@@ -206,29 +338,87 @@ def _run_record(cfg: DictConfig, result: RunResult, source: Path, inpainter: Any
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
         "device": str(getattr(inpainter, "device", "cpu")),
         "inpainter": getattr(inpainter, "name", type(inpainter).__name__),
-        **({"scramble": {"nonce": inpainter.nonce, "key_fingerprint": inpainter.key_fingerprint}}
-           if hasattr(inpainter, "key_fingerprint") else {}),
+        **inpainter.run_record(),
         "events": result.events,
         "meta": {"width": meta.width, "height": meta.height, "fps": str(meta.fps), "n_frames": meta.n_frames,
                  "has_audio": meta.has_audio, "rotation": meta.rotation, "codec": meta.codec},
         "versions": _versions(),
-        "overrides": [o if o.split("=")[0].lstrip("+~").split(".")[-1] not in SECRET_KEYS
-                      else o.split("=")[0] + "=<redacted>" for o in HydraConfig.get().overrides.task],
+        "overrides": [_redacted_override(o) for o in HydraConfig.get().overrides.task],
         "config": _redacted(OmegaConf.to_container(cfg, resolve=False)),
     }
 
 
 SECRET_KEYS = ("key",)
+REDACTED = "<redacted>"
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra saves in <run>/.hydra at job start
+
+
+def _override_key(override: str) -> str:
+    """The last component of an override's key: ``+inpainter.key=...`` -> ``key``."""
+    return override.split("=", 1)[0].lstrip("+~").split(".")[-1]
+
+
+def _redacted_override(override: str) -> str:
+    return f"{override.split('=', 1)[0]}={REDACTED}" if _override_key(override) in SECRET_KEYS else override
 
 
 def _redacted(node: Any) -> Any:
     """A copy of a config container with secret values (scramble keys) replaced by a marker."""
     if isinstance(node, dict):
-        return {k: "<redacted>" if k in SECRET_KEYS and node[k] is not None else _redacted(v)
+        return {k: REDACTED if k in SECRET_KEYS and node[k] is not None else _redacted(v)
                 for k, v in node.items()}
     if isinstance(node, list):
         return [_redacted(v) for v in node]
     return node
+
+
+def _secret_values(overrides: list[str], node: Any) -> set[str]:
+    """The literal secret values in command-line overrides and in a config container (unresolved: a value from
+    ``${oc.env:...}`` stays an interpolation and is saved as one)."""
+    found = {o.split("=", 1)[1].strip().strip("'\"") for o in overrides if "=" in o and _override_key(o) in SECRET_KEYS}
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            found.update(v.strip() for k, v in item.items() if k in SECRET_KEYS and isinstance(v, str)
+                         and not v.startswith("${"))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return {value for value in found if value and value != REDACTED}
+
+
+def _redact_text(text: str, values: set[str]) -> str:
+    """``text`` with every whole occurrence of each secret value replaced by :data:`REDACTED`."""
+    for value in sorted(values, key=len, reverse=True):
+        text = re.sub(rf"(?<![0-9A-Za-z]){re.escape(value)}(?![0-9A-Za-z])", REDACTED, text)
+    return text
+
+
+def _redact_hydra_files(cfg: DictConfig) -> None:
+    """Rewrite the files Hydra saved at job start (``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``
+    and a multirun's ``multirun.yaml``) with secret values (scramble keys) replaced by :data:`REDACTED`.
+
+    Runs before any work, so a key given as ``inpainter.key=...`` does not stay in the run folder.
+    """
+    hydra_cfg = HydraConfig.get()
+    values = _secret_values(list(hydra_cfg.overrides.task), OmegaConf.to_container(cfg, resolve=False))
+    if not values:
+        return
+    from inpaint_anon.atomic import write_atomic
+
+    files = []
+    if hydra_cfg.output_subdir is not None:
+        files += [Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir) / name for name in HYDRA_FILES]
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        files.append(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
+    for path in files:
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        redacted = _redact_text(text, values)
+        if redacted != text:
+            write_atomic(path, redacted)
 
 
 def _versions() -> dict[str, str]:

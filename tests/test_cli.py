@@ -114,18 +114,6 @@ def test_metrics_at_the_end_of_a_run(workdir: Path, tmp_path: Path) -> None:
     assert "lpips" in json.dumps(metrics.get("skipped", metrics)), "unavailable weights are reported as skipped"
 
 
-def test_scramble_key_is_generated_saved_and_never_logged(workdir: Path) -> None:
-    out = workdir / "scrambled.mp4"
-    proc = run_cli("input=street.mp4", f"output={out}", "inpainter=scramble", *TINY_DETECTOR,
-                   "video.preset=ultrafast", cwd=workdir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    key = (workdir / "run" / "scramble.key").read_text().strip()
-    assert len(key) == 64 and (workdir / "run" / "scramble.key").stat().st_mode & 0o077 == 0
-    assert key not in (workdir / "run" / "run.json").read_text()
-    record = json.loads((workdir / "run" / "run.json").read_text())
-    assert len(record["scramble"]["nonce"]) == 32 and len(record["scramble"]["key_fingerprint"]) == 16
-
-
 @pytest.mark.parametrize(
     ("args", "needles"),
     [

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from inpaint_anon.composite import Compositor
 from inpaint_anon.inpaint.base import Inpainter
 from inpaint_anon.prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, DEFAULT_PROMPTS
+from inpaint_anon.run import INPAINTER_RUN_KEYS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 KEY = "00112233445566778899aabbccddeeff"
@@ -42,7 +43,8 @@ def test_experiments_compose(experiment: str) -> None:
 def test_inpainters_instantiate(inpainter: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INPAINT_ANON_KEY", KEY)
     cfg = compose_run(f"inpainter={inpainter}", "device=cpu")
-    built = instantiate(cfg.inpainter, _convert_="all")
+    node = {k: v for k, v in OmegaConf.to_container(cfg.inpainter, resolve=True).items() if k not in INPAINTER_RUN_KEYS}
+    built = instantiate(node, _convert_="all")  # as run.py does: its own keys (key_file, allow_lossy) taken out
     assert isinstance(built, Inpainter)
 
 

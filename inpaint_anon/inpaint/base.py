@@ -112,10 +112,17 @@ class Inpainter(ABC):
     ``feather``: False when the fill must be pasted with hard edges (e.g. a reversible scramble, whose
     pixels must be restorable exactly); the compositor then dilates but does not feather.
     ``name``: short name used in logs and run.json.
+    ``lossless``: True when the output must be stored losslessly for the fill to keep its promise (a
+    reversible scramble); the command line then writes FFV1 in .mkv and refuses a lossy output unless told.
     """
 
     name: str = "inpainter"
     feather: bool = True
+    lossless: bool = False
+
+    def run_record(self) -> dict[str, Any]:
+        """Public facts about this inpainter for run.json (merged into its top level); never secrets. Default {}."""
+        return {}
 
     @property
     def device(self) -> torch.device:

@@ -31,6 +31,8 @@ import numbers
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +42,16 @@ from inpaint_anon.composite import check_float, check_int
 from inpaint_anon.device import resolve_device
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput, RegionFill
-from inpaint_anon.scramble import key_bytes, key_fingerprint, scramble_chw, video_key
+from inpaint_anon.scramble import (
+    SCHEME,
+    ScrambledPixelsWriter,
+    key_fingerprint,
+    key_tag,
+    new_nonce,
+    nonce_hex,
+    scramble_chw,
+    video_key,
+)
 from inpaint_anon.types import cover_boxes, masks_to_boxes
 
 FALLBACK_RGB = (0, 0, 0)
@@ -233,18 +244,22 @@ class PixelateInpainter(_RegionInpainter):
 class ScrambleInpainter(_TorchInpainter):
     """Keyed, reversible scramble of each frame's fill regions (see :mod:`inpaint_anon.scramble`).
 
-    key: secret of at least 128 bits (hex string of >= 32 hex digits, or >= 16 bytes); make one with
-        ``python -c "import secrets; print(secrets.token_hex(32))"``.
+    key: secret of at least 128 bits (hex string of >= 32 hex digits, or bytes of any length >= 16); make one
+        with ``python -c "import secrets; print(secrets.token_hex(32))"``.
     hide_colors: also add a keyed offset mod 256 to every value (hides the colour histogram; default).
-    nonce: public per-video nonce (hex); frames are scrambled with ``video_key(key, nonce)`` so one secret
-        can serve many videos. None uses the key as it is (then use the key for one video only).
+    nonce: public per-video nonce (hex, >= 8 bytes); None draws a fresh one (:func:`new_nonce`), exposed as
+        ``nonce``. Frames are scrambled with ``video_key(key, nonce)``, so one secret can serve many videos.
+        The keystream is a function of (key, nonce, frame index): use one instance (or one nonce) per video;
+        scrambling a second video with the same instance would reuse it (the command line builds one per run).
     The scrambled area of a frame is the union of its fill regions, scrambled with the frame's index as
     tweak. ``feather = False``: the compositor pastes it with hard edges, so :func:`unscramble` with the
-    same mask restores the frame exactly (on lossless output).
+    same mask restores the frame exactly; ``lossless = True``: that holds only on a lossless output (FFV1).
+    :meth:`record_pixels` records those masks (what ``python -m inpaint_anon.unscramble`` needs).
     """
 
     name = "scramble"
     feather = False
+    lossless = True
 
     def __init__(
         self, key: str | bytes, hide_colors: bool = True, nonce: str | bytes | None = None,
@@ -252,17 +267,35 @@ class ScrambleInpainter(_TorchInpainter):
     ) -> None:
         super().__init__(device)
         self.key_fingerprint = key_fingerprint(key)
-        self.nonce = nonce
-        self._key = key_bytes(key) if nonce is None else video_key(key, nonce)
+        self.nonce = new_nonce() if nonce is None else nonce_hex(nonce)
         self.hide_colors = bool(hide_colors)
+        self._key = video_key(key, self.nonce)
+        self._tag = key_tag(key, self.nonce, self.hide_colors)
+        self._recorder: ScrambledPixelsWriter | None = None
 
     def __repr__(self) -> str:
-        return f"ScrambleInpainter(key=<fingerprint {self.key_fingerprint}>, hide_colors={self.hide_colors})"
+        return (f"ScrambleInpainter(key=<fingerprint {self.key_fingerprint}>, nonce={self.nonce!r}, "
+                f"hide_colors={self.hide_colors})")
+
+    def run_record(self) -> dict[str, Any]:
+        """``{"scramble": {scheme, nonce, key_fingerprint, hide_colors}}``: public, safe for run.json."""
+        return {"scramble": {"scheme": SCHEME, "nonce": self.nonce, "key_fingerprint": self.key_fingerprint,
+                             "hide_colors": self.hide_colors}}
+
+    def record_pixels(self, path: str | Path, height: int, width: int) -> ScrambledPixelsWriter:
+        """Record from now on the exact pixels scrambled in each frame (frames of ``height`` x ``width`` px) to
+        ``path``; the caller commits the returned writer with the frame count after a successful run, or aborts it.
+        """
+        self._recorder = ScrambledPixelsWriter(
+            path, nonce=self.nonce, key_fingerprint=self.key_fingerprint, tag=self._tag,
+            hide_colors=self.hide_colors, height=height, width=width,
+        )
+        return self._recorder
 
     def __call__(self, batch: InpaintBatch) -> InpaintOutput:
         """One fill per frame with regions (region -1): the union of its fill regions, scrambled together,
-        on the union's bounding box."""
-        fills = []
+        on the union's bounding box. With a recorder open, each frame's union is recorded as well."""
+        fills, recorded, unions = [], [], []
         for b, (detections, index) in enumerate(zip(batch.detections, batch.frame_indices, strict=True)):
             if not len(detections):
                 continue
@@ -274,7 +307,18 @@ class ScrambleInpainter(_TorchInpainter):
             window = (slice(y0, y1), slice(x0, x1))
             fills.append(RegionFill(b, -1, (x0, y0, x1, y1), scrambled[:, window[0], window[1]],
                                     union[window[0], window[1]]))
+            recorded.append(index)
+            unions.append(union)
+        self._record(recorded, unions)
         return InpaintOutput(fills=fills)
+
+    def _record(self, frame_indices: Sequence[int], unions: Sequence[torch.Tensor]) -> None:
+        """Hand each frame's scrambled pixel set (bool (H, W) masks ``unions``) to the recorder, if one is open;
+        frames not given are recorded as empty."""
+        if self._recorder is None or self._recorder.closed:
+            return
+        for index, mask in zip(frame_indices, unions, strict=True):
+            self._recorder.write(index, mask)
 
 
 def solid_fills(
