@@ -45,8 +45,8 @@ import numpy as np
 import torch
 
 from inpaint_anon.atomic import AtomicPath
-from inpaint_anon.records import CorruptRecordError, DetectionReader, DetectionWriter
 from inpaint_anon.errors import ConfigError, InputError
+from inpaint_anon.records import CorruptRecordError, DetectionReader, DetectionWriter
 from inpaint_anon.types import Detections
 
 KEY_HELP = 'make one with: python -c "import secrets; print(secrets.token_hex(32))"'

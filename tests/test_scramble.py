@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from inpaint_anon.composite import Compositor
-from inpaint_anon.records import DetectionWriter
 from inpaint_anon.detect.scripted import ScriptedDetector
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.inpaint import InpaintBatch, ScrambleInpainter
 from inpaint_anon.pipeline import AnonymizePipeline
+from inpaint_anon.records import DetectionWriter
 from inpaint_anon.scramble import (
     PIXELS_FILE,
     ScrambledPixels,
@@ -34,7 +34,7 @@ from inpaint_anon.scramble import (
 )
 from inpaint_anon.types import Detections
 from inpaint_anon.unscramble import unscramble_video
-from inpaint_anon.video import VideoReader
+from inpaint_anon.video import VideoReader, VideoSettings
 from tests.clips import frame_image, make_clip, object_masks
 
 KEY = "0123456789abcdef" * 4
@@ -172,15 +172,20 @@ def one_region_batch(index: int = 5, seed: int = 3) -> tuple[InpaintBatch, torch
                         frame_indices=[index]), mask[0]
 
 
+def composed(batch: InpaintBatch, out) -> torch.Tensor:
+    """uint8 (B, 3, H, W): the batch's frames with the inpainter's fills pasted (hard edges)."""
+    return Compositor.compose(batch.images, out.fills)
+
+
 def test_a_65_byte_key_round_trips_and_every_byte_counts():
     """video_key used to cut keys to 64 bytes: keys differing only after byte 64 scrambled identically."""
     long_key = bytes(range(65))
     other = long_key[:64] + b"\xff"
     batch, mask = one_region_batch()
     nonce = new_nonce()
-    a = ScrambleInpainter(long_key, nonce=nonce, device="cpu")(batch).images[0]
-    b = ScrambleInpainter(other, nonce=nonce, device="cpu")(batch).images[0]
-    cut = ScrambleInpainter(long_key[:64], nonce=nonce, device="cpu")(batch).images[0]
+    a = composed(batch, ScrambleInpainter(long_key, nonce=nonce, device="cpu")(batch))[0]
+    b = composed(batch, ScrambleInpainter(other, nonce=nonce, device="cpu")(batch))[0]
+    cut = composed(batch, ScrambleInpainter(long_key[:64], nonce=nonce, device="cpu")(batch))[0]
     assert not torch.equal(a[:, mask], b[:, mask]) and not torch.equal(a[:, mask], cut[:, mask])
     assert video_key(long_key, nonce) != video_key(other, nonce)
     assert video_key(long_key.hex(), nonce) == video_key(long_key, nonce)  # hex or bytes: the same key
@@ -196,7 +201,7 @@ def test_each_instance_draws_its_own_nonce_so_one_key_never_repeats_a_keystream(
     first, second = ScrambleInpainter(KEY, device="cpu"), ScrambleInpainter(KEY, device="cpu")
     assert first.nonce != second.nonce
     assert len(first.nonce) == 32 and bytes.fromhex(first.nonce)
-    a, b = first(batch).images[0], second(batch).images[0]
+    a, b = composed(batch, first(batch))[0], composed(batch, second(batch))[0]
     assert (a[:, mask] != b[:, mask]).any(dim=0).float().mean() > 0.9, "same key, same frame: different scrambles"
     for inpainter, out in ((first, a), (second, b)):
         restored = unscramble(out.permute(1, 2, 0), mask, video_key(KEY, inpainter.nonce), 5)
@@ -309,7 +314,7 @@ def test_pipeline_then_unscramble_video_restores_every_pixel(tmp_path, one_threa
     pipe = AnonymizePipeline(detector=detector, inpainter=inpainter, compositor=compositor, batch_frames=4,
                              progress=False)
     pixels = inpainter.record_pixels(tmp_path / PIXELS_FILE, size[1], size[0])
-    result = pipe(source, tmp_path / "scrambled.mkv", codec="ffv1")
+    result = pipe(source, tmp_path / "scrambled.mkv", video=VideoSettings(codec="ffv1"))
     pixels.commit(result.frames_out)
     record = ScrambledPixels(tmp_path / PIXELS_FILE)
     for (index, mask), frame in zip(record, VideoReader(tmp_path / "scrambled.mkv"), strict=True):

@@ -25,7 +25,7 @@ from inpaint_anon.errors import ConfigError
 from inpaint_anon.run import _check_key_file, _needs_lossless, _resolve_paths, _video_settings
 from inpaint_anon.scramble import PIXELS_FILE, key_fingerprint, new_key
 from inpaint_anon.unscramble import main as unscramble_main
-from inpaint_anon.video import VideoReader
+from inpaint_anon.video import VideoReader, VideoSettings
 from tests.clips import make_clip, object_masks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -261,13 +261,13 @@ def test_a_lossless_inpainter_gets_a_lossless_output_by_default_and_refuses_loss
         _needs_lossless(OmegaConf.create({"_target_": "inpaint_anon.nope.Thing"}))
 
     cfg = config("in.mp4")
-    assert _video_settings(cfg, tmp_path / "x.mkv", lossless=True) == {**video, "codec": "ffv1"}
-    assert _video_settings(cfg, tmp_path / "x.png", lossless=True) == video
-    assert _video_settings(cfg, tmp_path / "x.mp4", lossless=False) == video
+    assert _video_settings(cfg, tmp_path / "x.mkv", lossless=True) == VideoSettings(codec="ffv1", **video)
+    assert _video_settings(cfg, tmp_path / "x.png", lossless=True) == VideoSettings(codec="libx264", **video)
+    assert _video_settings(cfg, tmp_path / "x.mp4", lossless=False) == VideoSettings(codec="libx264", **video)
     for output, needle in (("x.mp4", "lossy"), ("x.jpg", "lossy image"), ("x.webm", "lossy")):
         with pytest.raises(ConfigError, match=needle) as info:
             _video_settings(cfg, tmp_path / output, lossless=True)
         assert "allow_lossy=true" in str(info.value)
     with_codec = OmegaConf.create({**OmegaConf.to_container(cfg), "video": {**video, "codec": "libx264"}})
-    with pytest.raises(ConfigError, match="video.codec=libx264 is lossy"):
+    with pytest.raises(ConfigError, match="video.codec=libx264 in a .mkv output is lossy"):
         _video_settings(with_codec, tmp_path / "x.mkv", lossless=True)
