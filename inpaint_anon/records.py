@@ -54,7 +54,7 @@ import torch
 
 from inpaint_anon.atomic import AtomicPath, CommitOnExit
 from inpaint_anon.errors import ConfigError, InputError
-from inpaint_anon.types import Detections
+from inpaint_anon.types import Detections, mask_box
 
 FORMAT_NAME = "inpaint_anon.detections"
 FORMAT_VERSION = 1
@@ -94,13 +94,12 @@ def pack_masks(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     concatenation of ``np.packbits`` of each crop in C order, each padded to a whole byte.
     """
     crops = np.zeros((masks.shape[0], 4), dtype=np.int32)
-    rows, cols = masks.any(axis=2), masks.any(axis=1)
     chunks = []
     for i, mask in enumerate(masks):
-        ys, xs = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
-        if ys.size == 0:
+        box = mask_box(mask)
+        if box is None:
             continue
-        y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+        x0, y0, x1, y1 = box
         crops[i] = (y0, x0, y1, x1)
         chunks.append(np.packbits(mask[y0:y1, x0:x1]))
     bits = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint8)

@@ -155,14 +155,16 @@ def test_scramble_returns_one_fill_per_frame_over_the_union():
     h, w = 40, 56
     images = texture(generator, 3, h, w)
     detections = [random_detections(generator, n, h, w) for n in (3, 0, 1)]
-    out = run(ScrambleInpainter(KEY, device="cpu"), images, detections, [7, 8, 9])
+    inpainter = ScrambleInpainter(KEY, device="cpu")
+    out = run(inpainter, images, detections, [7, 8, 9])
     assert [(f.frame, f.region) for f in out.fills] == [(0, -1), (2, -1)]
     for fill in out.fills:
         union = detections[fill.frame].union_mask()
         x0, y0, x1, y1 = fill.window
         assert [x0, y0, x1, y1] == masks_to_boxes(union[None]).long()[0].tolist()
         assert torch.equal(fill.mask, union[y0:y1, x0:x1])
-        restored = unscramble(out.images[fill.frame].permute(1, 2, 0), union, KEY, 7 + fill.frame)
+        restored = unscramble(out.images[fill.frame].permute(1, 2, 0), union, video_key(KEY, inpainter.nonce),
+                              7 + fill.frame)
         assert torch.equal(restored, images[fill.frame].permute(1, 2, 0))
 
 

@@ -29,7 +29,7 @@ from inpaint_anon.metrics import (
     ssim_map,
 )
 from inpaint_anon.metrics.config import parse_value
-from inpaint_anon.metrics.crops import mask_box, resize_crops, square_crop_box
+from inpaint_anon.metrics.crops import resize_crops, square_crop_box
 from inpaint_anon.metrics.evaluator import merge_metric
 from inpaint_anon.metrics.fid import RealStatsStore, fid_value, merge_fid, new_fid, real_state, set_real_state
 from inpaint_anon.metrics.leak import unchanged_fraction
@@ -43,7 +43,7 @@ from inpaint_anon.metrics.networks import (
 )
 from inpaint_anon.metrics.pixel import outside_region, squared_error_map
 from inpaint_anon.metrics.temporal import centre_shift, track_pair_change
-from inpaint_anon.types import Detections
+from inpaint_anon.types import Detections, mask_box
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -366,7 +366,7 @@ def _frame_masks(masks: torch.Tensor, images: torch.Tensor, device: torch.device
 
 def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
     """All regions of ``batch`` as one :class:`_Regions` on ``device`` (a loop over frames, not regions)."""
-    frame, index, ids, class_names, points, given_boxes = [], [], [], [], [], []
+    frame, index, ids, class_names, points, given_boxes, tight = [], [], [], [], [], [], []
     count = 0
     for b, detections in enumerate(batch.detections):
         n = len(detections)
@@ -375,6 +375,7 @@ def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
         masks = _frame_masks(detections.masks, batch.images, device)
         region, y, x = torch.nonzero(masks, as_tuple=True)
         points.append(torch.stack([region + count, y, x]))
+        tight.append(masks_to_boxes(masks).long())
         frame.append(torch.full((n,), b, dtype=torch.int64, device=device))
         index.append(torch.arange(n, device=device))
         ids.append(index[-1] if detections.track_ids is None else detections.track_ids.to(device))
@@ -386,7 +387,7 @@ def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
         no_boxes = torch.zeros((0, 4), device=device)
         return _Regions(empty, empty, empty, no_boxes, no_boxes.long(), [], empty, empty, empty)
     point_region, point_y, point_x = torch.cat(points, dim=1)
-    tight = _point_boxes(point_region, point_y, point_x, count)
+    tight = torch.cat(tight)
     return _Regions(
         frame=torch.cat(frame),
         index=torch.cat(index),
@@ -398,14 +399,6 @@ def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
         point_y=point_y,
         point_x=point_x,
     )
-
-
-def _point_boxes(region: torch.Tensor, y: torch.Tensor, x: torch.Tensor, count: int) -> torch.Tensor:
-    """int64 (count, 4) tight xyxy boxes (exclusive right/bottom) of each region's points; zeros if none."""
-    boxes = torch.zeros((count, 4), dtype=torch.int64, device=region.device)
-    for column, coords, reduce in ((0, x, "amin"), (1, y, "amin"), (2, x + 1, "amax"), (3, y + 1, "amax")):
-        boxes[:, column].scatter_reduce_(0, region, coords, reduce=reduce, include_self=False)
-    return boxes
 
 
 def _canonical_crops(

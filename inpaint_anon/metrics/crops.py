@@ -15,15 +15,6 @@ import torch
 import torch.nn.functional as F
 
 
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Tight box ``(x1, y1, x2, y2)`` (exclusive right/bottom edges, pixels) of a bool (H, W) mask; None if empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
 def square_crop_box(box: tuple[int, int, int, int], height: int, width: int,
                     padding: float) -> tuple[int, int, int, int]:
     """The square crop ``(x1, y1, x2, y2)`` around ``box`` inside an ``height`` x ``width`` frame (module docstring)."""

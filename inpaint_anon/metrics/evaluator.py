@@ -33,7 +33,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from inpaint_anon.errors import WeightsError
 from inpaint_anon.metrics.config import GROUP_METRICS, METRIC_GROUPS, METRICS, MetricsConfig
-from inpaint_anon.metrics.crops import mask_box, resize_crops, square_crop_box
+from inpaint_anon.metrics.crops import resize_crops, square_crop_box
 from inpaint_anon.metrics.fid import REAL_STATES, fid_value, merge_fid, new_fid, real_state, set_real_state
 from inpaint_anon.metrics.leak import Annotation, LeakRate, unchanged_fraction
 from inpaint_anon.metrics.networks import FeatureExtractor, LPIPSScorer
@@ -45,7 +45,7 @@ from inpaint_anon.metrics.pixel import (
     ssim_map,
 )
 from inpaint_anon.metrics.temporal import TemporalFlicker, track_pair_change
-from inpaint_anon.types import Detections
+from inpaint_anon.types import Detections, mask_box
 
 ALL = "all"
 """The row that pools every class."""

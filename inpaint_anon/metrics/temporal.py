@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from inpaint_anon.metrics.crops import mask_box
+from inpaint_anon.types import mask_box
 
 
 def centre_shift(prev_mask: np.ndarray, cur_mask: np.ndarray) -> tuple[int, int] | None:
