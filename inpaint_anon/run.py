@@ -179,8 +179,8 @@ def hydra_command(app: Callable[[], Any], args: Sequence[str]) -> int:
         return _error(f"cannot read the argument {err.override!r} ({reason[0].strip()}); write it as key=value, "
                       "quoting a value that holds spaces, brackets or quotes: key='value'")
     except (ConfigCompositionException, OmegaConfBaseException) as err:
-        cause = err.__cause__ if err.__cause__ is not None else err
-        return _error(f"{str(cause).splitlines()[0]}; check the key and value (`--cfg job` prints the config)")
+        lines = [str(e).splitlines()[0].rstrip(".") for e in (err, err.__cause__) if e is not None and str(e)]
+        return _error(f"{': '.join(lines)}; check the key and value (`--cfg job` prints the config)")
     finally:
         sys.argv = saved
     return 0
@@ -215,16 +215,31 @@ def _explain_missing_choice(err: MissingConfigException) -> str:
     return f"{str(err).splitlines()[0]}; check the name"
 
 
-class RunFolder(Callback):
-    """Hydra callback (``hydra.callbacks.run_folder``) that keeps run folders honest.
+class ErrorLine(Callback):
+    """Hydra callback (``hydra.callbacks.error_line``): a job's user error or interruption reaches
+    :func:`hydra_command` as one line, without Hydra's "Error executing job with overrides: [...]" line (the
+    overrides may hold a scramble key), and stops a sweep (the remaining jobs are not started)."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status is not JobStatus.FAILED:
+            return
+        # the job's exception (the public getter prints the overrides, then raises); BaseExceptions pass
+        # through Hydra's callback runner and its launcher
+        error = job_return._return_value
+        if isinstance(error, InterruptedJob):
+            raise error.interrupted from None
+        if isinstance(error, InpaintAnonError):
+            raise _Abort(error) from None
+
+
+class RunFolder(ErrorLine):
+    """Hydra callback (``hydra.callbacks.run_folder``) that keeps run folders honest (and is an
+    :class:`ErrorLine`).
 
     - A run (or sweep) whose folder already holds a run record (``run.json``) is refused before Hydra writes its
       ``.hydra/`` into it: a second run must never replace the first one's record or scramble key.
     - A failed job's folder is removed when this run created it and no ``run.json`` was written (no empty
       folder holding only ``.hydra/`` is left behind).
-    - A user error or an interruption stops a sweep too (the remaining jobs are not started), and reaches
-      :func:`hydra_command` without Hydra's "Error executing job with overrides: [...]" line (the overrides
-      may hold a scramble key).
     """
 
     def __init__(self) -> None:
@@ -249,13 +264,7 @@ class RunFolder(Callback):
         folder = _absolute(config.hydra.runtime.output_dir)
         if folder not in self._existing and not (folder / RUN_RECORD).exists():
             shutil.rmtree(folder, ignore_errors=True)
-        # the job's exception (the public getter prints the overrides, then raises); BaseExceptions pass
-        # through Hydra's callback runner and its launcher
-        error = job_return._return_value
-        if isinstance(error, InterruptedJob):
-            raise error.interrupted from None
-        if isinstance(error, InpaintAnonError):
-            raise _Abort(error) from None
+        super().on_job_end(config, job_return)
 
 
 def _absolute(folder: Any) -> Path:
