@@ -312,6 +312,7 @@ def run(cfg: DictConfig) -> float | None:
     tracker = _instantiate("tracker", cfg.tracker) if cfg.get("tracker") is not None else None
     inpainter = _instantiate("inpainter", inpainter_cfg)
     compositor = _instantiate("compositor", cfg.compositor)
+    metrics = _instantiate("metrics", cfg.metrics) if cfg.get("metrics") is not None else None  # checked now
     if use_cache:
         settings = {**detector_cfg, "stride": stride}
         detector = CachedDetector(detector, cfg.paths.cache, source, settings)
@@ -341,10 +342,10 @@ def run(cfg: DictConfig) -> float | None:
         if event.get("event") == "fallback":
             logger.warning("region filled by fallback: %s", event)
     # 5. evaluate (metrics=default): metrics.json beside run.json
-    if cfg.get("metrics") is not None:
+    if metrics is not None:
         from inpaint_anon.evaluate import evaluate_run
 
-        result.metrics = evaluate_run(run_dir, _instantiate("metrics", cfg.metrics))["classes"]
+        result.metrics = evaluate_run(run_dir, metrics)["classes"]
     print(result.out_path, flush=True)
     return _optimized_value(cfg.get("optimized_metric"), record, result.metrics)
 
