@@ -322,7 +322,8 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_run(long_clip: Path, 
     again = run_cli(*args, cwd=tmp_path, run_dir=tmp_path / "run")  # no run.json there: the folder may be reused
     assert again.returncode == 0, again.stderr[-3000:]
     assert partials(tmp_path / "out", tmp_path / "run", tmp_path / "cache") == []
-    assert sum("left by an interrupted run" in line for line in again.stderr.splitlines()) == 3
+    logged = (again.stdout + again.stderr).splitlines()  # Hydra's job logging prints on stdout
+    assert sum("left by an interrupted run" in line for line in logged) == 3
     assert json.loads((tmp_path / "run" / "run.json").read_text())["frames_out"] == 8
 
 

@@ -20,11 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
-from inpaint_anon.detect import Detector, ScriptedDetector
+from inpaint_anon.detect import Detector, ScriptedDetector, yolo_seg
 from inpaint_anon.errors import ConfigError, InputError, WeightsError
 from inpaint_anon.types import Detections
 
-yolo_seg = pytest.importorskip("inpaint_anon.detect.yolo_seg")
 YoloSegDetector = yolo_seg.YoloSegDetector
 
 RANDOM = {"classes": None, "conf": 0.0, "imgsz": 64, "max_det": 30, "device": "cpu"}

@@ -434,8 +434,9 @@ def test_key_settings_are_plain_data() -> None:
 
 
 def test_hydra_configs_give_the_same_key_as_plain_dicts(video: Path) -> None:
-    omegaconf = pytest.importorskip("omegaconf")
-    assert cache_key(video, omegaconf.OmegaConf.create(SETTINGS)) == cache_key(video, SETTINGS)
+    from omegaconf import OmegaConf
+
+    assert cache_key(video, OmegaConf.create(SETTINGS)) == cache_key(video, SETTINGS)
 
 
 @pytest.mark.parametrize(

@@ -303,7 +303,6 @@ def test_a_failing_fallback_paints_regions_black(components, prompt_embeds, monk
 
 
 def test_default_fallback_blurs(components, prompt_embeds, monkeypatch):
-    pytest.importorskip("inpaint_anon.inpaint.fast")
     batch = make_batch(n_frames=1)
     patch_unet(monkeypatch, components.unet, lambda *_: True, RuntimeError("boom"))
     out = make_inpainter(components, prompt_embeds)(batch)
