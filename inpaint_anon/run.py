@@ -109,7 +109,7 @@ class Interrupted(BaseException):
     def message(self) -> str:
         if self.written is None:
             return "interrupted: no output written"
-        return f"interrupted: {self.written} was written, but not its run record; re-run to get one"
+        return f"interrupted: {self.written} was written; its run.json or metrics.json may be missing"
 
 
 class InterruptedJob(Exception):
@@ -335,17 +335,17 @@ def run(cfg: DictConfig) -> float | None:
     try:
         record = _run_record(cfg, result, source, inpainter)
         write_atomic(run_dir / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+        for event in result.events:
+            if event.get("event") == "fallback":
+                logger.warning("region filled by fallback: %s", event)
+        # 5. evaluate (metrics=default): metrics.json beside run.json
+        if metrics is not None:
+            from inpaint_anon.evaluate import evaluate_run
+
+            result.metrics = evaluate_run(run_dir, metrics)["classes"]
     except Interrupted as interrupted:
         interrupted.written = result.out_path
         raise
-    for event in result.events:
-        if event.get("event") == "fallback":
-            logger.warning("region filled by fallback: %s", event)
-    # 5. evaluate (metrics=default): metrics.json beside run.json
-    if metrics is not None:
-        from inpaint_anon.evaluate import evaluate_run
-
-        result.metrics = evaluate_run(run_dir, metrics)["classes"]
     print(result.out_path, flush=True)
     return _optimized_value(cfg.get("optimized_metric"), record, result.metrics)
 
