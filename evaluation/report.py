@@ -44,6 +44,9 @@ import numpy as np
 from inpaint_anon.errors import InpaintAnonError, InputError
 from inpaint_anon.metrics.config import METRICS
 
+PER_JOB_KEYS = ("output",)
+"""Resolved config keys that name each job's own files (``${hydra:runtime.output_dir}/anon.mp4`` in a sweep):
+different in every run, so never a column of settings."""
 PICTURE_HEIGHT = 192
 """Pixels: each panel of a picture is resized to this height."""
 PICTURE_PADDING = 0.3
@@ -147,6 +150,8 @@ def _settings(record: Mapping[str, Any]) -> dict[str, Any]:
             flat[key.lstrip("+~")] = value
     settings = {}
     for key, value in flat.items():
+        if key in PER_JOB_KEYS:
+            continue
         if key.endswith("._target_") or key == "_target_":
             group = key.removesuffix("._target_") or "_target_"
             settings[group] = str(value).rsplit(".", 1)[-1]

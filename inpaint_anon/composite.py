@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from inpaint_anon.errors import ConfigError
+from inpaint_anon.checks import check_float, check_int  # noqa: F401 - re-exported for now
 from inpaint_anon.types import Detections, cover_boxes, masks_to_boxes
 
 if TYPE_CHECKING:  # inpaint_anon.inpaint imports this module (check_int, check_float)
@@ -319,17 +319,3 @@ def _min_plus_pass(values: torch.Tensor, reach: int, dim: int) -> torch.Tensor:
         out.narrow(dim, shift, size - shift).clamp_(max=values.narrow(dim, 0, size - shift) + cost)
         out.narrow(dim, 0, size - shift).clamp_(max=values.narrow(dim, shift, size - shift) + cost)
     return out
-
-
-def check_int(owner: str, name: str, value: object, low: int, high: int) -> int:
-    """``value`` if it is an int in [low, high], else a ConfigError naming the parameter, value and range."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{owner} {name}={value!r} is invalid; use an integer from {low} to {high}")
-    return value
-
-
-def check_float(owner: str, name: str, value: object, low: float, high: float) -> float:
-    """``value`` as a float if it is a number in [low, high], else a ConfigError naming it and the range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ConfigError(f"{owner} {name}={value!r} is invalid; use a number from {low} to {high}")
-    return float(value)

@@ -14,16 +14,20 @@
 
 Values are floats, ``"inf"`` for an infinite PSNR (identical pixels), or null (reason in ``undefined``).
 
-The metrics config is, in order: the ``config`` argument; else ``run.json``'s ``config.metrics`` (Hydra
-interpolations ``${a.b}`` and ``${oc.env:NAME,default}`` are resolved against run.json); else the defaults.
+The metrics config is, in order: the ``config`` argument; else ``run.json``'s ``config.metrics`` (resolved
+when the run wrote it; a run.json of an older version that kept ``${...}`` interpolations is resolved here with
+OmegaConf, or refused with a message that says what to pass); else the defaults.
 
-Command line (``key=value`` arguments, no Hydra)::
+Command line, a Hydra entry point (``conf/evaluate.yaml``, which reuses the ``metrics`` group)::
 
     python -m inpaint_anon.evaluate run_dir=PATH [metrics.lpips=false] [metrics.fid_weights=/w.pth] ...
+    inpaint-anon evaluate run_dir=PATH ...
 
-prints a summary, then the path of ``metrics.json`` as its last line. A bad run folder (no run.json, no
-detections.dets, missing videos) or a bad option prints one ``error: ...`` line and exits with code 2; a metric
-whose weights are unavailable is skipped with a ``warning:`` line and the others still run.
+A ``metrics.<key>=`` argument replaces that key of the run's own metrics config (``metrics=default``: the
+defaults, not the run's). It prints a summary, then the path of ``metrics.json`` as its last line, and writes
+nothing else (no Hydra output folder or log). A bad run folder (no run.json, no detections.dets, missing videos)
+or a bad option prints one ``error: ...`` line and exits with code 2; a metric whose weights are unavailable is
+skipped with a ``warning:`` line and the others still run.
 
 Relative ``input`` / ``output`` paths in run.json are looked up from the current folder first, then from each
 folder above the run folder (runs are written under ``<root>/experiments/...`` with paths relative to
@@ -33,27 +37,29 @@ folder above the run folder (runs are written under ``<root>/experiments/...`` w
 from __future__ import annotations
 
 import json
-import os
-import re
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import hydra
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from inpaint_anon.atomic import write_atomic
-from inpaint_anon.errors import ConfigError, InpaintAnonError, InputError
-from inpaint_anon.metrics.config import METRICS, MetricsConfig, parse_value
+from inpaint_anon.errors import ConfigError, InputError
+from inpaint_anon.metrics.config import METRICS, MetricsConfig
 from inpaint_anon.metrics.evaluator import ALL, RunEvaluator
 from inpaint_anon.types import Detections
+from inpaint_anon.versions import versions
 
 METRICS_FILE = "metrics.json"
 FORMAT = "inpaint_anon.metrics/1"
-CLI_KEYS = ("run_dir", "input", "output")
 
 
 @dataclass(frozen=True)
@@ -112,49 +118,42 @@ def load_run(run_dir: str | Path, *, input: str | Path | None = None, output: st
 
 # -- config from run.json ---------------------------------------------------------------------------------
 
-_INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
+
+def run_metrics_config(record: Mapping[str, Any], composed: Mapping[str, Any] | None = None,
+                       overridden: Collection[str] = ()) -> MetricsConfig:
+    """The metrics config of a run: run.json's ``config.metrics`` (else ``composed``, else the defaults), with
+    the keys named in ``overridden`` taken from ``composed`` (the command line's config). ConfigError when a
+    value is bad or an old run.json keeps an interpolation that cannot be resolved."""
+    composed = dict(composed or {})
+    stored = _stored_metrics(record, skip=overridden)
+    values = composed if stored is None else {**stored, **{k: composed[k] for k in overridden if k in composed}}
+    return MetricsConfig.from_dict(values)
 
 
-def _resolve(value: Any, root: Mapping[str, Any], key: str, depth: int = 0) -> Any:
-    """``value`` with ``${a.b}`` / ``${oc.env:NAME,default}`` interpolations resolved against ``root``."""
-    if not isinstance(value, str) or "${" not in value:
-        return value
-    if depth > 10:
-        raise ConfigError(f"metrics.{key}: interpolation {value!r} in run.json does not resolve; pass metrics.{key}=")
-
-    def lookup(expression: str) -> Any:
-        if expression.startswith("oc.env:"):
-            name, comma, default = expression[len("oc.env:"):].partition(",")
-            if name.strip() in os.environ:
-                return os.environ[name.strip()]
-            if comma:
-                return parse_value(default.strip())
-            raise ConfigError(f"metrics.{key}: environment variable {name.strip()} is not set; set it or pass "
-                              f"metrics.{key}=VALUE")
-        node: Any = root
-        for part in expression.split("."):
-            if not isinstance(node, Mapping) or part not in node or ":" in expression:
-                raise ConfigError(f"metrics.{key}={value!r} in run.json cannot be resolved outside Hydra; pass "
-                                  f"metrics.{key}=VALUE")
-            node = node[part]
-        return _resolve(node, root, key, depth + 1)
-
-    whole = _INTERPOLATION.fullmatch(value)
-    if whole:
-        return lookup(whole.group(1))
-    return _INTERPOLATION.sub(lambda m: str(lookup(m.group(1))), value)
-
-
-def run_metrics_config(record: Mapping[str, Any], overrides: Sequence[str] = ()) -> MetricsConfig:
-    """The run's metrics config (run.json ``config.metrics``, interpolations resolved, or the defaults) with
-    ``metrics.<key>=<value>`` overrides applied. ConfigError for unknown keys or bad values."""
-    config = record.get("config") if isinstance(record.get("config"), Mapping) else {}
+def _stored_metrics(record: Mapping[str, Any], skip: Collection[str]) -> dict[str, Any] | None:
+    """run.json's ``config.metrics`` without the ``skip`` keys, resolved; None when the run stored none."""
+    config = record.get("config")
     stored = config.get("metrics") if isinstance(config, Mapping) else None
-    overridden = {item.partition("=")[0].removeprefix("metrics.") for item in overrides}
-    values: dict[str, Any] = {}
-    if isinstance(stored, Mapping):
-        values = {k: _resolve(v, config, k) for k, v in stored.items() if k not in overridden and k != "_target_"}
-    return MetricsConfig.from_dict(values).with_overrides(overrides)
+    if not isinstance(stored, Mapping):
+        return None
+    values = {k: v for k, v in stored.items() if k not in skip}
+    unresolved = [k for k, v in values.items() if isinstance(v, str) and "${" in v]
+    if not unresolved:
+        return values
+    # written by a version that stored the config unresolved: let OmegaConf resolve it against that config;
+    # ${hydra:...} would resolve against this command's Hydra, not the run's, so it is refused
+    hydra_only = [k for k in unresolved if "${hydra:" in values[k]]
+    key = (hydra_only or unresolved)[0]
+    fix = f"pass metrics.{key}=VALUE, or re-run the anonymization with this version (it records the resolved config)"
+    if hydra_only:
+        raise ConfigError(f"run.json keeps metrics.{key}={values[key]!r}, which only that run's Hydra could resolve; "
+                          f"{fix}")
+    try:
+        root = OmegaConf.create({**config, "metrics": values})
+        return OmegaConf.to_container(root.metrics, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"run.json keeps metrics.{key}={values[key]!r} unresolved and it does not resolve here "
+                          f"({str(error).splitlines()[0]}); {fix}") from None
 
 
 # -- streaming ------------------------------------------------------------------------------------------
@@ -224,16 +223,6 @@ def _fid_store(run: RunFolder, config: MetricsConfig, evaluator: RunEvaluator) -
         "features": evaluator.features.name,
     }
     return RealStatsStore(config.fid_stats_dir, key)
-
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for name in ("torch", "torchmetrics", "lpips", "torch-fidelity", "scipy", "numpy"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -310,7 +299,7 @@ def evaluate_run(run_dir: str | Path, config: MetricsConfig | Mapping[str, Any] 
         "config": config.as_dict(),
         "fid_real_statistics": {"store": str(store.folder) if store else None, "loaded": loaded, "saved": saved},
         "seconds": round(time.perf_counter() - started, 3),
-        "versions": _versions(),
+        "versions": versions(),
     }
     if write:
         _write_json(run.metrics_path, document)
@@ -319,32 +308,54 @@ def evaluate_run(run_dir: str | Path, config: MetricsConfig | Mapping[str, Any] 
 
 # -- command line -----------------------------------------------------------------------------------------
 
-USAGE = """usage: python -m inpaint_anon.evaluate run_dir=PATH [input=PATH] [output=PATH] [metrics.KEY=VALUE ...]
 
-Evaluates a run folder and writes metrics.json into it. Metric options (metrics.KEY):
-  {keys}
-"""
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m inpaint_anon.evaluate`` / ``inpaint-anon evaluate``; returns the exit code (0, 2 after one
+    ``error:`` line, 128 + signal after an ``interrupted:`` line)."""
+    from inpaint_anon.run import hydra_command
+
+    return hydra_command(_hydra_main, list(sys.argv[1:] if argv is None else argv))
 
 
-def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-    """(run_dir/input/output values, metrics overrides) from ``key=value`` arguments; ConfigError when bad."""
-    paths: dict[str, str] = {}
-    overrides: list[str] = []
-    known = MetricsConfig.field_names()
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"argument {arg!r} is not key=value; e.g. run_dir=experiments/runs/<run>")
-        if key in CLI_KEYS:
-            paths[key] = value
-        elif key.startswith("metrics.") and key.removeprefix("metrics.") in known:
-            overrides.append(arg)
-        else:
-            raise ConfigError(f"unknown option {key!r}; use run_dir, input, output or metrics.<key> with key one of "
-                              f"{', '.join(known)}")
-    if "run_dir" not in paths:
-        raise ConfigError("no run folder given; pass run_dir=PATH")
-    return paths, overrides
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def _hydra_main(cfg: DictConfig) -> None:
+    evaluate_command(cfg, HydraConfig.get().overrides.task)
+
+
+def evaluate_command(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
+    """Evaluate ``cfg.run_dir`` (``conf/evaluate.yaml``), print the summary and the metrics.json path."""
+    if OmegaConf.is_missing(cfg, "run_dir"):
+        raise ConfigError("no run folder given; pass run_dir=PATH (a folder written by inpaint_anon.run)")
+    if cfg.get("metrics") is None:
+        raise ConfigError("metrics=none evaluates nothing; drop it, or switch metric groups off with "
+                          "metrics.<group>=false")
+    run = load_run(str(cfg.run_dir), input=_optional_path(cfg.input), output=_optional_path(cfg.output))
+    composed = OmegaConf.to_container(cfg.metrics, resolve=True)
+    config = run_metrics_config(run.record, composed, overridden_metrics(overrides))  # type: ignore[arg-type]
+    document = evaluate_run(run.path, config, input=run.input, output=run.output)
+    for group, reason in document["skipped"].items():
+        if not reason.startswith("disabled"):
+            print(f"warning: {group} skipped: {reason}", file=sys.stderr)
+    print(_summary(document))
+    print(run.metrics_path, flush=True)
+    return document
+
+
+def _optional_path(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def overridden_metrics(overrides: Sequence[str]) -> set[str]:
+    """The MetricsConfig keys that command-line ``overrides`` set (``metrics=...`` sets them all), read with
+    Hydra's own override parser."""
+    keys: set[str] = set()
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        name = override.key_or_group
+        if name == "metrics":
+            return set(MetricsConfig.field_names())
+        if name.startswith("metrics."):
+            keys.add(name.removeprefix("metrics.").split(".")[0])
+    return keys
 
 
 def _summary(document: Mapping[str, Any]) -> str:
@@ -359,27 +370,7 @@ def _summary(document: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m inpaint_anon.evaluate``; returns the exit code (0, or 2 after one ``error:`` line)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(arg in ("-h", "--help", "help") for arg in argv):
-        print(USAGE.format(keys=", ".join(MetricsConfig.field_names())))
-        return 0
-    try:
-        paths, overrides = parse_args(argv)
-        run = load_run(paths["run_dir"], input=paths.get("input"), output=paths.get("output"))
-        config = run_metrics_config(run.record, overrides)
-        document = evaluate_run(run.path, config, input=run.input, output=run.output)
-    except InpaintAnonError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
-    for group, reason in document["skipped"].items():
-        if not reason.startswith("disabled"):
-            print(f"warning: {group} skipped: {reason}", file=sys.stderr)
-    print(_summary(document))
-    print(run.metrics_path, flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from inpaint_anon.evaluate import main as _main  # one copy of the module for Hydra and this command
+
+    raise SystemExit(_main())

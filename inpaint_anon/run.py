@@ -1,71 +1,217 @@
 """Command line entry point: ``python -m inpaint_anon.run`` and the ``inpaint-anon`` console script.
 
-The only module that imports Hydra/OmegaConf: it composes ``conf/``, instantiates the components
-(``_target_`` configs, ``_convert_="all"`` so the package only ever sees plain Python), runs the
-:class:`~inpaint_anon.pipeline.AnonymizePipeline`, writes ``run.json`` into the Hydra run folder and
-prints the output path as the last line. A user error (:class:`~inpaint_anon.errors.InpaintAnonError`,
-an unknown config choice or key) prints one ``error: ...`` line on stderr and exits with code 2.
+The Hydra edge of the package (with :mod:`inpaint_anon.evaluate`, which shares :func:`hydra_command`): it
+composes ``conf/``, instantiates the components (``_target_`` configs, ``_convert_="all"`` so the package only
+ever sees plain Python), runs the :class:`~inpaint_anon.pipeline.AnonymizePipeline`, writes ``run.json`` (the
+resolved config included) into the Hydra run folder and prints the output path as the last line.
+
+``inpaint-anon key=value ...`` is a run; ``inpaint-anon evaluate ARGS`` and ``inpaint-anon unscramble ARGS`` hand
+ARGS to :func:`inpaint_anon.evaluate.main` and :func:`inpaint_anon.unscramble.main`.
+
+Exit codes and the last line on stderr:
+
+- 0: done.
+- 2, ``error: <problem>; <fix>``: a user error (:class:`~inpaint_anon.errors.InpaintAnonError`, an unknown config
+  choice or key, an argument Hydra cannot read).
+- 130 / 143 / 129, ``interrupted: no output written``: SIGINT (Ctrl-C) / SIGTERM (``kill``, ``timeout``, docker,
+  SLURM) / SIGHUP. The signal is raised in the main thread as :class:`Interrupted`, so every ``with`` block on the
+  way out deletes its partial file and the pipeline's stage threads stop.
+
+Run folders (:class:`RunFolder`, a Hydra callback in ``conf/hydra/default.yaml``): a folder that already holds a
+``run.json`` is refused before anything is written into it; a failed run removes the folder it created (unless
+it wrote its ``run.json``); each run first removes the partial files that killed (SIGKILL) runs left in its
+output, run and cache folders.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import logging
 import os
-import platform
 import re
+import shutil
+import signal
 import sys
-from importlib import metadata
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from inpaint_anon.atomic import remove_stale_partials, write_atomic
+from inpaint_anon.checks import check_bool
 from inpaint_anon.errors import ConfigError, InpaintAnonError, InputError
 from inpaint_anon.types import RunResult
+from inpaint_anon.versions import versions
 
 if TYPE_CHECKING:
     from inpaint_anon.video import VideoSettings
 
 logger = logging.getLogger("inpaint_anon")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+RUN_RECORD = "run.json"
 LOSSLESS_IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
 DETECTION_RUN_KEYS = ("stride", "cache")  # detector config keys that set up the detection stage, not the model
 INPAINTER_RUN_KEYS = ("key_file", "allow_lossy")  # inpainter config keys read by this module, not the inpainter
-VERSIONED_PACKAGES = ("inpaint_anon", "torch", "torchvision", "diffusers", "transformers",
-                      "ultralytics-opencv-headless", "ultralytics", "av", "numpy", "hydra-core")
+SUBCOMMANDS = {"evaluate": "inpaint_anon.evaluate", "unscramble": "inpaint_anon.unscramble"}
+"""``inpaint-anon NAME ARGS`` -> ``<module>.main(ARGS)`` (imported only when asked for)."""
+INTERRUPT_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+"""Signals that end a run cleanly (partial files removed) with exit code 128 + the signal number."""
 
 
-def main() -> Any:
-    """Console script: compose the config from the command line and run; exit 2 on user errors."""
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's printer
-    try:
-        return _hydra_main()
-    except MissingConfigException as err:
-        _fail(_explain_missing_choice(err))
-    except (ConfigCompositionException, OmegaConfBaseException) as err:
-        cause = err.__cause__ if err.__cause__ is not None else err
-        _fail(f"{str(cause).splitlines()[0]}; check the key and value (`--cfg job` prints the config)")
+def main(argv: Sequence[str] | None = None) -> int | None:
+    """Console script ``inpaint-anon``: a subcommand (:data:`SUBCOMMANDS`) or a run; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        return importlib.import_module(SUBCOMMANDS[args[0]]).main(args[1:])
+    return hydra_command(_hydra_main, args)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="run")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         return run(cfg)
+    except Interrupted as interrupted:
+        # an Exception, so that Hydra records the job as failed and RunFolder.on_job_end cleans up
+        raise InterruptedJob(interrupted) from None
+
+
+# -- the command-line edge shared with evaluate ---------------------------------------------------------
+
+
+class Interrupted(BaseException):
+    """A termination signal, raised in the main thread by :func:`interruptible`.
+
+    A BaseException, so that no ``except Exception`` on the way out (the pipeline's fail-closed fallback,
+    Hydra's job runner) takes it for an error to handle, and every context manager aborts its partial file.
+    ``written``: an output that was complete before the signal came (its run record may be missing)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.written: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, as a shell reports a process killed by it (SIGINT 130, SIGTERM 143)."""
+        return 128 + self.signum
+
+    @property
+    def message(self) -> str:
+        if self.written is None:
+            return "interrupted: no output written"
+        return f"interrupted: {self.written} was written; its run.json or metrics.json may be missing"
+
+
+class InterruptedJob(Exception):
+    """:class:`Interrupted`, carried out of a Hydra job as an Exception (Hydra then calls ``on_job_end``)."""
+
+    def __init__(self, interrupted: Interrupted) -> None:
+        super().__init__(interrupted.message)
+        self.interrupted = interrupted
+
+
+class _Abort(BaseException):
+    """A user error carried out of a Hydra callback: Hydra turns a callback's Exception into a warning."""
+
+    def __init__(self, error: InpaintAnonError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Within: SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` in the main thread. The first one wins:
+    the others are ignored until the block is left, so the clean-up it starts is not cut short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        for name in INTERRUPT_SIGNALS:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {name: signal.signal(getattr(signal, name), interrupt) for name in INTERRUPT_SIGNALS}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
+def hydra_command(app: Callable[[], Any], args: Sequence[str]) -> int:
+    """Run the ``@hydra.main`` function ``app`` with ``args`` as its command line; returns the exit code.
+
+    1. ``key=value`` arguments whose value holds non-ASCII characters are quoted for Hydra's grammar;
+    2. the run is :func:`interruptible`;
+    3. a user error prints one ``error:`` line (exit 2), a signal one ``interrupted:`` line (128 + signal).
+    """
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's printer
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "inpaint-anon", *(quote_non_ascii(arg) for arg in args)]
+    try:
+        with interruptible():
+            app()
+    except SystemExit as done:  # --help, --version, --info
+        return done.code if isinstance(done.code, int) else int(done.code is not None)
+    except (Interrupted, InterruptedJob) as stopped:
+        interrupted = stopped.interrupted if isinstance(stopped, InterruptedJob) else stopped
+        print(interrupted.message, file=sys.stderr, flush=True)
+        return interrupted.exit_code
+    except _Abort as aborted:
+        return _error(str(aborted.error))
     except InpaintAnonError as err:
-        _fail(str(err))  # SystemExit passes through Hydra untouched (it only catches Exception)
+        return _error(str(err))
+    except MissingConfigException as err:
+        return _error(_explain_missing_choice(err))
+    except OverrideParseException as err:
+        reason = str(err.message).splitlines()[1:2] or [str(err.message)]
+        return _error(f"cannot read the argument {err.override!r} ({reason[0].strip()}); write it as key=value, "
+                      "quoting a value that holds spaces, brackets or quotes: key='value'")
+    except (ConfigCompositionException, OmegaConfBaseException) as err:
+        lines = [str(e).splitlines()[0].rstrip(".") for e in (err, err.__cause__) if e is not None and str(e)]
+        return _error(f"{': '.join(lines)}; check the key and value (`--cfg job` prints the config)")
+    finally:
+        sys.argv = saved
+    return 0
 
 
-def _fail(message: str) -> None:
+def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
+    return 2
+
+
+def quote_non_ascii(arg: str) -> str:
+    """``key=value`` with a non-ASCII value quoted for Hydra, which reads only ASCII outside quotes:
+    ``input=/v/ünï.mp4`` -> ``input='/v/ünï.mp4'``; each item of a sweep ``a,b`` is quoted on its own
+    (``${...}`` interpolations still resolve inside quotes).
+
+    Left as they are: flags, ASCII values, lists, dicts, sweep functions (``choice(...)``), values holding a
+    quote or ending with a backslash; Hydra then names the argument and the error says how to quote it."""
+    key, sep, value = arg.partition("=")
+    if arg.startswith("-") or not sep or value.isascii() or value[:1] in "[{" or value.endswith("\\"):
+        return arg
+    if any(c in value for c in "'\"()"):
+        return arg
+    items = [value] if "${" in value else value.split(",")
+    return f"{key}=" + ",".join(f"'{item}'" for item in items)
 
 
 def _explain_missing_choice(err: MissingConfigException) -> str:
@@ -76,8 +222,78 @@ def _explain_missing_choice(err: MissingConfigException) -> str:
     return f"{str(err).splitlines()[0]}; check the name"
 
 
+class ErrorLine(Callback):
+    """Hydra callback (``hydra.callbacks.error_line``): a job's user error or interruption reaches
+    :func:`hydra_command` as one line, without Hydra's "Error executing job with overrides: [...]" line (the
+    overrides may hold a scramble key), and stops a sweep (the remaining jobs are not started)."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status is not JobStatus.FAILED:
+            return
+        # the job's exception (the public getter prints the overrides, then raises); BaseExceptions pass
+        # through Hydra's callback runner and its launcher
+        error = job_return._return_value
+        if isinstance(error, InterruptedJob):
+            raise error.interrupted from None
+        if isinstance(error, InpaintAnonError):
+            raise _Abort(error) from None
+
+
+class RunFolder(ErrorLine):
+    """Hydra callback (``hydra.callbacks.run_folder``) that keeps run folders honest (and is an
+    :class:`ErrorLine`).
+
+    - A run (or sweep) whose folder already holds a run record (``run.json``) is refused before Hydra writes its
+      ``.hydra/`` into it: a second run must never replace the first one's record or scramble key.
+    - A failed job's folder is removed when this run created it and no ``run.json`` was written (no empty
+      folder holding only ``.hydra/`` is left behind).
+    """
+
+    def __init__(self) -> None:
+        self._existing: set[Path] = set()  # job folders that were there before this run
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = _absolute(config.hydra.run.dir)
+        _refuse_recorded(folder, "hydra.run.dir")
+        if folder.exists():
+            self._existing.add(folder)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = _absolute(config.hydra.sweep.dir)
+        if sweep.is_dir():
+            for job in sweep.iterdir():
+                _refuse_recorded(job, "hydra.sweep.dir")
+                self._existing.add(job)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status is not JobStatus.FAILED:
+            return
+        folder = _absolute(config.hydra.runtime.output_dir)
+        if folder not in self._existing and not (folder / RUN_RECORD).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        super().on_job_end(config, job_return)
+
+
+def _absolute(folder: Any) -> Path:
+    return Path(os.path.abspath(str(folder)))
+
+
+def _refuse_recorded(folder: Path, key: str) -> None:
+    if (folder / RUN_RECORD).exists():
+        raise _Abort(InputError(f"{folder} already holds a run ({RUN_RECORD}); a new run would replace its "
+                                  f"record: choose another {key} or move that run away"))
+
+
+# -- one run ------------------------------------------------------------------------------------------------
+
+
 def run(cfg: DictConfig) -> float | None:
-    """One run from a composed config. Returns the run.json value named by ``optimized_metric``."""
+    """One run from a composed config. Returns the run.json value named by ``optimized_metric``.
+
+    1. check the run's own settings, input, output and encoder settings before loading any model, and remove
+       the partial files that killed runs left in the output, run and cache folders;
+    2. build the components; 3. run the pipeline; 4. write run.json; 5. evaluate (``metrics=default``).
+    """
     import torch
 
     from inpaint_anon.detect.cache import CachedDetector
@@ -89,23 +305,27 @@ def run(cfg: DictConfig) -> float | None:
     # 0. secrets given on the command line are removed from the files Hydra saved at job start
     _redact_hydra_files(cfg)
     # 1. resolve and check input, output and encoder settings before loading any model
+    for name in ("overwrite", "keep_metadata", "pipeline.progress", "detector.cache"):
+        check_bool(name, OmegaConf.select(cfg, name, default=False))
     lossless = _needs_lossless(cfg.inpainter)
     source, output = _resolve_paths(cfg, lossless)
     video = _video_settings(cfg, output, lossless)
     meta = probe(source, max_pixels=video.max_pixels)
     check_output(output, source=source, overwrite=cfg.overwrite, video=video)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    _remove_stale_partials(cfg, output, run_dir)
 
     # 2. build the components from their _target_ configs (stride and cache are run settings, not the model's);
     # seeded first, so whatever draws from torch's global generator (e.g. a model built from a yaml) repeats
     torch.manual_seed(cfg.seed)
     detector_cfg = {k: v for k, v in _plain(cfg.detector).items() if k not in DETECTION_RUN_KEYS}
-    stride, use_cache = cfg.detector.get("stride", 1), cfg.detector.get("cache", False)
+    stride, use_cache = cfg.detector.get("stride", 1), cfg.detector.get("cache", False)  # checked in step 1
     inpainter_cfg = _inpainter_config(cfg, run_dir, output)
     detector = _instantiate("detector", detector_cfg)
     tracker = _instantiate("tracker", cfg.tracker) if cfg.get("tracker") is not None else None
     inpainter = _instantiate("inpainter", inpainter_cfg)
     compositor = _instantiate("compositor", cfg.compositor)
+    metrics = _instantiate("metrics", cfg.metrics) if cfg.get("metrics") is not None else None  # checked now
     if use_cache:
         settings = {**detector_cfg, "stride": stride}
         detector = CachedDetector(detector, cfg.paths.cache, source, settings)
@@ -133,20 +353,24 @@ def run(cfg: DictConfig) -> float | None:
     if recorder is not None:
         recorder.commit(result.frames_out)
 
-    # 4. record and report
-    record = _run_record(cfg, result, source, inpainter)
-    if recorder is not None:
-        record["scramble"].update(pixels=PIXELS_FILE, lossless_output=_lossless_output(output, video),
-                                  codec=video.codec)
-    (run_dir / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    for event in result.events:
-        if event.get("event") == "fallback":
-            logger.warning("region filled by fallback: %s", event)
-    # 5. evaluate (metrics=default): metrics.json beside run.json
-    if cfg.get("metrics") is not None:
-        from inpaint_anon.evaluate import evaluate_run
+    # 4. record and report (the output is complete from here on, whatever happens next)
+    try:
+        record = _run_record(cfg, result, source, inpainter)
+        if recorder is not None:
+            record["scramble"].update(pixels=PIXELS_FILE, lossless_output=_lossless_output(output, video),
+                                      codec=video.codec)
+        write_atomic(run_dir / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+        for event in result.events:
+            if event.get("event") == "fallback":
+                logger.warning("region filled by fallback: %s", event)
+        # 5. evaluate (metrics=default): metrics.json beside run.json
+        if metrics is not None:
+            from inpaint_anon.evaluate import evaluate_run
 
-        result.metrics = evaluate_run(run_dir, _instantiate("metrics", cfg.metrics))["classes"]
+            result.metrics = evaluate_run(run_dir, metrics)["classes"]
+    except Interrupted as interrupted:
+        interrupted.written = result.out_path
+        raise
     print(result.out_path, flush=True)
     return _optimized_value(cfg.get("optimized_metric"), record, result.metrics)
 
@@ -171,6 +395,8 @@ def _resolve_paths(cfg: DictConfig, lossless: bool = False) -> tuple[Path, Path]
     if not source.exists():
         raise InputError(f"input not found: {source}; check the path")
     if cfg.output is None:
+        from inpaint_anon.video import IMAGE_SUFFIXES
+
         suffix = source.suffix.lower()
         if suffix not in IMAGE_SUFFIXES:
             suffix = ".mkv" if lossless else ".mp4"
@@ -180,6 +406,17 @@ def _resolve_paths(cfg: DictConfig, lossless: bool = False) -> tuple[Path, Path]
     else:
         output = Path(str(cfg.output)).expanduser()
     return source, output
+
+
+def _remove_stale_partials(cfg: DictConfig, output: Path, run_dir: Path) -> None:
+    """Delete the partial files of dead processes (a SIGKILLed run) where this run writes."""
+    folders = [output.parent, run_dir, Path(str(cfg.paths.cache)).expanduser()]
+    stats = OmegaConf.select(cfg, "metrics.fid_stats_dir", default=None)
+    if stats:
+        folders.append(Path(str(stats)).expanduser())
+    for folder in dict.fromkeys(folders):
+        for removed in remove_stale_partials(folder):
+            logger.warning("removed %s, left by an interrupted run", removed)
 
 
 def _inpainter_class(node: DictConfig) -> type:
@@ -211,7 +448,7 @@ def _video_settings(cfg: DictConfig, output: Path, lossless: bool) -> VideoSetti
     anything else is a ConfigError naming the fix (a .mkv output, or ``inpainter.allow_lossy=true`` to accept an
     output that cannot be unscrambled exactly).
     """
-    from inpaint_anon.video import VideoSettings
+    from inpaint_anon.video import IMAGE_SUFFIXES, VideoSettings
 
     values = _plain(cfg.video)
     if values.get("codec") is None:
@@ -232,6 +469,8 @@ def _video_settings(cfg: DictConfig, output: Path, lossless: bool) -> VideoSetti
 def _lossless_output(output: Path, video: VideoSettings) -> bool:
     """True when ``output`` written with ``video`` decodes to exactly the frames written: a lossless still format,
     or a lossless video codec (:attr:`VideoSettings.lossless`)."""
+    from inpaint_anon.video import IMAGE_SUFFIXES
+
     suffix = output.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return suffix in LOSSLESS_IMAGE_SUFFIXES
@@ -342,9 +581,9 @@ def _run_record(cfg: DictConfig, result: RunResult, source: Path, inpainter: Any
         "events": result.events,
         "meta": {"width": meta.width, "height": meta.height, "fps": str(meta.fps), "n_frames": meta.n_frames,
                  "has_audio": meta.has_audio, "rotation": meta.rotation, "codec": meta.codec},
-        "versions": _versions(),
+        "versions": versions(),
         "overrides": [_redacted_override(o) for o in HydraConfig.get().overrides.task],
-        "config": _redacted(OmegaConf.to_container(cfg, resolve=False)),
+        "config": _redacted(OmegaConf.to_container(cfg, resolve=True)),
     }
 
 
@@ -421,15 +660,9 @@ def _redact_hydra_files(cfg: DictConfig) -> None:
             write_atomic(path, redacted)
 
 
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 if __name__ == "__main__":
-    main()
+    # through the imported module, so that Hydra's callbacks (inpaint_anon.run.RunFolder) and this command share
+    # one copy of the classes they raise and catch
+    from inpaint_anon.run import main as _main
+
+    raise SystemExit(_main())

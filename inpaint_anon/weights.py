@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from inpaint_anon.checks import check_bool
 from inpaint_anon.device import resolve_device, resolve_dtype
 from inpaint_anon.errors import ConfigError, InpaintAnonError, WeightsError
 from inpaint_anon.inpaint.schedulers import scheduler_class
@@ -100,6 +101,7 @@ def load_sd_components(
     Raises WeightsError when the model cannot be found or loaded, ConfigError for bad arguments.
     """
     ref = _check_ref(ref)
+    check_bool("inpainter.allow_ckpt", allow_ckpt)  # a string ("no") would be truthy and load a pickle
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     variant_name = _resolve_variant(variant, torch_dtype)

@@ -49,7 +49,9 @@ def test_memory_bench(tmp_path: Path) -> None:
 def test_temporal_bench(tmp_path: Path) -> None:
     report = run_bench("temporal", "--size", "160x120", "--frames", "30", "--device", "cpu",
                        out=tmp_path / "temporal.json")
-    assert report["rows"]
+    assert [(row["stride"], row["frames"]) for row in report["rows"]] == [(1, 30), (3, 30)]
+    leaked = {row["tracker"]: row["leaked_frames"] for row in report["leaks"]}
+    assert leaked[True] == 0 and leaked[False] > 0  # the tracker holds masks through the scripted misses
 
 
 @pytest.mark.slow

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import omegaconf
 import pytest
 import torch
 
@@ -500,7 +499,9 @@ def test_key_settings_are_plain_data() -> None:
 
 
 def test_hydra_configs_give_the_same_key_as_plain_dicts(video: Path) -> None:
-    assert cache_key(video, omegaconf.OmegaConf.create(SETTINGS)) == cache_key(video, SETTINGS)
+    from omegaconf import OmegaConf
+
+    assert cache_key(video, OmegaConf.create(SETTINGS)) == cache_key(video, SETTINGS)
 
 
 @pytest.mark.parametrize(

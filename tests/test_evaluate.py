@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import shutil
 import subprocess
 import sys
@@ -377,7 +378,20 @@ def test_relative_paths_are_found_above_the_run_folder(runs: dict[str, Path], tm
 # -- config from run.json ------------------------------------------------------------------------------------
 
 
-def test_run_metrics_config_resolves_interpolations(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_metrics_config_takes_the_run_s_resolved_config_and_overridden_keys() -> None:
+    record = {"config": {"metrics": {"_target_": "inpaint_anon.metrics.MetricsConfig", "device": "cpu",
+                                     "crop_size": 64, "download": False}}}
+    assert run_metrics_config(record) == MetricsConfig(device="cpu", crop_size=64, download=False)
+    composed = {"crop_size": 32, "download": True, "device": "auto", "lpips": False}
+    config = run_metrics_config(record, composed, {"crop_size", "lpips"})
+    assert (config.crop_size, config.lpips, config.download, config.device) == (32, False, False, "cpu")
+    assert run_metrics_config({}) == MetricsConfig()
+    assert run_metrics_config({"config": {"metrics": None}}, composed, set()) == MetricsConfig(**composed)
+
+
+def test_old_unresolved_run_json_is_resolved_with_omegaconf_or_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run.json of the previous version kept ``${...}`` interpolations: resolved against that config by OmegaConf;
+    a ${hydra:...} one (only the run's Hydra knew it) or an unset variable is one ConfigError with the fix."""
     monkeypatch.setenv("EVAL_TEST_HOME", "/data")
     record = {"config": {"device": "cpu", "paths": {"root": "${oc.env:EVAL_TEST_HOME,.}", "cache": "${paths.root}/c"},
                          "metrics": {"_target_": "inpaint_anon.metrics.MetricsConfig", "device": "${device}",
@@ -386,16 +400,13 @@ def test_run_metrics_config_resolves_interpolations(monkeypatch: pytest.MonkeyPa
     config = run_metrics_config(record)
     assert (config.device, config.fid_stats_dir, config.crop_size, config.annotations) == ("cpu", "/data/c/fid", 64,
                                                                                           None)
-    assert run_metrics_config(record, ["metrics.crop_size=32"]).crop_size == 32
-    assert run_metrics_config({}) == MetricsConfig()
     hydra_only = {"config": {"metrics": {"fid_stats_dir": "${hydra:runtime.output_dir}/fid"}}}
-    with pytest.raises(ConfigError, match="cannot be resolved outside Hydra; pass metrics.fid_stats_dir="):
+    with pytest.raises(ConfigError, match="only that run's Hydra could resolve; pass metrics.fid_stats_dir=VALUE, or "
+                                          "re-run the anonymization with this version"):
         run_metrics_config(hydra_only)
-    assert run_metrics_config(hydra_only, ["metrics.fid_stats_dir=null"]).fid_stats_dir is None
-    with pytest.raises(ConfigError, match="EVAL_TEST_MISSING is not set"):
+    assert run_metrics_config(hydra_only, {"fid_stats_dir": None}, {"fid_stats_dir"}).fid_stats_dir is None
+    with pytest.raises(ConfigError, match="metrics.annotations=.*does not resolve here.*EVAL_TEST_MISSING.*re-run"):
         run_metrics_config({"config": {"metrics": {"annotations": "${oc.env:EVAL_TEST_MISSING}"}}})
-    with pytest.raises(ConfigError, match="does not resolve"):
-        run_metrics_config({"config": {"a": "${a}", "metrics": {"annotations": "${a}"}}})
 
 
 # -- command line --------------------------------------------------------------------------------------------
@@ -406,12 +417,16 @@ def _errors(capsys: pytest.CaptureFixture[str]) -> list[str]:
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    ([], "no run folder given"),
-    (["run_dir"], "is not key=value"),
-    (["{run}", "metrics.nope=1"], "unknown option 'metrics.nope'"),
-    (["{run}", "lpips=false"], "unknown option 'lpips'"),
+    ([], "no run folder given; pass run_dir=PATH"),
+    (["run_dir"], "cannot read the argument 'run_dir'"),
+    (["{run}", "metrics.nope=1"], "Could not override 'metrics.nope'"),
+    (["{run}", "lpips=false"], "Could not override 'lpips'"),
     (["{run}", "metrics.crop_size=0"], "metrics.crop_size=0 is invalid"),
     (["{run}", "metrics.lpips_net=resnet"], "metrics.lpips_net='resnet'"),
+    (["{run}", "metrics.lpips=no"], "metrics.lpips='no' is not a boolean"),
+    (["{run}", "metrics.download='false'"], "metrics.download='false' is not a boolean"),
+    (["{run}", "metrics=none"], "metrics=none evaluates nothing"),
+    (["{run}", "metrics=nope"], "unknown metrics 'nope'; choose one of: default, none"),
     (["run_dir={missing}"], "not found"),
     (["run_dir={empty}"], "no run.json"),
     (["{run}", "output={missing}"], "output video"),
@@ -425,20 +440,56 @@ def test_cli_errors_exit_2_with_one_line(args: list[str], needle: str, runs: dic
     values = {"run": f"run_dir={runs['solid']}", "missing": str(tmp_path / "missing"), "empty": str(tmp_path / "empty"),
               "no_dets": str(tmp_path / "no_dets")}
     assert main([a.format(**values) for a in args]) == 2
-    errors = _errors(capsys)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0], errors
+    assert "Error executing job" not in err and "Traceback" not in err, err
 
 
-def test_cli_writes_metrics_and_prints_the_path(runs: dict[str, Path], tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_metrics_and_nothing_else(runs: dict[str, Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hydra entry point that does not litter: no .hydra/, log file or outputs/ folder, in the current folder or
+    the run folder; only metrics.json appears."""
     run_dir = tmp_path / "cli_run"
     shutil.copytree(runs["solid"], run_dir)
+    (run_dir / "metrics.json").unlink(missing_ok=True)  # other tests evaluate the shared run folder
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    before = sorted(p.name for p in run_dir.iterdir())
     assert main([f"run_dir={run_dir}", "metrics.lpips=false", "metrics.fid=false", "metrics.device=cpu"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == str(run_dir / "metrics.json") and "psnr_out ↑" in out[0]
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted([*before, "metrics.json"])
+    assert list(cwd.iterdir()) == []
     document = json.loads((run_dir / "metrics.json").read_text())
     assert document["skipped"]["lpips"].startswith("disabled") and document["config"]["lpips"] is False
+    assert document["versions"]["python"] == platform.python_version()
+
+
+def test_cli_overrides_replace_keys_of_the_run_s_own_config(runs: dict[str, Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "own_config"
+    shutil.copytree(runs["solid"], run_dir)
+    record = json.loads((run_dir / "run.json").read_text())
+    record["config"]["metrics"] = {"_target_": "inpaint_anon.metrics.MetricsConfig", "lpips": False, "fid": False,
+                                   "crop_size": 32, "device": "cpu", "fid_stats_dir": None}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    assert main([f"run_dir={run_dir}", "metrics.crop_size=48", "metrics.flicker=false"]) == 0
+    config = json.loads((run_dir / "metrics.json").read_text())["config"]
+    assert (config["crop_size"], config["flicker"], config["lpips"], config["fid"]) == (48, False, False, False)
+    assert main([f"run_dir={run_dir}", "metrics=default", "metrics.lpips=false", "metrics.fid=false",
+                 "metrics.fid_stats_dir=null"]) == 0  # the group: the defaults, not the run's
+    config = json.loads((run_dir / "metrics.json").read_text())["config"]
+    assert (config["crop_size"], config["flicker"], config["device"]) == (128, True, "auto")
+
+
+def test_cli_help_shows_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("inpaint-anon evaluate: per-class metrics") and "run_dir=PATH" in text
+    assert "metrics.lpips=false" in text and "fid_min_crops: 50" in text
 
 
 def test_cli_subprocess_exit_code(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -446,5 +497,4 @@ def test_cli_subprocess_exit_code(runs: dict[str, Path], tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 2
     assert [line for line in proc.stderr.splitlines() if line.strip()] == [
-        line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert "Traceback" not in proc.stderr and "not found" in proc.stderr
+        f"error: run folder {tmp_path / 'nope'} not found; pass run_dir=<a folder written by inpaint_anon.run>"]

@@ -120,6 +120,11 @@ def test_differing_settings_from_config_or_overrides(sweep: Path, tmp_path: Path
         (tmp_path / name).mkdir()
         (tmp_path / name / "run.json").write_text(json.dumps({"overrides": overrides}))
     assert differing_settings(load_rows(find_runs([tmp_path / "a", tmp_path / "b"]))) == ["inpainter", "seed"]
+    for name in ("c", "d"):  # resolved configs of a sweep's jobs: each writes its own output file
+        (tmp_path / name).mkdir()
+        config = {"output": f"/sweep/{name}/anon.mp4", "inpainter": {"steps": 10 if name == "c" else 20}}
+        (tmp_path / name / "run.json").write_text(json.dumps({"config": config}))
+    assert differing_settings(load_rows(find_runs([tmp_path / "c", tmp_path / "d"]))) == ["inpainter.steps"]
 
 
 @pytest.mark.parametrize(("args", "needle"), [

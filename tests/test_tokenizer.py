@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import open_clip.tokenizer as open_clip_tokenizer  # dev dependency: the reference the packaged files come from
 import pytest
 
 import inpaint_anon.tokenizer as tokenizer_module
@@ -60,7 +61,6 @@ def test_is_the_sd15_clip_tokenizer(tokenizer):
 
 @pytest.mark.parametrize("prompt", PLAIN_PROMPTS + FTFY_PROMPTS)
 def test_ids_equal_open_clip(tokenizer, prompt):
-    open_clip_tokenizer = pytest.importorskip("open_clip.tokenizer")
     want = open_clip_tokenizer.tokenize([prompt])[0].tolist()  # pads with 0 after the eos
     end = want.index(49407) + 1
     text = prompt
@@ -73,14 +73,12 @@ def test_ids_equal_open_clip(tokenizer, prompt):
 
 
 def test_packaged_files_equal_a_fresh_derivation_from_open_clip(tmp_path):
-    open_clip_tokenizer = pytest.importorskip("open_clip.tokenizer")
     for fresh in write_clip_tokenizer_assets(open_clip_tokenizer.default_bpe(), tmp_path):
         packaged = asset_dir() / fresh.name
         assert gzip.decompress(fresh.read_bytes()) == gzip.decompress(packaged.read_bytes()), fresh.name
 
 
 def test_derivation_matches_open_clip_encoder():
-    open_clip_tokenizer = pytest.importorskip("open_clip.tokenizer")
     vocab, merges = derive_clip_vocab_and_merges(open_clip_tokenizer.default_bpe())
     reference = open_clip_tokenizer.SimpleTokenizer()
     assert len(vocab) == 49408 and len(merges) == 48894
@@ -117,7 +115,10 @@ def test_readme_checksums_match_the_unpacked_files(tmp_path):
 
 
 def test_assets_are_declared_package_data():
-    tomllib = pytest.importorskip("tomllib") if sys.version_info >= (3, 11) else pytest.importorskip("tomli")
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10: tomli is optional there
+        tomllib = pytest.importorskip("tomli", reason="Python 3.10 has no tomllib and tomli is not installed")
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     patterns = pyproject["tool"]["setuptools"]["package-data"]["inpaint_anon"]
     declared = {

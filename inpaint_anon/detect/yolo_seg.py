@@ -32,6 +32,7 @@ from ultralytics.cfg import DEFAULT_CFG_DICT
 from ultralytics.engine.results import Results
 from ultralytics.utils import ROOT, SETTINGS, downloads, env_bool
 
+from inpaint_anon.checks import check_bool
 from inpaint_anon.detect.base import check_frames
 from inpaint_anon.device import resolve_device
 from inpaint_anon.errors import ConfigError, WeightsError
@@ -276,7 +277,7 @@ class YoloSegDetector:
             )
         self.weights = str(weights)
         self.device = str(resolve_device(device))
-        self.half = bool(half) and self.device.startswith("cuda")
+        self.half = check_bool("detector.half", half) and self.device.startswith("cuda")
         self.batch_size = batch_size
         self.model = load_yolo(self.weights)
         self.task: str = self.model.task

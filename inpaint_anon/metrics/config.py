@@ -1,20 +1,21 @@
 """What an evaluation measures and how: :class:`MetricsConfig`, and :data:`METRICS`, the table of metric names,
 directions and definitions that ``metrics.json`` and the reports carry.
 
-The config is a plain frozen dataclass, built from keyword arguments (Hydra's ``_target_``), from a dict
-(:meth:`MetricsConfig.from_dict`, e.g. ``run.json``'s ``config.metrics``) or from ``key=value`` strings
-(:meth:`MetricsConfig.from_overrides`, the evaluate command line). Every value is checked where it enters and a
-bad one raises :class:`~inpaint_anon.errors.ConfigError` naming ``metrics.<key>`` and the fix.
+The config is a plain frozen dataclass, built from keyword arguments (Hydra's ``_target_``, from the run and
+evaluate command lines) or from a dict (:meth:`MetricsConfig.from_dict`, e.g. ``run.json``'s resolved
+``config.metrics``). Every value is checked where it enters and a bad one raises
+:class:`~inpaint_anon.errors.ConfigError` naming ``metrics.<key>`` and the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from inpaint_anon.checks import check_bool
 from inpaint_anon.errors import ConfigError
 
 LPIPS_NETS = ("alex", "vgg", "squeeze")
@@ -161,7 +162,7 @@ class MetricsConfig:
 
     def __post_init__(self) -> None:
         for name in (*METRIC_GROUPS, "download"):
-            self._check(name, isinstance(getattr(self, name), bool), "true or false")
+            check_bool(f"metrics.{name}", getattr(self, name))
         for name, low in (("frame_stride", 1), ("outside_margin", 0), ("crop_size", 16), ("min_crop_side", 1),
                           ("batch_size", 1), ("fid_min_crops", 2)):
             value = getattr(self, name)
@@ -214,37 +215,6 @@ class MetricsConfig:
             raise ConfigError(f"unknown metrics option(s) {', '.join(unknown)}; known: {', '.join(known)}")
         return dataclasses.replace(self, **changes)
 
-    def with_overrides(self, overrides: Iterable[str]) -> MetricsConfig:
-        """A copy with ``metrics.<key>=<value>`` (or ``<key>=<value>``) strings applied, values parsed by
-        :func:`parse_value`."""
-        changes: dict[str, Any] = {}
-        for item in overrides:
-            key, sep, text = item.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"option {item!r} is not key=value; write e.g. metrics.lpips=false")
-            key = key.removeprefix("metrics.")
-            changes[key] = parse_value(text)
-        return self.replace(**changes)
-
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-
-def parse_value(text: str) -> Any:
-    """A command-line value as Python: ``true``/``false``, ``null``/``none``/``~``, integers, floats, else the
-    string itself (surrounding single or double quotes removed)."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "yes", "on"):
-        return True
-    if lowered in ("false", "no", "off"):
-        return False
-    if lowered in ("null", "none", "~", ""):
-        return None
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
