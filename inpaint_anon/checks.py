@@ -7,6 +7,8 @@ setting, the value given and what to write instead. ``owner`` is the component (
 
 from __future__ import annotations
 
+import math
+
 from inpaint_anon.errors import ConfigError
 
 
@@ -14,18 +16,29 @@ def _named(owner: str, name: str) -> str:
     return f"{owner} {name}" if owner else name
 
 
-def check_int(owner: str, name: str, value: object, low: int, high: int) -> int:
-    """``value`` if it is an int in [low, high], else a ConfigError naming the parameter, value and range."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{_named(owner, name)}={value!r} is invalid; use an integer from {low} to {high}")
+def check_int(owner: str, name: str, value: object, low: int, high: int | None = None) -> int:
+    """``value`` if it is an int in [low, high] (``high`` None: no upper bound), else a ConfigError naming the
+    parameter, value and range."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value or (high is not None and value > high):
+        allowed = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+        raise ConfigError(f"{_named(owner, name)}={value!r} is invalid; use {allowed}")
     return value
 
 
-def check_float(owner: str, name: str, value: object, low: float, high: float) -> float:
-    """``value`` as a float if it is a number in [low, high], else a ConfigError naming it and the range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ConfigError(f"{_named(owner, name)}={value!r} is invalid; use a number from {low} to {high}")
+def check_float(owner: str, name: str, value: object, low: float, high: float | None = None) -> float:
+    """``value`` as a float if it is a finite number in [low, high] (``high`` None: no upper bound), else a
+    ConfigError naming it and the range."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not (ok and low <= value and (high is None or value <= high)):  # type: ignore[operator]
+        allowed = f"a number >= {low}" if high is None else f"a number from {low} to {high}"
+        raise ConfigError(f"{_named(owner, name)}={value!r} is invalid; use {allowed}")
     return float(value)
+
+
+def check_number(name: str, value: object, low: float, high: float | None = None, integer: bool = False) -> None:
+    """:func:`check_int` (``integer``) or :func:`check_float` for a setting named as a user writes it
+    (``detector.conf``)."""
+    (check_int if integer else check_float)("", name, value, low, high)  # type: ignore[operator]
 
 
 def check_bool(name: str, value: object) -> bool:

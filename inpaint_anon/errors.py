@@ -24,3 +24,15 @@ class ConfigError(InpaintAnonError, ValueError):
 
 class WeightsError(InpaintAnonError):
     """Model weights cannot be found or loaded (offline and not cached, bad file, wrong format)."""
+
+
+def one_line(error: BaseException | str, limit: int = 200) -> str:
+    """The one-line form of an error for messages and run.json events: ``Type: first line of the message``
+    (just ``Type`` when it has none; a string is taken as the message itself), cut to ``limit`` characters
+    with ``...``."""
+    if isinstance(error, BaseException):
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    else:
+        text = error.strip().splitlines()[0] if error.strip() else "no message"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from inpaint_anon.composite import Compositor
 from inpaint_anon.detect.base import Detector
-from inpaint_anon.errors import ConfigError, InputError
+from inpaint_anon.errors import ConfigError, InputError, one_line
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.inpaint.fallback import fail_closed_fills
 from inpaint_anon.inpaint.fast import FALLBACK_RGB, solid_fills
@@ -331,7 +331,7 @@ class AnonymizePipeline:
             work.state = step(work.state)
             work.done = last
         except Exception as err:  # noqa: BLE001 - privacy: any failure must still hide the regions
-            reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+            reason = one_line(err)
             logger.warning("%s failed on frames %s (%s); regions filled by the fallback",
                            self.inpainter.name, work.batch.frame_indices, reason)
             fills, used = fail_closed_fills(work.batch)

@@ -27,7 +27,7 @@ import torch
 
 from inpaint_anon.checks import check_bool
 from inpaint_anon.device import resolve_device, resolve_dtype
-from inpaint_anon.errors import ConfigError, InpaintAnonError, WeightsError
+from inpaint_anon.errors import ConfigError, InpaintAnonError, WeightsError, one_line
 from inpaint_anon.inpaint.schedulers import scheduler_class
 from inpaint_anon.tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
 from inpaint_anon.types import SDComponents
@@ -60,10 +60,6 @@ _SINGLE_FILE_CONFIG_REPOS = {"inpainting": DEFAULT_SD_INPAINT, "v1": SD15_BASE}
 _LDM_UNET_KEY = "model.diffusion_model.input_blocks.0.0.weight"
 
 
-def _reason(err: BaseException) -> str:
-    """``"Type: first line of the message"`` of an exception, for one-line error messages."""
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def _download_hint(repo: str) -> str:
@@ -261,7 +257,7 @@ def _load_part(root: Path, part: str, loader: Callable[[], Any]) -> Any:
         raise
     except Exception as err:  # diffusers/transformers/safetensors raise many types for bad files
         raise WeightsError(
-            f"cannot load {part!r} from {root / part} ({_reason(err)}); re-download or re-save that folder"
+            f"cannot load {part!r} from {root / part} ({one_line(err)}); re-download or re-save that folder"
         ) from err
 
 
@@ -433,7 +429,7 @@ def _download_snapshot(repo_id: str, variant: str | None, cache_dir: str | os.Pa
             etag_timeout=HUB_TIMEOUT_S,
         )
     except Exception as err:  # network, auth, missing repo: all end the same way for the user
-        raise WeightsError(f"model {repo_id!r} {cause} ({_reason(err)}); {_download_hint(repo_id)}") from err
+        raise WeightsError(f"model {repo_id!r} {cause} ({one_line(err)}); {_download_hint(repo_id)}") from err
     return Path(folder)
 
 
@@ -460,7 +456,7 @@ def _single_file_config_repo(path: Path) -> str:
         checkpoint = _checkpoint_shapes(path)
     except Exception as err:  # safetensors/pickle errors for truncated or foreign files
         raise WeightsError(
-            f"cannot read checkpoint {path} ({_reason(err)}); check the file is complete (re-download it)"
+            f"cannot read checkpoint {path} ({one_line(err)}); check the file is complete (re-download it)"
         ) from err
     if _LDM_UNET_KEY not in checkpoint:
         raise WeightsError(
@@ -507,7 +503,7 @@ def _config_folder(config: str, cache_dir: str | os.PathLike[str] | None, checkp
         )
     except Exception as err:
         raise WeightsError(
-            f"the configs of {config!r} for {checkpoint.name} could not be downloaded ({_reason(err)}); "
+            f"the configs of {config!r} for {checkpoint.name} could not be downloaded ({one_line(err)}); "
             f"pass config= a local diffusers folder of the same model"
         ) from err
 
@@ -561,7 +557,7 @@ def load_single_file(
         raise
     except Exception as err:
         raise WeightsError(
-            f"cannot load checkpoint {file} with configs from {config_dir} ({_reason(err)}); "
+            f"cannot load checkpoint {file} with configs from {config_dir} ({one_line(err)}); "
             f"check that it is an SD-1.5 checkpoint matching those configs"
         ) from err
     return SDComponents.from_pipeline(pipe)

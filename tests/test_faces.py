@@ -299,7 +299,7 @@ def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
 def test_options_are_checked(centerface: CenterFaceModel) -> None:
     for bad in ({"conf": 1.5}, {"nms_iou": -0.1}, {"input_size": 16}, {"tile_size": 8.5}, {"min_face_size": -1},
                 {"mask_scale": 0.9}, {"batch_size": 0}, {"tile_overlap": 0.95}, {"conf": float("nan")}):
-        with pytest.raises(ConfigError, match=rf"detector\.{next(iter(bad))}=.* out of range; use"):
+        with pytest.raises(ConfigError, match=rf"detector\.{next(iter(bad))}=.* is invalid; use"):
             FaceDetector(centerface, **bad)
     with pytest.raises(ConfigError, match=r"mask_shape='circle' is unknown; use one of ellipse, box"):
         FaceDetector(centerface, mask_shape="circle")

