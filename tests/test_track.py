@@ -316,14 +316,14 @@ def test_frames_come_out_delay_frames_late_and_the_buffer_stays_small() -> None:
 
 
 def test_one_off_detections_are_forgotten() -> None:
-    """Memory stays flat: tracks that can cover no future frame are dropped."""
+    """Memory stays flat: tracks that can cover no future frame are dropped. The boxes jump 4-5 box sizes a
+    frame (a steady step of about one box size is one fast object, which the motion gate keeps as one track)."""
     tracker = Tracker(hold_frames=3, backfill_frames=2, max_gap=2)
     for index in range(60):
-        x = (7 * index) % 140
-        tracker.push(index, Detections.from_masks(rect(x, (5 * index) % 100, x + 8, (5 * index) % 100 + 8)[None],
-                                                  [0], NAMES))
+        x, y = (37 * index) % 140, (23 * index) % 100
+        tracker.push(index, Detections.from_masks(rect(x, y, x + 8, y + 8)[None], [0], NAMES))
         assert tracker.live_tracks <= 8
-    assert tracker.ids_seen > 8
+    assert tracker.ids_seen > 30
 
 
 # -- interpolation ----------------------------------------------------------------------------------------
@@ -443,9 +443,17 @@ def test_ultralytics_tracker_internals_used_by_the_adapter(method: str) -> None:
         xyxy = np.array(boxes, dtype=np.float32).reshape(-1, 4)
         return BoxesView(xyxy, np.full(len(xyxy), 0.9, np.float32), np.zeros(len(xyxy), np.float32))
 
-    backend = Association(method, Tracker(method=method).tracker_settings).tracker
+    backend = Association(method, Tracker(method=method).tracker_settings).backend(0)
     for name in ("frame_id", "tracked_stracks", "lost_stracks"):
         expect(hasattr(backend, name), f"the tracker has no attribute {name!r}")
+    cost_calls: list[tuple[list, list]] = []
+    own_costs = backend.get_dists
+
+    def spy(tracks: list, detections: list) -> np.ndarray:
+        cost_calls.append((list(tracks), list(detections)))
+        return own_costs(tracks, detections)
+
+    backend.get_dists = spy  # the motion gate lives in get_dists: update() must use it for its cost matrices
     expect(callable(getattr(backend, "multi_predict", None)), "the tracker has no multi_predict(tracks) method")
     expect((backend.frame_id, backend.tracked_stracks, backend.lost_stracks) == (0, [], []),
            "a new tracker does not start at frame_id 0 with empty tracked_stracks and lost_stracks lists")
@@ -466,12 +474,19 @@ def test_ultralytics_tracker_internals_used_by_the_adapter(method: str) -> None:
            f"the unconfirmed track has frame_id={new.frame_id}, idx={new.idx}, track_id={new.track_id}; expected "
            f"the tracker's frame_id {backend.frame_id}, its detection index 0 and the next id 2")
 
-    # a skipped frame: frame_id is advanced by hand and multi_predict moves tracks along their motion
+    expect(any(len(t) == 1 and len(d) == 2 for t, d in cost_calls),
+           "update() did not call get_dists(tracks, detections) with the track pool and the new detections")
     (first,) = [t for t in backend.tracked_stracks if t.is_activated]
-    before = np.array(first.mean, dtype=np.float64)
+    expect(first.frame_id == 2 and np.shape(first.xyxy) == (4,),
+           f"a matched track has frame_id={first.frame_id} (not the frame of its last detection, 2) or an xyxy of "
+           f"shape {np.shape(first.xyxy)}")
+
+    # a skipped frame: frame_id is advanced by hand and multi_predict moves tracks along their motion
+    before, box_before = np.array(first.mean, dtype=np.float64), np.array(first.xyxy, dtype=np.float64)
     backend.frame_id += 1
     backend.multi_predict([first])
     expect(float(first.mean[0]) > before[0], "multi_predict(tracks) did not move a rightward track's Kalman mean right")
+    expect(float(first.xyxy[0]) > box_before[0], "a track's xyxy does not follow its Kalman prediction")
     expect(first in backend.tracked_stracks and backend.lost_stracks == [], "multi_predict changed the track pools")
     rows = backend.update(view([19, 10, 39, 50]), None)  # frame 4, 3 px per frame further
     expect(backend.frame_id == 4, f"after a skipped frame update() gave frame_id {backend.frame_id}, not 4")
