@@ -11,18 +11,22 @@ plain arrays through the ``Results.boxes``-like view they read, and the settings
   between frames, and a track seen once has no velocity, so IoU alone splits one plate into one-frame tracks.
   Each backend's ``get_dists`` (its cost matrix of tracks x detections) also accepts, at a cost between
   :data:`NEAR_COST` and :data:`FAR_COST`, every detection whose centre lies within reach of the track's
-  Kalman-predicted box (:func:`motion_costs`): ``(max_speed * frames + GATE_SLACK)`` box sizes, where a box
-  size is the longer side and ``frames`` the frames since the track's last detection, but at most the frames
-  since the previous detector run (a lost track is carried by its Kalman motion; the gate covers one detection
-  interval of motion the filter did not foresee). Boxes whose sizes differ by more than
-  :data:`MAX_SIZE_RATIO` never match by distance. A good IoU match costs less than any distance match, so
-  distance only joins what IoU cannot. ultralytics' second pass (low-score detections) stays IoU only.
+  Kalman-predicted box or of its last detected box (:func:`motion_costs`; the Kalman velocity of a young
+  track lags far behind a fast object): ``(max_speed * frames + GATE_SLACK)`` box sizes, where a box size is
+  the longer side and ``frames`` the frames since the track's last detection, but at most the frames since the
+  previous detector run (a lost track is carried by its Kalman motion; the gate covers one detection interval
+  of motion the filter did not foresee, so a long-lost track is not handed to whatever appears near it).
+  Boxes whose sizes differ by more than :data:`MAX_SIZE_RATIO` never match by distance. A good IoU match
+  costs less than any distance match, so distance only joins what IoU cannot. ultralytics' second pass
+  (low-score detections) stays IoU only, and a track seen once that is missed at the next detector run is
+  dropped by ultralytics (its next detection starts a new id; the masks are covered regardless).
 
 Besides their public ``update(results, img)``, ``get_dists(tracks, detections)`` and ``multi_predict(tracks)``,
 some things need the trackers' state, for which ultralytics has no public API: the id of a new, still
 unconfirmed track (read from ``tracked_stracks``: ``is_activated``, ``frame_id``, ``idx``, ``track_id``),
 advancing a frame the detector skipped by Kalman prediction alone (``frame_id``, ``tracked_stracks``,
-``lost_stracks``), and each track's last detection frame and predicted box in the gate (``frame_id``, ``xyxy``).
+``lost_stracks``), and in the gate each track's last detection frame, detection index and predicted box
+(``frame_id``, ``idx``, ``xyxy``).
 The ultralytics version is pinned in pyproject.toml, and tests/test_track.py checks these internals with a
 message naming what changed.
 """
@@ -154,10 +158,19 @@ def backend_class(method: str) -> type:
             super().__init__(args)
             self.max_speed = max_speed
             self.previous_update = 0  # frame_id of the previous update (detector run)
+            self.measured: dict[int, np.ndarray] = {}  # track id -> xyxy of its last detection
 
         def update(self, results: Any, img: np.ndarray | None = None, **kwargs: Any) -> np.ndarray:
             rows = super().update(results, img, **kwargs)
             self.previous_update = self.frame_id
+            kept = {}
+            for track in [*self.tracked_stracks, *self.lost_stracks]:
+                box = self.measured.get(int(track.track_id))
+                if track.frame_id == self.frame_id:
+                    box = np.asarray(results.xyxy[int(track.idx)], dtype=np.float64)
+                if box is not None:
+                    kept[int(track.track_id)] = box
+            self.measured = kept
             return rows
 
         def get_dists(self, tracks: list, detections: list) -> np.ndarray:
@@ -166,8 +179,11 @@ def backend_class(method: str) -> type:
                 return dists
             interval = self.frame_id - self.previous_update
             frames = np.array([max(min(self.frame_id - t.frame_id, interval), 1) for t in tracks])
-            gated = motion_costs(np.stack([t.xyxy for t in tracks]), frames, np.stack([d.xyxy for d in detections]),
-                                 self.max_speed)
+            found = np.stack([d.xyxy for d in detections])
+            predicted = np.stack([t.xyxy for t in tracks])
+            measured = np.stack([self.measured.get(int(t.track_id), t.xyxy) for t in tracks])
+            gated = np.minimum(motion_costs(predicted, frames, found, self.max_speed),
+                               motion_costs(measured, frames, found, self.max_speed))
             return np.minimum(dists, gated.astype(dists.dtype))
 
     MotionGated.__name__ = MotionGated.__qualname__ = f"MotionGated{base.__name__}"
