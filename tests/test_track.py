@@ -508,6 +508,30 @@ def test_small_fast_object_with_detection_stride_3(phase: int, detected: range, 
     assert tracker.stats["detected"] == len(in_view) >= 1
 
 
+def test_a_fast_track_missed_at_one_detector_run_keeps_its_id() -> None:
+    """Stride 3, a 12x6 plate at 12 px per frame, found at frames 3, 6, 12, 15 (missed at 9): at 12 it is 72 px
+    from its last detection, beyond the reach of one interval from there and from the lagging Kalman
+    prediction; the constant-velocity extrapolation of its last two detections finds it."""
+    size = (240, 48)
+
+    def stream() -> Iterator[tuple[int, Detections | None]]:
+        for index in range(20):
+            if index % 3:
+                yield index, None
+                continue
+            x = 12 * index
+            found = [visible((x, 20, x + 12, 26), size)] if index in (3, 6, 12, 15) else []
+            masks = np.stack(found) if found else np.zeros((0, size[1], size[0]), dtype=bool)
+            yield index, Detections.from_masks(masks, [0] * len(found), {0: "plate"})
+
+    out = list(track_all(Tracker(), stream()))
+    assert {int(i) for _, dets in out for i in dets.track_ids} == {1}
+    for index, dets in out[3:18]:
+        x = 12 * index
+        truth = visible((x, 20, x + 12, 26), size)
+        assert not (truth & ~dets.union_mask().numpy()).any(), f"frame {index}"
+
+
 def test_a_single_sighting_grows_by_max_speed_and_max_speed_0_holds_it_in_place() -> None:
     box = (30, 20, 42, 26)  # 12x6: the growth is 12 px per frame at max_speed 1
     frames = [(i, Detections.from_masks(visible(box)[None], [0], {0: "plate"}) if i == 3 else

@@ -10,12 +10,14 @@ plain arrays through the ``Results.boxes``-like view they read, and the settings
 - **a motion gate for small, fast objects**: the IoU of a small box moving about its own width per frame is 0
   between frames, and a track seen once has no velocity, so IoU alone splits one plate into one-frame tracks.
   Each backend's ``get_dists`` (its cost matrix of tracks x detections) also accepts, at a cost between
-  :data:`NEAR_COST` and :data:`FAR_COST`, every detection whose centre lies within reach of the track's
-  Kalman-predicted box or of its last detected box (:func:`motion_costs`; the Kalman velocity of a young
-  track lags far behind a fast object): ``(max_speed * frames + GATE_SLACK)`` box sizes, where a box size is
-  the longer side and ``frames`` the frames since the track's last detection, but at most the frames since the
-  previous detector run (a lost track is carried by its Kalman motion; the gate covers one detection interval
-  of motion the filter did not foresee, so a long-lost track is not handed to whatever appears near it).
+  :data:`NEAR_COST` and :data:`FAR_COST`, every detection whose centre lies within reach of one of the
+  track's predicted boxes (:func:`motion_costs`): its Kalman prediction, its last detected box, and that box
+  moved on at the velocity between its last two detections (ultralytics' Kalman filter assumes motion small
+  relative to the box height, so its velocity lags far behind a plate moving several heights per frame).
+  The reach is ``(max_speed * frames + GATE_SLACK)`` box sizes, where a box size is the longer side and
+  ``frames`` the frames since the track's last detection, but at most the frames since the previous detector
+  run: a lost track is carried by its predictions and the gate covers one detection interval of motion they
+  did not foresee, so a long-lost track is not handed to whatever appears near it.
   Boxes whose sizes differ by more than :data:`MAX_SIZE_RATIO` never match by distance. A good IoU match
   costs less than any distance match, so distance only joins what IoU cannot. ultralytics' second pass
   (low-score detections) stays IoU only, and a track seen once that is missed at the next detector run is
@@ -25,8 +27,8 @@ Besides their public ``update(results, img)``, ``get_dists(tracks, detections)``
 some things need the trackers' state, for which ultralytics has no public API: the id of a new, still
 unconfirmed track (read from ``tracked_stracks``: ``is_activated``, ``frame_id``, ``idx``, ``track_id``),
 advancing a frame the detector skipped by Kalman prediction alone (``frame_id``, ``tracked_stracks``,
-``lost_stracks``), and in the gate each track's last detection frame, detection index and predicted box
-(``frame_id``, ``idx``, ``xyxy``).
+``lost_stracks``), and in the gate each track's id, last detection frame, detection index and predicted box
+(``track_id``, ``frame_id``, ``idx``, ``xyxy``).
 The ultralytics version is pinned in pyproject.toml, and tests/test_track.py checks these internals with a
 message naming what changed.
 """
@@ -158,20 +160,35 @@ def backend_class(method: str) -> type:
             super().__init__(args)
             self.max_speed = max_speed
             self.previous_update = 0  # frame_id of the previous update (detector run)
-            self.measured: dict[int, np.ndarray] = {}  # track id -> xyxy of its last detection
+            self.measured: dict[int, list[tuple[int, np.ndarray]]] = {}  # track id -> last 2 (frame_id, xyxy)
 
         def update(self, results: Any, img: np.ndarray | None = None, **kwargs: Any) -> np.ndarray:
             rows = super().update(results, img, **kwargs)
             self.previous_update = self.frame_id
             kept = {}
             for track in [*self.tracked_stracks, *self.lost_stracks]:
-                box = self.measured.get(int(track.track_id))
+                history = self.measured.get(int(track.track_id), [])
                 if track.frame_id == self.frame_id:
                     box = np.asarray(results.xyxy[int(track.idx)], dtype=np.float64)
-                if box is not None:
-                    kept[int(track.track_id)] = box
+                    history = [*history, (self.frame_id, box)][-2:]
+                if history:
+                    kept[int(track.track_id)] = history
             self.measured = kept
             return rows
+
+        def references(self, track: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            """float64 (4,) xyxy boxes the gate reaches from: the Kalman prediction, the last detected box, and
+            that box moved on at the velocity between the track's last two detections."""
+            predicted = np.asarray(track.xyxy, dtype=np.float64)
+            history = self.measured.get(int(track.track_id))
+            if not history:
+                return predicted, predicted, predicted
+            last_frame, last = history[-1]
+            if len(history) == 1:
+                return predicted, last, last
+            first_frame, first = history[0]
+            velocity = (last - first) / (last_frame - first_frame)
+            return predicted, last, last + velocity * (self.frame_id - last_frame)
 
         def get_dists(self, tracks: list, detections: list) -> np.ndarray:
             dists = super().get_dists(tracks, detections)
@@ -180,10 +197,9 @@ def backend_class(method: str) -> type:
             interval = self.frame_id - self.previous_update
             frames = np.array([max(min(self.frame_id - t.frame_id, interval), 1) for t in tracks])
             found = np.stack([d.xyxy for d in detections])
-            predicted = np.stack([t.xyxy for t in tracks])
-            measured = np.stack([self.measured.get(int(t.track_id), t.xyxy) for t in tracks])
-            gated = np.minimum(motion_costs(predicted, frames, found, self.max_speed),
-                               motion_costs(measured, frames, found, self.max_speed))
+            references = [self.references(t) for t in tracks]
+            gated = np.min([motion_costs(np.stack([r[k] for r in references]), frames, found, self.max_speed)
+                            for k in range(3)], axis=0)
             return np.minimum(dists, gated.astype(dists.dtype))
 
     MotionGated.__name__ = MotionGated.__qualname__ = f"MotionGated{base.__name__}"
