@@ -1,4 +1,5 @@
-"""Time in the pipeline: fail-closed hold through detector misses, backfill, detect-every-k-frames, ids.
+"""Time in the pipeline: fail-closed hold through detector misses, backfill, detect-every-k-frames, ids, and a
+small fast object (a plate moving its own width per frame) that the holds and backfill must follow.
 
 Scripted detectors drop a known object; the clip's ground-truth masks tell where it really is. A frame
 leaks when the object's true pixels reach the output in the clear (compared with the decoded input).
@@ -93,6 +94,64 @@ def test_each_object_keeps_one_track_id_through_a_miss(tmp_path: Path) -> None:
     assert len({ids["person"] for ids in inpainter.ids.values()}) == 1
     assert len({ids["car"] for ids in inpainter.ids.values()}) == 1
     assert sorted(inpainter.ids) == list(range(N))
+
+
+# -- a small, fast object: a 12x6 plate moving its own width per frame, entering at the left border ----------
+
+PLATE_FRAMES = range(4, 13)  # in view (frame 4: cut by the left border); behind something from frame 13 on
+
+
+def plate_truth(index: int) -> np.ndarray:
+    """bool (H, W): the plate's pixels in frame ``index`` (not drawn in the clip: its place on the background
+    must not reach the output unchanged)."""
+    mask = np.zeros((SIZE[1], SIZE[0]), dtype=bool)
+    if index in PLATE_FRAMES:
+        x0 = 12 * index - 54
+        mask[70:76, max(x0, 0) : max(x0 + 12, 0)] = True
+    return mask
+
+
+def plate_detector(detected: range) -> ScriptedDetector:
+    """Ground truth for the person and car; the plate only in frames ``detected``."""
+
+    def script(i: int) -> dict[str, np.ndarray]:
+        masks = dict(object_masks(i, SIZE, N))
+        if i in detected:
+            masks["plate"] = plate_truth(i)
+        return masks
+
+    return ScriptedDetector(script, names=["person", "car", "plate"])
+
+
+def clear_plate_pixels(src: Path, out: Path) -> dict[int, int]:
+    """Frame -> pixels of the plate whose output is within 30 (sum of RGB differences) of the source."""
+    from inpaint_anon.video import VideoReader
+
+    clear = {}
+    with VideoReader(src) as a, VideoReader(out) as b:
+        for before, after in zip(a, b):
+            diff = np.abs(before.rgb.astype(int) - after.rgb.astype(int)).sum(axis=-1)
+            count = int((diff[plate_truth(before.index)] < 30).sum())
+            if count:
+                clear[before.index] = count
+    return clear
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_small_fast_plate_is_never_shown(tmp_path: Path, stride: int) -> None:
+    """Detected in frames 6..10 only (every third frame with stride 3: 6 and 9), in view from frame 4 (entering
+    at the border) to 12: the frames before and after are covered where the plate is, and it is one track."""
+    inpainter = RecordingSolid()
+    src, out = run(tmp_path, plate_detector(range(6, 11)), tracker=partial(Tracker), stride=stride,
+                   inpainter=inpainter)
+    assert clear_plate_pixels(src, out) == {}
+    assert len({ids["plate"] for ids in inpainter.ids.values() if "plate" in ids}) == 1
+
+
+def test_without_tracking_the_plate_shows_around_its_detections(tmp_path: Path) -> None:
+    """The control: the plate really is there in the frames it is missed."""
+    src, out = run(tmp_path, plate_detector(range(6, 11)))
+    assert sorted(clear_plate_pixels(src, out)) == [4, 5, 11, 12]
 
 
 def test_stride_without_tracker_is_refused() -> None:

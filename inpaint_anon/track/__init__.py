@@ -1,9 +1,12 @@
 """Tracking between detection and anonymization (see :mod:`inpaint_anon.track.tracker`).
 
-- :mod:`~inpaint_anon.track.tracker`: the stage, :class:`Tracker` (ids, fail-closed holds, gap interpolation,
-  backfill, box smoothing) and :func:`track_all`;
-- :mod:`~inpaint_anon.track.association`: the adapter to ultralytics' BYTETracker / BOTSORT and their settings;
-- :mod:`~inpaint_anon.track.geometry`: boxes moved and interpolated, masks warped from one box onto another.
+- :mod:`~inpaint_anon.track.tracker`: the stage, :class:`Tracker` (ids, fail-closed holds and backfill that
+  follow each track's motion and grow with its uncertainty, gap interpolation, box smoothing) and
+  :func:`track_all`;
+- :mod:`~inpaint_anon.track.association`: the adapter to ultralytics' BYTETracker / BOTSORT (one per class,
+  with a distance gate for small, fast boxes) and their settings;
+- :mod:`~inpaint_anon.track.geometry`: boxes moved and interpolated, masks warped from one box onto another
+  and grown (exactly, for any radius).
 
 ultralytics is imported only when a Tracker is built.
 """

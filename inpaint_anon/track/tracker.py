@@ -4,20 +4,32 @@ The most visible failure of a video anonymizer is a face or plate shown in the c
 when the detector misses it. :class:`Tracker` closes those holes with a small look-ahead buffer:
 
 - **ids**: ultralytics' ``BYTETracker`` or ``BOTSORT`` associates our boxes/scores/classes (from any
-  detector) and each returned track is mapped back to its detection index, so the mask follows the id.
-  A detection the tracker does not report (a new, still unconfirmed track; a score below the tracker's
-  thresholds; a degenerate box) is still emitted in its own frame, with the unconfirmed track's id or a
-  fresh id from :data:`UNTRACKED_ID_BASE` on: every raw detection appears in the output (fail closed).
-- **hold**: a track missed in a frame keeps its last mask, moved by its box-centre velocity and dilated by
-  ``hold_dilate``, for up to ``hold_frames`` frames.
+  detector), one backend per class (a face track never continues on a plate), with Kalman-predicted boxes
+  and a distance gate for small, fast boxes whose IoU is 0 between frames
+  (:mod:`~inpaint_anon.track.association`); each returned track is mapped back to its detection index, so the
+  mask follows the id. A detection the tracker does not report (a new, still unconfirmed track; a score below
+  the tracker's thresholds; a degenerate box) is still emitted in its own frame, with the unconfirmed track's
+  id or a fresh id from :data:`UNTRACKED_ID_BASE` on: every raw detection appears in the output (fail closed).
+- **hold**: a track missed in a frame keeps its last mask for up to ``hold_frames`` frames, moved along the
+  track's velocity (constant-velocity prediction from its last two sightings) and grown by the uncertainty
+  of that prediction: ``frames * speed + hold_dilate`` pixels, ``frames`` since the sighting and ``speed``
+  the track's speed (pixels per frame). A track seen only once has no velocity: its mask stays in place and
+  grows by ``frames * max_speed * size + hold_dilate`` (``size`` the box's longer side), everywhere the
+  object can have gone at up to ``max_speed`` box sizes per frame.
 - **interpolation**: a track seen at frames ``a`` and ``b`` with ``b - a - 1 <= max_gap`` missing frames in
   between gets, in each of them, the linearly interpolated box and the union of both neighbouring masks
-  moved (translated and scaled) to that box, dilated. It takes precedence over the hold.
-- **backfill**: a track first seen at frame ``t`` also covers frames ``t - backfill_frames .. t - 1`` with its
-  first mask moved back along its velocity (from its first two sightings), dilated. Backfill looks one
-  frame further ahead than ``backfill_frames`` so that even its earliest frame knows the second sighting
-  (with detection every ``k`` frames, ``max_gap >= backfill_frames + k`` gives it that); without a second
-  sighting the first mask is used in place, dilated.
+  moved (translated and scaled) to that box, dilated by ``hold_dilate``. It takes precedence over the hold.
+- **backfill**: a track first seen at frame ``t`` also covers frames ``t - backfill_frames .. t - 1`` like a
+  hold run backwards: its first mask moved back along its velocity (from its first two sightings) and grown
+  the same way (by ``max_speed`` box sizes per frame without a second sighting). Backfill looks one frame
+  further ahead than ``backfill_frames`` so that even its earliest frame knows the second sighting (with
+  detection every ``k`` frames, ``max_gap >= backfill_frames + k`` gives it that).
+- **frame borders**: a box that touches the frame border shows only part of its object. For motion, such a
+  sighting is given the full extent of the track's nearest sighting clear of that border (the box reaches
+  out of the frame, its mask is extended by repeating its border row/column), so velocities, held,
+  backfilled and interpolated boxes follow the whole object as it enters or leaves; masks are cut to the
+  frame only when pasted (the motion is never clipped). Output boxes are clipped to the frame; a synthetic
+  region with no pixel left in the frame is not emitted.
 - **smoothing**: only the *boxes* (``boxes_xyxy``, used to place crops and size dilation) are smoothed;
   masks are never moved or shrunk by smoothing (privacy). The smoothed box at frame ``f`` is a weighted
   local linear fit of the track's detected boxes within ``delay`` frames on both sides, weights
@@ -35,6 +47,10 @@ plus the last two older sightings of each live track.
 Synthetic regions keep their track's id and class and have score 0.0; detected regions keep their
 detector's score. Output Detections are on the CPU; input ``track_ids`` are ignored (replaced).
 
+The growth can be large (a single sighting held 12 frames at ``max_speed=1`` covers 12 box sizes around it):
+that is where such an object can be. Lower ``max_speed`` or ``hold_frames`` / ``backfill_frames`` to trade
+coverage for smaller regions.
+
 The association itself (ultralytics' trackers and their settings) lives in :mod:`inpaint_anon.track.association`,
 the box and mask geometry in :mod:`inpaint_anon.track.geometry`.
 """
@@ -50,10 +66,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from inpaint_anon.composite import check_int
+from inpaint_anon.composite import check_float, check_int
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.track.association import METHODS, Association, check_tracker_args
-from inpaint_anon.track.geometry import MaskPatch, interpolate_box, shift_box
+from inpaint_anon.track.geometry import MaskPatch, box_centre, box_size, clip_box, interpolate_box, shift_box
 from inpaint_anon.types import Detections
 
 KINDS: tuple[str, ...] = ("detected", "held", "interpolated", "backfilled")
@@ -65,6 +81,8 @@ UNTRACKED_ID_BASE = 1 << 40
 _MAX_FRAMES = 300  # upper bound of hold_frames / backfill_frames / max_gap (bounds the buffer's memory)
 _REFERENCE_FPS = 30.0  # ultralytics' track_buffer is given in frames at this rate
 _MIN_WEIGHT = 1e-6  # smoothing weights below this are ignored
+_MAX_SPEED = 10.0  # upper bound of max_speed (box sizes per frame)
+_BORDER = 1.0  # a box edge within this many pixels of the frame border touches it
 
 
 # -- per-track records ------------------------------------------------------------------------------------
@@ -80,16 +98,14 @@ class _Sighting:
     class_id: int
     score: float
 
-    @property
-    def centre(self) -> np.ndarray:
-        return (self.box[:2] + self.box[2:]) / 2
 
+@dataclass(frozen=True)
+class _Extent:
+    """Where a sighting's whole object is: float64 (4,) xyxy box and mask patch, both reaching out of the
+    frame where the detection was cut by its border (see the module docstring)."""
 
-def _velocity(earlier: _Sighting | None, later: _Sighting) -> np.ndarray:
-    """float64 (2,) box-centre motion in pixels per frame between two sightings (zero without ``earlier``)."""
-    if earlier is None or later.frame == earlier.frame:
-        return np.zeros(2)
-    return (later.centre - earlier.centre) / (later.frame - earlier.frame)
+    box: np.ndarray
+    patch: MaskPatch
 
 
 @dataclass
@@ -146,7 +162,10 @@ class Tracker:
     backfill_frames: frames (0..300) before its first detection that a new track also covers.
     max_gap: longest run of missing frames (0..300) between two sightings that is interpolated.
     smooth: box smoothing strength in [0, 1) (0 = off); weight of a sighting ``k`` frames away is ``smooth**k``.
-    hold_dilate: pixels (0..512) added around held, interpolated and backfilled masks.
+    hold_dilate: pixels (0..512) added around held, interpolated and backfilled masks (the margin).
+    max_speed: fastest motion (0..10) assumed for a track seen once, in box sizes (the box's longer side) per
+        frame: its held / backfilled mask grows by ``max_speed * size`` pixels per frame. Also the reach of
+        the association's distance gate (``max_speed + 0.5`` box sizes per frame since the last detection).
     fps: frame rate of the video (> 0); ultralytics' ``track_buffer`` (frames at 30 fps) is scaled by
         ``fps / 30`` and raised to at least ``max_gap + 1`` so an id survives every gap that is interpolated.
     tracker_args: overrides of ultralytics' ``cfg/trackers/<method>.yaml`` (``track_high_thresh``,
@@ -166,6 +185,7 @@ class Tracker:
         max_gap: int = 12,
         smooth: float = 0.5,
         hold_dilate: int = 4,
+        max_speed: float = 1.0,
         fps: float = 30.0,
         **tracker_args: Any,
     ) -> None:
@@ -176,6 +196,7 @@ class Tracker:
         self.backfill_frames = check_int("Tracker", "backfill_frames", backfill_frames, 0, _MAX_FRAMES)
         self.max_gap = check_int("Tracker", "max_gap", max_gap, 0, _MAX_FRAMES)
         self.hold_dilate = check_int("Tracker", "hold_dilate", hold_dilate, 0, 512)
+        self.max_speed = check_float("Tracker", "max_speed", max_speed, 0.0, _MAX_SPEED)
         if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not 0.0 <= smooth < 1.0:
             raise ConfigError(f"Tracker smooth={smooth!r} is invalid; use a number in [0, 1) (0 turns smoothing off)")
         self.smooth = float(smooth)
@@ -186,7 +207,7 @@ class Tracker:
         settings["track_buffer"] = max(round(settings["track_buffer"] * self.fps / _REFERENCE_FPS), self.max_gap + 1)
         self.tracker_settings = settings
         self.delay = max(self.backfill_frames + 1 if self.backfill_frames else 0, self.max_gap)
-        self._association = Association(method, settings)
+        self._association = Association(method, settings, self.max_speed)
         self._buffer: deque[_Slot] = deque()
         self._histories: dict[int, _History] = {}
         self._last_index: int | None = None
@@ -199,7 +220,8 @@ class Tracker:
     def __repr__(self) -> str:
         return (
             f"Tracker(method={self.method!r}, hold_frames={self.hold_frames}, backfill_frames={self.backfill_frames},"
-            f" max_gap={self.max_gap}, smooth={self.smooth}, hold_dilate={self.hold_dilate}, fps={self.fps})"
+            f" max_gap={self.max_gap}, smooth={self.smooth}, hold_dilate={self.hold_dilate},"
+            f" max_speed={self.max_speed}, fps={self.fps})"
         )
 
     # -- public ---------------------------------------------------------------------------------------------
@@ -316,29 +338,81 @@ class Tracker:
         return _Region(track_id, sighting.class_id, sighting.score, box, sighting.patch, "detected")
 
     def _synthetic_region(self, track_id: int, frame: int) -> _Region | None:
-        """The held, interpolated or backfilled region of a track missed in ``frame``, or None (not covered)."""
+        """The held, interpolated or backfilled region of a track missed in ``frame``, or None (not covered, or
+        no pixel of it inside the frame)."""
         history = self._histories[track_id]
         earlier, later = history.before(frame, 2), history.after(frame, 2)
         previous, following = (earlier[-1] if earlier else None), (later[0] if later else None)
         if previous is not None and following is not None and following.frame - previous.frame - 1 <= self.max_gap:
+            start, end = self._extent(history, previous), self._extent(history, following)
             fraction = (frame - previous.frame) / (following.frame - previous.frame)
-            box = interpolate_box(previous.box, following.box, fraction)
-            patch = MaskPatch.union([previous.patch.warp(previous.box, box), following.patch.warp(following.box, box)])
+            box = interpolate_box(start.box, end.box, fraction)
+            patch = MaskPatch.union([start.patch.warp(start.box, box), end.patch.warp(end.box, box)])
             smoothed = self._smoothed_box(history, frame)
-            return self._synthetic(track_id, previous, box if smoothed is None else smoothed, patch, "interpolated")
+            box = box if smoothed is None else smoothed
+            return self._synthetic(track_id, previous, box, patch, self.hold_dilate, "interpolated")
         if previous is not None and frame - previous.frame <= self.hold_frames:
-            velocity = _velocity(earlier[0] if len(earlier) == 2 else None, previous)
-            box = shift_box(previous.box, velocity, frame - previous.frame)
-            return self._synthetic(track_id, previous, box, previous.patch.warp(previous.box, box), "held")
+            return self._extrapolated(track_id, history, previous, earlier[0] if len(earlier) == 2 else None, frame,
+                                      "held")
         if following is not None and following.frame - frame <= self.backfill_frames:
-            velocity = _velocity(following, later[1]) if len(later) == 2 else np.zeros(2)
-            box = shift_box(following.box, velocity, frame - following.frame)
-            return self._synthetic(track_id, following, box, following.patch.warp(following.box, box), "backfilled")
+            return self._extrapolated(track_id, history, following, later[1] if len(later) == 2 else None, frame,
+                                      "backfilled")
         return None
 
-    def _synthetic(self, track_id: int, source: _Sighting, box: np.ndarray, patch: MaskPatch, kind: str) -> _Region:
-        """A region made from ``source``'s class, score 0.0, ``box`` and ``patch`` grown by ``hold_dilate``."""
-        return _Region(track_id, source.class_id, 0.0, box, patch.dilate(self.hold_dilate), kind)
+    def _extrapolated(
+        self, track_id: int, history: _History, anchor: _Sighting, other: _Sighting | None, frame: int, kind: str
+    ) -> _Region | None:
+        """``anchor``'s mask moved to ``frame`` along the velocity between ``anchor`` and ``other`` (the track's
+        neighbouring sighting; None: seen once, no velocity) and grown by the prediction's uncertainty."""
+        start = self._extent(history, anchor)
+        frames = frame - anchor.frame  # negative when backfilling
+        if other is None:
+            velocity, speed = np.zeros(2), self.max_speed * box_size(start.box)
+        else:
+            moved = box_centre(self._extent(history, other).box) - box_centre(start.box)
+            velocity = moved / (other.frame - anchor.frame)
+            speed = float(np.linalg.norm(velocity))
+        box = shift_box(start.box, velocity, frames)
+        radius = abs(frames) * speed + self.hold_dilate
+        return self._synthetic(track_id, anchor, box, start.patch.warp(start.box, box), radius, kind)
+
+    def _synthetic(
+        self, track_id: int, source: _Sighting, box: np.ndarray, patch: MaskPatch, radius: float, kind: str
+    ) -> _Region | None:
+        """A region made from ``source``'s class, score 0.0, ``box`` and ``patch`` grown by ``radius`` pixels and
+        cut to the frame; None when nothing of it is inside the frame."""
+        grown = patch.dilate(radius, within=self._shape)
+        if grown.empty:
+            return None
+        return _Region(track_id, source.class_id, 0.0, box, grown, kind)
+
+    def _extent(self, history: _History, sighting: _Sighting) -> _Extent:
+        """``sighting``'s box and mask with each side cut by the frame border pushed out to the size of the
+        track's nearest sighting (in time) clear of that border on that axis; unchanged without one."""
+        height, width = self._shape
+        box, patch = sighting.box.copy(), sighting.patch
+        for axis, extent in ((0, width), (1, height)):
+            low, high = box[axis] < _BORDER, box[axis + 2] > extent - _BORDER
+            if not (low or high) or (low and high):
+                continue
+            clear = [s for s in history.sightings if s.box[axis] >= _BORDER and s.box[axis + 2] <= extent - _BORDER]
+            if not clear:
+                continue
+            nearest = min(clear, key=lambda s: abs(s.frame - sighting.frame))
+            missing = (nearest.box[axis + 2] - nearest.box[axis]) - (box[axis + 2] - box[axis])
+            if missing <= 0 or patch.empty:
+                continue
+            if low:
+                box[axis] -= missing
+                start = patch.x0 if axis == 0 else patch.y0
+                pad = max(0, start - math.floor(box[axis]))
+                patch = patch.pad_edges(pad, 0, 0, 0) if axis == 0 else patch.pad_edges(0, pad, 0, 0)
+            else:
+                box[axis + 2] += missing
+                end = patch.x0 + patch.pixels.shape[1] if axis == 0 else patch.y0 + patch.pixels.shape[0]
+                pad = max(0, math.ceil(box[axis + 2]) - end)
+                patch = patch.pad_edges(0, 0, pad, 0) if axis == 0 else patch.pad_edges(0, 0, 0, pad)
+        return _Extent(box, patch)
 
     def _smoothed_box(self, history: _History, frame: int) -> np.ndarray | None:
         """float64 (4,) weighted local linear fit at ``frame`` of the track's boxes within ``delay`` frames
@@ -387,7 +461,9 @@ class Tracker:
             masks=torch.from_numpy(masks),
             class_ids=torch.tensor([r.class_id for r in regions], dtype=torch.int64),
             scores=torch.tensor([r.score for r in regions], dtype=torch.float32),
-            boxes_xyxy=torch.tensor(np.array([r.box for r in regions]).reshape(-1, 4), dtype=torch.float32),
+            boxes_xyxy=torch.tensor(
+                np.array([clip_box(r.box, height, width) for r in regions]).reshape(-1, 4), dtype=torch.float32
+            ),
             names=dict(self._names),
             track_ids=torch.tensor([r.track_id for r in regions], dtype=torch.int64),
         )
