@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from inpaint_anon.detect import Detector, ScriptedDetector, yolo_seg
+from inpaint_anon.detect.shapes import box_masks
 from inpaint_anon.detect.yolo_seg import YoloSegDetector
 from inpaint_anon.errors import ConfigError, InputError, WeightsError
 from inpaint_anon.types import Detections, Frame
@@ -263,14 +264,14 @@ def test_detect_only_model_gives_box_masks() -> None:
     (det,) = detector(frames(rgb_image(97, 161)))
     assert len(det) > 0
     assert_well_formed(det, 97, 161, detector.names)
-    torch.testing.assert_close(det.masks, yolo_seg.box_masks(det.boxes_xyxy, 97, 161))
+    torch.testing.assert_close(det.masks, box_masks(det.boxes_xyxy, 97, 161))
     for mask in det.masks:
         ys, xs = torch.nonzero(mask, as_tuple=True)  # the whole box is filled
         assert mask.sum() == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
 
 
 def test_box_masks_round_outward_and_clip() -> None:
-    masks = yolo_seg.box_masks(torch.tensor([[1.5, 0.2, 3.1, 2.0], [-5.0, -5.0, 100.0, 100.0]]), 4, 6)
+    masks = box_masks(torch.tensor([[1.5, 0.2, 3.1, 2.0], [-5.0, -5.0, 100.0, 100.0]]), 4, 6)
     expected = np.zeros((4, 6), dtype=bool)
     expected[0:2, 1:4] = True
     np.testing.assert_array_equal(masks[0].numpy(), expected)
@@ -314,7 +315,7 @@ def test_onnx_without_metadata_task_from_outputs(seg_onnx: Path, tmp_path: Path)
     assert detector.task == "detect"
     (det,) = detector(frames(rgb_image(97, 161)))
     assert_well_formed(det, 97, 161, detector.names)
-    assert torch.equal(det.masks, yolo_seg.box_masks(det.boxes_xyxy, 97, 161))
+    assert torch.equal(det.masks, box_masks(det.boxes_xyxy, 97, 161))
 
 
 # ----------------------------------------------------------------------------- YOLO errors

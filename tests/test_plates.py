@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 import inpaint_anon.detect.plates as plates
 from inpaint_anon.detect import Detector
 from inpaint_anon.detect.plates import PlateDetector
-from inpaint_anon.detect.yolo_seg import box_masks
+from inpaint_anon.detect.shapes import box_masks
 from inpaint_anon.errors import ConfigError, InputError, WeightsError
 from inpaint_anon.types import Detections, Frame
 

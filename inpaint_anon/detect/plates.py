@@ -79,9 +79,9 @@ import torch.nn.functional as F
 from inpaint_anon.atomic import AtomicPath
 from inpaint_anon.checks import check_number
 from inpaint_anon.detect.base import check_frames
+from inpaint_anon.detect.shapes import box_masks
 from inpaint_anon.detect.yolo_seg import (
     YoloSegDetector,
-    box_masks,
     class_ids_for,
     locate_weights,
     onnx_task,

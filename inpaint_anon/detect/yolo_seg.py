@@ -34,6 +34,7 @@ from ultralytics.utils import ROOT, SETTINGS, downloads, env_bool
 
 from inpaint_anon.checks import check_bool, check_number
 from inpaint_anon.detect.base import check_frames
+from inpaint_anon.detect.shapes import box_masks
 from inpaint_anon.device import resolve_device
 from inpaint_anon.errors import ConfigError, WeightsError, one_line
 from inpaint_anon.types import Detections, Frame
@@ -189,16 +190,6 @@ def class_ids_for(classes: Sequence[str] | None, names: dict[int, str]) -> list[
     return sorted(i for i, name in names.items() if name in wanted)
 
 
-def box_masks(boxes_xyxy: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Filled-box masks: bool (N, height, width), True inside each xyxy box (rounded outward, clipped)."""
-    boxes = boxes_xyxy.float()
-    x1, y1 = boxes[:, 0:1].floor(), boxes[:, 1:2].floor()
-    x2, y2 = boxes[:, 2:3].ceil(), boxes[:, 3:4].ceil()
-    cols = torch.arange(width, dtype=torch.float32)[None, :]
-    rows = torch.arange(height, dtype=torch.float32)[None, :]
-    inside_x = (cols >= x1) & (cols < x2)  # (N, W)
-    inside_y = (rows >= y1) & (rows < y2)  # (N, H)
-    return inside_y[:, :, None] & inside_x[:, None, :]
 
 
 def result_to_detections(result: Results, names: dict[int, str]) -> Detections:
