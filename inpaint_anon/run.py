@@ -61,6 +61,7 @@ from inpaint_anon.types import RunResult
 from inpaint_anon.versions import versions
 
 if TYPE_CHECKING:
+    from inpaint_anon.inpaint.base import Inpainter
     from inpaint_anon.video import VideoSettings
 
 logger = logging.getLogger("inpaint_anon")
@@ -564,7 +565,7 @@ def _plain(node: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
-def _run_record(cfg: DictConfig, result: RunResult, source: Path, inpainter: Any) -> dict[str, Any]:
+def _run_record(cfg: DictConfig, result: RunResult, source: Path, inpainter: Inpainter) -> dict[str, Any]:
     """The content of run.json."""
     meta = result.meta
     return {
@@ -575,8 +576,8 @@ def _run_record(cfg: DictConfig, result: RunResult, source: Path, inpainter: Any
         "fps_processing": round(result.fps_processing, 3),
         "wall_seconds": round(result.wall_seconds, 3),
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
-        "device": str(getattr(inpainter, "device", "cpu")),
-        "inpainter": getattr(inpainter, "name", type(inpainter).__name__),
+        "device": str(inpainter.device),
+        "inpainter": inpainter.name,
         **inpainter.run_record(),
         "events": result.events,
         "meta": {"width": meta.width, "height": meta.height, "fps": str(meta.fps), "n_frames": meta.n_frames,

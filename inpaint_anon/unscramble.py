@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue
 
-from inpaint_anon.errors import ConfigError, InpaintAnonError, InputError
+from inpaint_anon.checks import check_bool
+from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.scramble import (
     KEY_ENV,
     PIXELS_FILE,
@@ -161,45 +161,22 @@ def run(cfg: DictConfig) -> Path:
     if facts["scramble"].get("lossless_output") is False:
         print(f"warning: run {run_dir} wrote a lossy output (inpainter.allow_lossy=true): the restored pixels are "
               "only approximate", file=sys.stderr, flush=True)
-    return unscramble_video(scrambled, pixels, output, key, overwrite=bool(cfg.overwrite),
-                            keep_metadata=bool(cfg.keep_metadata), **cfg.video)
-
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
+    return unscramble_video(scrambled, pixels, output, key, overwrite=check_bool("overwrite", cfg.overwrite),
+                            keep_metadata=check_bool("keep_metadata", cfg.keep_metadata), **cfg.video)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="unscramble")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        path = run(cfg)
-    except InpaintAnonError as err:
-        _fail(str(err))  # SystemExit passes through Hydra untouched (it only catches Exception)
-    print(path, flush=True)
+    print(run(cfg), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m inpaint_anon.unscramble KEY=VALUE...``; returns the exit code (0, or 2 after one ``error:``
-    line). ``argv``: the arguments after the program name (default ``sys.argv[1:]``)."""
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's printer
-    saved = sys.argv
-    sys.argv = [saved[0] if saved else "unscramble", *(saved[1:] if argv is None else argv)]
-    try:
-        _hydra_main()
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
-    except MissingConfigException as err:
-        print(f"error: {str(err).splitlines()[0]}; check the name", file=sys.stderr, flush=True)
-        return 2
-    except (ConfigCompositionException, OmegaConfBaseException) as err:
-        cause = err.__cause__ if err.__cause__ is not None else err
-        print(f"error: {str(cause).splitlines()[0]}; the keys are run_dir, output, input, key_file, overwrite, "
-              "keep_metadata, video.codec/crf/preset", file=sys.stderr, flush=True)
-        return 2
-    finally:
-        sys.argv = saved
-    return 0
+    """``python -m inpaint_anon.unscramble KEY=VALUE...`` / ``inpaint-anon unscramble``; returns the exit code (0,
+    2 after one ``error:`` line, 128 + signal after an ``interrupted:`` line). ``argv``: the arguments after the
+    program name (default ``sys.argv[1:]``)."""
+    from inpaint_anon.run import hydra_command
+
+    return hydra_command(_hydra_main, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -141,6 +141,7 @@ def test_unscramble_user_errors(workdir: Path, tmp_path: Path, monkeypatch: pyte
         ([f"run_dir={run_dir}"], ["no output", "output="]),
         ([f"run_dir={run_dir}", "output=out.mkv", f"key={KEY}"], ["key", "not in struct"]),
         ([f"run_dir={run_dir}", "output=out.mp4", f"key_file={tmp_path / 'nope.key'}"], ["cannot read", "nope.key"]),
+        ([f"run_dir={run_dir}", "output=out.mkv", "overwrite=no"], ["overwrite='no' is not a boolean"]),
     ]
     for argv, needles in cases:
         before = sorted(p.name for p in tmp_path.iterdir())
