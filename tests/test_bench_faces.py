@@ -138,6 +138,7 @@ def test_agreement_counts_covered_and_overlapping_regions() -> None:
     result = agreement(ours, theirs, mask_scale=1.3, compositor=Compositor())
     assert (result.frames, result.deface_boxes, result.deface_covered, result.deface_covered_by_masks) == (2, 3, 1, 1)
     assert (result.ours_regions, result.ours_overlap) == (2, 1)
+    assert result.per_frame == [[2, 1, 2, 1], [1, 0, 0, 0]]
     assert result.shares() == {"deface_covered": round(1 / 3, 4), "deface_covered_by_masks": round(1 / 3, 4),
                                "ours_overlap": 0.5}
     # the compositor's dilation counts for "blurred", not for "inside the masks"

