@@ -1,4 +1,5 @@
-"""Shared parts of the benchmark scripts: generated clips, a detector with real cost, timing, reporting."""
+"""Shared parts of the benchmark scripts: generated clips, a detector with real cost, timing, reporting; the
+hand-checked face photos, a clip moving over them, and our faces-only pipeline."""
 
 from __future__ import annotations
 
