@@ -61,6 +61,12 @@ def test_deface_compare_bench(tmp_path: Path) -> None:
     if not (venv / "bin" / "deface").exists():
         pytest.skip("deface is not installed in experiments/bench/deface-venv (the benchmark installs it from PyPI)")
     report = run_bench("deface_compare", "--size", "160x120", "--frames", "10", "--imgsz", "64",
+                       "--photo-size", "640x360", "--photo-frames", "6",
                        "--deface-venv", str(venv), out=tmp_path / "deface.json")
-    (row,) = report["rows"]
-    assert row["ours_fps"] > 0 and row["deface_fps"] > 0 and row["ratio_net"] > 0
+    assert [(row["clip"], row["ours"]) for row in report["rows"]] == [
+        ("generated 160x120", "yolov8n-seg"), ("generated 160x120", "faces-only"),
+        ("photo clip 640x360", "yolov8n-seg"), ("photo clip 640x360", "faces-only")]
+    assert all(row["ours_fps"] > 0 and row["deface_fps"] > 0 and row["ratio_net"] > 0 for row in report["rows"])
+    no_faces, faces = report["rows"][1], report["rows"][3]
+    assert no_faces["deface_boxes"] == 0 and no_faces["ours_regions"] == 0
+    assert faces["deface_boxes"] >= 8 and faces["deface_covered"] == 1.0  # 2 + 1 + 1 faces in 2 frames each
