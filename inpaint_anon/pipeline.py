@@ -416,14 +416,15 @@ def _run_stages(stages: list[tuple[str, Callable[[], None], _Channel | None]], s
         return run
 
     threads = [_StageThread(name, ended(work, sink), stop) for name, work, sink in stages]
-    for thread in threads:
-        thread.start()
     try:
+        for thread in threads:  # inside the try: an interruption (a signal) while starting stops the started ones
+            thread.start()
         threads[-1].join()
     finally:
         stop.set()  # no-op after a clean run; otherwise unblocks every stage
         for thread in threads:
-            thread.join()
+            if thread.ident is not None:  # started
+                thread.join()
     for thread in threads:
         if thread.error is not None:
             raise thread.error

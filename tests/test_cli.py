@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 import uuid
@@ -327,6 +328,29 @@ def test_interruptible_raises_once_in_the_main_thread_and_restores_the_handlers(
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.1)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_interruption_while_the_stages_start_stops_the_started_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal that lands while the pipeline starts its stage threads: the started ones must stop and be joined
+    before the video reader and writer close under them (a run hung there under load)."""
+    from inpaint_anon import pipeline
+
+    stop = threading.Event()
+    channel = pipeline._Channel(stop, 1)
+    started: list[threading.Thread] = []
+    real_start = pipeline._StageThread.start
+
+    def start(self: threading.Thread) -> None:
+        if len(started) == 2:
+            raise Interrupted(signal.SIGTERM)
+        started.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(pipeline._StageThread, "start", start)
+    stages = [(f"stage{i}", lambda: [None for _ in channel], None) for i in range(4)]
+    with pytest.raises(Interrupted):
+        pipeline._run_stages(stages, stop)
+    assert stop.is_set() and [thread.is_alive() for thread in started] == [False, False]
 
 
 # -- arguments and help ------------------------------------------------------------------------------------
