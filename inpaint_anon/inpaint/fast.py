@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from inpaint_anon.composite import check_float, check_int
+from inpaint_anon.checks import check_bool, check_float, check_int
 from inpaint_anon.device import resolve_device
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput, RegionFill
@@ -268,7 +268,7 @@ class ScrambleInpainter(_TorchInpainter):
         super().__init__(device)
         self.key_fingerprint = key_fingerprint(key)
         self.nonce = new_nonce() if nonce is None else nonce_hex(nonce)
-        self.hide_colors = bool(hide_colors)
+        self.hide_colors = check_bool("inpainter.hide_colors", hide_colors)
         self._key = video_key(key, self.nonce)
         self._tag = key_tag(key, self.nonce, self.hide_colors)
         self._recorder: ScrambledPixelsWriter | None = None

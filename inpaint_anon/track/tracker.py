@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inpaint_anon.composite import check_float, check_int
+from inpaint_anon.checks import check_float, check_int
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.track.association import METHODS, Association, check_tracker_args
 from inpaint_anon.track.geometry import MaskPatch, box_centre, box_size, clip_box, interpolate_box, shift_box
