@@ -190,13 +190,15 @@ def test_keys_never_reach_the_run_folder(workdir: Path, tmp_path: Path) -> None:
     assert (sweep / "multirun.yaml").is_file() and (sweep / "0" / "run.json").is_file()
     assert files_containing(sweep, KEY) == []
 
-    proc = scramble_run(f"output={tmp_path / 'b.mkv'}", "overwrite=true", cwd=workdir, run_dir=run_dir)
+    generated_dir = tmp_path / "generated_run"  # a run folder holding a run.json is never reused
+    proc = scramble_run(f"output={tmp_path / 'b.mkv'}", "overwrite=true", cwd=workdir, run_dir=generated_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shown = re.findall(r"^[0-9a-f]{64}$", proc.stderr, flags=re.MULTILINE)
     assert len(shown) == 1, proc.stderr[-2000:]
-    assert files_containing(run_dir, shown[0]) == [] and shown[0] not in proc.stdout
-    assert json.loads((run_dir / "run.json").read_text())["scramble"]["key_fingerprint"] == key_fingerprint(shown[0])
-    assert not list(run_dir.rglob("*.key"))
+    assert files_containing(generated_dir, shown[0]) == [] and shown[0] not in proc.stdout
+    record = json.loads((generated_dir / "run.json").read_text())
+    assert record["scramble"]["key_fingerprint"] == key_fingerprint(shown[0])
+    assert not list(generated_dir.rglob("*.key"))
 
 
 def test_a_key_file_is_saved_private_then_reused_and_never_beside_the_data(

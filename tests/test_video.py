@@ -1030,6 +1030,7 @@ def test_run_yaml_video_block_is_the_default_settings() -> None:
     from omegaconf import OmegaConf
 
     video = OmegaConf.to_container(compose_run("input=x.mp4").video)
+    assert video.pop("codec") is None  # auto: run.py picks ffv1 for a reversible scramble into .mkv, else libx264
     assert VideoSettings.from_dict(video) == VideoSettings()
 
 
