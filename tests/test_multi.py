@@ -3,7 +3,9 @@ experiments: merging, routing, fail-closed per method, `none` left byte-identica
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from inpaint_anon.records import DetectionReader
 from inpaint_anon.types import Detections, Frame
 from inpaint_anon.video import VideoReader, VideoSettings
 from tests.clips import make_clip
-from tests.test_cli import assert_user_error, run_cli
+from tests.test_cli import assert_user_error, cli_env, run_cli
 from tests.test_config import compose_run
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -238,3 +240,37 @@ def test_unknown_method_or_class_is_one_error_line(tmp_path: Path, args: list[st
                                                      "device=cpu", *args, cwd=tmp_path)
     assert_user_error(proc, *needles)
     assert not out.exists()
+
+
+def test_several_detectors_share_one_detection_cache(tmp_path: Path) -> None:
+    """detector.cache=true with `detectors`: the second run replays the cache; a changed child setting misses."""
+    common = ["+experiment=traffic", "~detectors.plates", f"input={DATA / 'astronaut.jpg'}", "device=cpu",
+              "detector.cache=true", f"paths.cache={tmp_path / 'cache'}"]
+    hits = []
+    for i, extra in enumerate([[], [], ["detectors.faces.mask_scale=1.2"]]):
+        run_dir = tmp_path / f"run{i}"
+        proc = run_cli(*common, f"output={tmp_path / f'x{i}.png'}", *extra, cwd=tmp_path, run_dir=run_dir)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        events = json.loads((run_dir / "run.json").read_text())["events"]
+        hits.append(next(e["hit"] for e in events if e["event"] == "detection_cache"))
+    assert hits == [False, True, False]
+
+
+def test_scramble_for_one_class_is_lossless_and_undone(tmp_path: Path) -> None:
+    """anonymize.face=scramble in the traffic experiment: a .png output, the face scrambled, and the unscramble
+    command restores the decoded input exactly."""
+    key = {"INPAINT_ANON_KEY": "00112233445566778899aabbccddeeff"}
+    out, run_dir = tmp_path / "x.png", tmp_path / "run"
+    proc = run_cli("+experiment=traffic", "~detectors.plates", f"input={DATA / 'astronaut.jpg'}", f"output={out}",
+                   "device=cpu", "anonymize.face=scramble", cwd=tmp_path, run_dir=run_dir, env=key)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["anonymize"] == {"face": "scramble"} and record["scramble"]["lossless_output"] is True
+    restored = tmp_path / "restored.png"
+    undo = subprocess.run([sys.executable, "-m", "inpaint_anon.unscramble", f"run_dir={run_dir}",
+                           f"output={restored}"], cwd=tmp_path, env=cli_env(key), capture_output=True, text=True,
+                          timeout=300)
+    assert undo.returncode == 0, undo.stderr[-3000:]
+    with VideoReader(DATA / "astronaut.jpg") as src, VideoReader(out) as anon, VideoReader(restored) as back:
+        a, b, c = (next(iter(reader)).rgb.astype(int) for reader in (src, anon, back))
+    assert np.abs(a - b).max() > 100 and np.array_equal(a, c)
