@@ -311,13 +311,18 @@ class AnonymizePipeline:
         """Frames and detections -> the inpainter's batch (masks grown to fill regions) and each frame's alpha.
 
         ``timings``: handed to the inpainter in the batch (its sub-steps' seconds). A batch without any region
-        needs no inpainting: its work is marked done and passes through.
+        needs no inpainting: its work is marked done and passes through. Regions of the inpainter's
+        ``skip_classes`` (``anonymize.<class>=none``) are left out here: neither filled nor guarded (they are
+        still in the recorded detections).
         """
-        if not any(len(dets) for _, dets in pairs):
+        skip = self.inpainter.skip_classes
+        kept = [dets if not skip else dets[torch.tensor([n not in skip for n in dets.class_names], dtype=torch.bool)]
+                for _, dets in pairs]
+        if not any(len(dets) for dets in kept):
             return _Work(pairs, done=True)
         device, feather = self.inpainter.device, self.inpainter.feather
         images = torch.from_numpy(np.stack([f.rgb for f, _ in pairs])).permute(0, 3, 1, 2).to(device)
-        regions = [dets.to(device) for _, dets in pairs]
+        regions = [dets.to(device) for dets in kept]
         fill_regions, alphas = zip(*(self.compositor.prepare(dets, feather=feather) for dets in regions))
         batch = InpaintBatch(images=images, detections=list(fill_regions), frame_indices=[f.index for f, _ in pairs],
                              timings=timings)

@@ -31,10 +31,12 @@ DEFAULT_PROMPTS: Mapping[str, str] = MappingProxyType(
         "motorcycle": f"a photo of a motorcycle on the street, different model and colour, {_QUALITY}",
         "bus": f"a photo of a city bus on the street, different model and colours, no writing, {_QUALITY}",
         "truck": f"a photo of a truck on the street, different model and colour, no logos, {_QUALITY}",
+        "face": f"a photo of the face of a different person, natural expression, {_QUALITY}",
+        "plate": f"a blank licence plate of a different car, no letters or numbers, {_QUALITY}",
     }
 )
-"""COCO street class name -> prompt describing a different, anonymous instance of that class (read-only;
-copy with ``dict(DEFAULT_PROMPTS)`` to change it)."""
+"""Street class name (COCO objects, ``face``, ``plate``) -> prompt describing a different, anonymous instance of
+that class (read-only; copy with ``dict(DEFAULT_PROMPTS)`` to change it)."""
 
 DEFAULT_NEGATIVE_PROMPT = (
     "text, letters, numbers, watermark, logo, readable license plate, blurry, deformed, distorted, "

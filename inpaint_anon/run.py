@@ -299,6 +299,7 @@ def run(cfg: DictConfig) -> float | None:
 
     from inpaint_anon.detect.cache import CachedDetector
     from inpaint_anon.inpaint.fast import ScrambleInpainter
+    from inpaint_anon.inpaint.router import ClassRouter
     from inpaint_anon.pipeline import AnonymizePipeline
     from inpaint_anon.scramble import PIXELS_FILE
     from inpaint_anon.video import check_output, probe
@@ -308,7 +309,9 @@ def run(cfg: DictConfig) -> float | None:
     # 1. resolve and check input, output and encoder settings before loading any model
     for name in ("overwrite", "keep_metadata", "pipeline.progress", "detector.cache"):
         check_bool(name, OmegaConf.select(cfg, name, default=False))
-    lossless = _needs_lossless(cfg.inpainter)
+    method_nodes = _method_nodes(cfg)
+    lossless = _needs_lossless(cfg.inpainter) or any(
+        _needs_lossless(node) for node in method_nodes.values() if node is not None)
     source, output = _resolve_paths(cfg, lossless)
     video = _video_settings(cfg, output, lossless)
     meta = probe(source, max_pixels=video.max_pixels)
@@ -319,12 +322,10 @@ def run(cfg: DictConfig) -> float | None:
     # 2. build the components from their _target_ configs (stride and cache are run settings, not the model's);
     # seeded first, so whatever draws from torch's global generator (e.g. a model built from a yaml) repeats
     torch.manual_seed(cfg.seed)
-    detector_cfg = {k: v for k, v in _plain(cfg.detector).items() if k not in DETECTION_RUN_KEYS}
     stride, use_cache = cfg.detector.get("stride", 1), cfg.detector.get("cache", False)  # checked in step 1
-    inpainter_cfg = _inpainter_config(cfg, run_dir, output)
-    detector = _instantiate("detector", detector_cfg)
+    detector, detector_cfg = _build_detector(cfg)
     tracker = _instantiate("tracker", cfg.tracker) if cfg.get("tracker") is not None else None
-    inpainter = _instantiate("inpainter", inpainter_cfg)
+    inpainter = _build_inpainter(cfg, method_nodes, set(detector.names.values()), run_dir, output)
     compositor = _instantiate("compositor", cfg.compositor)
     metrics = _instantiate("metrics", cfg.metrics) if cfg.get("metrics") is not None else None  # checked now
     if use_cache:
@@ -333,8 +334,9 @@ def run(cfg: DictConfig) -> float | None:
     pipe = AnonymizePipeline(detector=detector, inpainter=inpainter, compositor=compositor, tracker=tracker,
                              detect_stride=stride, **_plain(cfg.pipeline))
     # a scramble records the exact pixels it changed in each frame: what unscrambling needs besides the key
-    recorder = (inpainter.record_pixels(run_dir / PIXELS_FILE, meta.height, meta.width)
-                if isinstance(inpainter, ScrambleInpainter) else None)
+    used = inpainter.inpainters if isinstance(inpainter, ClassRouter) else (inpainter,)
+    scrambler = next((each for each in used if isinstance(each, ScrambleInpainter)), None)
+    recorder = scrambler.record_pixels(run_dir / PIXELS_FILE, meta.height, meta.width) if scrambler else None
     if recorder is not None:
         _log_scramble_output(output, video, _lossless_output(output, video), run_dir)
 
@@ -487,10 +489,104 @@ def _log_scramble_output(output: Path, video: VideoSettings, lossless: bool, run
                        "restore the original pixels exactly", output)
 
 
-def _inpainter_config(cfg: DictConfig, run_dir: Path, output: Path) -> dict[str, Any]:
-    """The inpainter's constructor config (resolved), without this module's keys (:data:`INPAINTER_RUN_KEYS`);
+METHODS = ("diffusion", "blur", "pixelate", "solid", "scramble", "none")
+"""What ``anonymize.<class>`` may name: an inpainter config of ``conf/inpainter/`` or ``none`` (left as it is)."""
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def _build_detector(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
+    """The run's detector and its settings (for the detection cache key): ``detectors`` (name -> detector config;
+    a :class:`~inpaint_anon.detect.multi.MultiDetector`) when set, else ``detector``. The run settings
+    (:data:`DETECTION_RUN_KEYS`) are taken out of each config; they are read from ``detector`` only."""
+    nodes = cfg.get("detectors")
+    if nodes is None:
+        settings = {k: v for k, v in _plain(cfg.detector).items() if k not in DETECTION_RUN_KEYS}
+        return _instantiate("detector", settings), settings
+    from inpaint_anon.detect.multi import MultiDetector
+
+    if not isinstance(nodes, DictConfig) or not any(node is not None for node in nodes.values()):
+        raise ConfigError(f"detectors={OmegaConf.to_container(nodes) if isinstance(nodes, DictConfig) else nodes!r} "
+                          "names no detector; give name: config pairs (e.g. +experiment=traffic) or detectors=null")
+    children, settings = {}, {}
+    for name, node in nodes.items():
+        if node is None:
+            continue
+        settings[str(name)] = {k: v for k, v in _plain(node).items() if k not in DETECTION_RUN_KEYS}
+        children[str(name)] = _instantiate(f"detectors.{name}", settings[str(name)])
+    return MultiDetector(children), {"detectors": settings}
+
+
+def _method_nodes(cfg: DictConfig) -> dict[str, DictConfig | None]:
+    """Method name -> its inpainter config, for every method ``anonymize`` names (None for ``none``); the run's
+    ``inpainter`` config for the method it is (``runtime.choices.inpainter``). ConfigError for an unknown method."""
+    chosen = _inpainter_choice()
+    nodes: dict[str, DictConfig | None] = {}
+    for class_name, method in (cfg.get("anonymize") or {}).items():
+        if method is None or method in nodes:
+            continue
+        if method == chosen:
+            nodes[method] = cfg.inpainter
+        elif method == "none":
+            nodes[method] = None
+        elif method in METHODS:
+            node = cfg.copy()  # keeps the root, so ${device} and ${seed} resolve
+            node.inpainter = OmegaConf.load(CONF_DIR / "inpainter" / f"{method}.yaml")
+            nodes[method] = node.inpainter
+        else:
+            raise ConfigError(f"anonymize.{class_name}={method} is not a method; choose one of: {', '.join(METHODS)}")
+    return nodes
+
+
+def _anonymize_overrides() -> set[str]:
+    """The classes given on the command line as ``anonymize.<class>=...`` (empty outside a Hydra run)."""
+    try:
+        task = HydraConfig.get().overrides.task
+    except ValueError:
+        return set()
+    keys = (o.split("=", 1)[0].lstrip("+~") for o in task)
+    return {key.removeprefix("anonymize.") for key in keys if key.startswith("anonymize.")}
+
+
+def _inpainter_choice() -> str | None:
+    """The ``inpainter`` group option of this run (e.g. ``blur``), None outside a Hydra run."""
+    try:
+        return HydraConfig.get().runtime.choices.get("inpainter")
+    except ValueError:
+        return None
+
+
+def _build_inpainter(cfg: DictConfig, method_nodes: dict[str, DictConfig | None], classes: set[str], run_dir: Path,
+                     output: Path) -> Any:
+    """The run's inpainter: ``inpainter``, or with ``anonymize`` set a
+    :class:`~inpaint_anon.inpaint.router.ClassRouter` of one inpainter per method (``inpainter`` as the default).
+    ConfigError for a class in ``anonymize`` that no detector of the run reports (``classes``)."""
+    default = _instantiate("inpainter", _inpainter_config(cfg.inpainter, run_dir, output))
+    anonymize = {str(k): str(v) for k, v in (cfg.get("anonymize") or {}).items() if v is not None}
+    unknown = sorted(_anonymize_overrides() - classes)
+    if unknown:
+        raise ConfigError(f"anonymize.{unknown[0]}: no detector of this run reports class {unknown[0]!r} (they "
+                          f"report: {', '.join(sorted(classes))}); use one of those names or add a detector")
+    unused = sorted(set(anonymize) - classes)
+    if unused:  # set by an experiment for a detector this run does not have (e.g. ~detectors.plates)
+        logger.info("anonymize: no detector of this run reports %s; ignored", ", ".join(unused))
+    anonymize = {k: v for k, v in anonymize.items() if k in classes}
+    if not anonymize:
+        return default
+    from inpaint_anon.inpaint.router import ClassRouter
+
+    chosen = _inpainter_choice()
+    built: dict[str, Any] = {}
+    for method, node in method_nodes.items():
+        if node is not None:
+            built[method] = default if method == chosen else _instantiate(
+                f"anonymize.{method}", _inpainter_config(node, run_dir, output))
+    return ClassRouter({k: built.get(v) for k, v in anonymize.items()}, default=default)
+
+
+def _inpainter_config(inpainter: DictConfig, run_dir: Path, output: Path) -> dict[str, Any]:
+    """An inpainter's constructor config (resolved), without this module's keys (:data:`INPAINTER_RUN_KEYS`);
     for a keyed inpainter the key from :func:`_scramble_key`."""
-    node = _plain(cfg.inpainter)
+    node = _plain(inpainter)
     run_keys = {name: node.pop(name) for name in INPAINTER_RUN_KEYS if name in node}
     if "key" in node:
         node["key"] = _scramble_key(node["key"], run_keys.get("key_file"), run_dir, output)

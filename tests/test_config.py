@@ -51,7 +51,8 @@ def test_package_conf_is_the_checkout_conf() -> None:
 INPAINTERS = {"blur": BlurInpainter, "pixelate": PixelateInpainter, "solid": SolidInpainter,
               "scramble": ScrambleInpainter, "diffusion": LatentInpainter, "tiny": LatentInpainter}
 GROUP_OPTIONS = {
-    "compositor": ["default"], "detector": ["yolov8_seg"], "experiment": ["street"], "hydra": ["default"],
+    "compositor": ["default"], "detector": ["centerface", "platedet", "yolov8_seg"],
+    "experiment": ["street", "traffic"], "hydra": ["default"],
     "inpainter": sorted(INPAINTERS), "metrics": ["default", "none"], "paths": ["default"], "prompts": ["street"],
     "sweep": ["street_fast", "street_steps"], "tracker": ["default", "none"],
 }
@@ -80,7 +81,7 @@ def test_diffusion_config_reaches_the_engine(monkeypatch: pytest.MonkeyPatch, tm
     cfg = compose_run("inpainter=tiny", "device=cpu", "inpainter.steps=3", "inpainter.guidance_scale=1.0")
     built = build(cfg.inpainter)
     assert (built.steps, built.guidance_scale, built.resolution) == (3, 1.0, 64)
-    assert set(built.prompt_embeds.cond) == set(STREET_CLASSES)
+    assert set(built.prompt_embeds.cond) == {*STREET_CLASSES, "face", "plate"}
 
 
 def test_detector_instantiates_without_its_run_settings() -> None:
@@ -91,6 +92,20 @@ def test_detector_instantiates_without_its_run_settings() -> None:
     assert type(detector) is YoloSegDetector and detector.batch_size == 4 and detector.device == "cpu"
     assert sorted(detector.names[i] for i in detector.class_ids) == sorted(STREET_CLASSES)
     assert (cfg.detector.stride, cfg.detector.cache) == (1, False)
+
+
+def test_face_and_plate_detectors_instantiate(tmp_path: Path) -> None:
+    """detector=centerface builds the shipped face detector; detector=platedet with local weights (no download)."""
+    from inpaint_anon.detect.faces import FaceDetector
+    from inpaint_anon.detect.plates import PlateDetector
+    from tests.test_plates import end2end_onnx
+
+    faces = build(compose_run("detector=centerface", "device=cpu").detector)
+    assert type(faces) is FaceDetector and faces.names == {0: "face"} and faces.batch_size == 4
+    weights = end2end_onnx(tmp_path / "plates.onnx", [[0, 8, 8, 24, 16, 0, 0.9]], names="{0: 'license_plate'}")
+    node = compose_run("detector=platedet", f"detector.weights={weights}", "device=cpu").detector
+    plates = build(node)
+    assert type(plates) is PlateDetector and plates.names == {0: "plate"} and plates.batch_size == 4
 
 
 def test_compositor_instantiates() -> None:
@@ -146,7 +161,10 @@ def test_run_settings_are_booleans_where_they_are_booleans() -> None:
 # -- experiments and sweeps --------------------------------------------------------------------------------
 
 EXPERIMENTS = {"street": {"inpainter": "inpaint_anon.inpaint.diffusion.LatentInpainter.from_pretrained",
-                          "classes": STREET_CLASSES, "input": "./data/street.mp4"}}
+                          "classes": STREET_CLASSES, "input": "./data/street.mp4",
+                          "detectors": ["objects", "faces", "plates"]},
+               "traffic": {"inpainter": "inpaint_anon.inpaint.fast.BlurInpainter", "classes": STREET_CLASSES,
+                           "input": "???", "detectors": ["faces", "plates"]}}
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
@@ -158,6 +176,7 @@ def test_experiments_compose(experiment: str, monkeypatch: pytest.MonkeyPatch) -
     expected = EXPERIMENTS[experiment]
     assert resolved["inpainter"]["_target_"] == expected["inpainter"]
     assert resolved["detector"]["classes"] == expected["classes"] and resolved["input"] == expected["input"]
+    assert list(resolved["detectors"]) == expected["detectors"]
 
 
 def test_street_uses_the_diffusion_engine_and_cli_choice_wins() -> None:

@@ -37,7 +37,7 @@ def _encode(components, prompts, negative=DEFAULT_NEGATIVE_PROMPT, **kwargs):
 
 
 def test_default_prompts_cover_the_street_classes():
-    assert set(DEFAULT_PROMPTS) == {"person", "bicycle", "car", "motorcycle", "bus", "truck"}
+    assert set(DEFAULT_PROMPTS) == {"person", "bicycle", "car", "motorcycle", "bus", "truck", "face", "plate"}
     assert all("different" in text and "realistic" in text for text in DEFAULT_PROMPTS.values())
     with pytest.raises(TypeError):
         DEFAULT_PROMPTS["person"] = "changed"  # read-only: copy it to change it

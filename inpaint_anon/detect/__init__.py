@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from inpaint_anon.detect.base import Detector
+from inpaint_anon.detect.multi import MultiDetector
 from inpaint_anon.detect.scripted import ScriptedDetector
 
 if TYPE_CHECKING:
     from inpaint_anon.detect.yolo_seg import YoloSegDetector
 
-__all__ = ["Detector", "ScriptedDetector", "YoloSegDetector"]
+__all__ = ["Detector", "MultiDetector", "ScriptedDetector", "YoloSegDetector"]
 
 
 def __getattr__(name: str) -> Any:

@@ -114,11 +114,14 @@ class Inpainter(ABC):
     ``name``: short name used in logs and run.json.
     ``lossless``: True when the output must be stored losslessly for the fill to keep its promise (a
     reversible scramble); the command line then writes FFV1 in .mkv and refuses a lossy output unless told.
+    ``skip_classes``: class names detected (and recorded) but left as they are (``anonymize.<class>=none``): the
+    pipeline gives the inpainter no region of these classes, and the compositor neither pastes nor guards them.
     """
 
     name: str = "inpainter"
     feather: bool = True
     lossless: bool = False
+    skip_classes: frozenset[str] = frozenset()
 
     def run_record(self) -> dict[str, Any]:
         """Public facts about this inpainter for run.json (merged into its top level); never secrets. Default {}."""

@@ -35,7 +35,7 @@ def fail_closed_fills(
     try:
         if fallback is None:
             fallback = BlurInpainter(device=batch.images.device)
-        sub_batch, frames, indices = _select(batch, regions)
+        sub_batch, frames, indices = select_regions(batch, regions)
         fills = [
             replace(fill, frame=frames[fill.frame], region=-1 if fill.region < 0 else indices[fill.frame][fill.region])
             for fill in fallback(sub_batch).fills
@@ -46,7 +46,7 @@ def fail_closed_fills(
     return solid_fills(batch, FALLBACK_RGB, regions), "solid"
 
 
-def _select(
+def select_regions(
     batch: InpaintBatch, regions: Sequence[tuple[int, int]]
 ) -> tuple[InpaintBatch, list[int], list[list[int]]]:
     """A batch holding only ``regions`` of ``batch``; its frames' indices in ``batch``, and per frame the
