@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from inpaint_anon.types import mask_box
+
 
 def interpolate_box(box_a: Sequence[float], box_b: Sequence[float], fraction: float) -> np.ndarray:
     """float64 (4,) xyxy box ``fraction`` of the way from ``box_a`` (0.0) to ``box_b`` (1.0), both xyxy pixels."""
@@ -55,11 +57,11 @@ class MaskPatch:
     @classmethod
     def from_mask(cls, mask: np.ndarray) -> MaskPatch:
         """The crop of bool (H, W) ``mask`` to its bounding box (a 0 x 0 patch for an empty mask)."""
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if len(rows) == 0:
+        box = mask_box(mask)
+        if box is None:
             return cls(np.zeros((0, 0), dtype=bool), 0, 0)
-        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        return cls(np.ascontiguousarray(mask[y0:y1, x0:x1]), int(x0), int(y0))
+        x0, y0, x1, y1 = box
+        return cls(np.ascontiguousarray(mask[y0:y1, x0:x1]), x0, y0)
 
     @property
     def empty(self) -> bool:
