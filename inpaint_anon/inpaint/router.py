@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from inpaint_anon.errors import ConfigError
+from inpaint_anon.errors import ConfigError, one_line
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.inpaint.fallback import fail_closed_fills, select_regions
 
@@ -92,7 +92,7 @@ class ClassRouter(Inpainter):
                 if not isinstance(state, InpaintOutput):
                     raise TypeError(f"{inpainter.name} returned {type(state).__name__}, not InpaintOutput")
             except Exception as err:  # noqa: BLE001 - privacy: a failing method's regions must still be hidden
-                reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+                reason = one_line(err)
                 logger.warning("%s failed on frames %s (%s); its regions filled by the fallback", inpainter.name,
                                sub_batch.frame_indices, reason)
                 fills, used = fail_closed_fills(batch, regions)
