@@ -148,6 +148,8 @@ def _mandatory(cfg: DictConfig, name: str, fix: str) -> Path:
 
 def run(cfg: DictConfig) -> Path:
     """One unscramble from a composed ``conf/unscramble.yaml``; returns the output path."""
+    overwrite = check_bool("overwrite", cfg.overwrite)
+    keep_metadata = check_bool("keep_metadata", cfg.keep_metadata)
     run_dir = _mandatory(cfg, "run_dir", "run_dir=PATH (the run folder of an inpainter=scramble run)")
     output = _mandatory(cfg, "output", "output=PATH.mkv")
     facts = _run_facts(run_dir)
@@ -161,8 +163,8 @@ def run(cfg: DictConfig) -> Path:
     if facts["scramble"].get("lossless_output") is False:
         print(f"warning: run {run_dir} wrote a lossy output (inpainter.allow_lossy=true): the restored pixels are "
               "only approximate", file=sys.stderr, flush=True)
-    return unscramble_video(scrambled, pixels, output, key, overwrite=check_bool("overwrite", cfg.overwrite),
-                            keep_metadata=check_bool("keep_metadata", cfg.keep_metadata), **cfg.video)
+    return unscramble_video(scrambled, pixels, output, key, overwrite=overwrite,
+                            keep_metadata=keep_metadata, **cfg.video)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="unscramble")
