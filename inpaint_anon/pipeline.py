@@ -38,6 +38,7 @@ from inpaint_anon.video import VideoReader, VideoSettings, VideoWriter
 logger = logging.getLogger(__name__)
 
 _END = object()  # end-of-stream marker passed through the queues
+_SIGNAL_POLL_S = 0.1  # how often the main thread wakes to run signal handlers while the stages work
 
 
 class _Stopped(Exception):
@@ -424,7 +425,10 @@ def _run_stages(stages: list[tuple[str, Callable[[], None], _Channel | None]], s
     try:
         for thread in threads:  # inside the try: an interruption (a signal) while starting stops the started ones
             thread.start()
-        threads[-1].join()
+        while threads[-1].is_alive():
+            # A timed wait: a signal the kernel hands to another thread (a stage, an encoder's) only runs its
+            # Python handler when the main thread wakes; an untimed join slept through it to the end of the run.
+            threads[-1].join(timeout=_SIGNAL_POLL_S)
     finally:
         stop.set()  # no-op after a clean run; otherwise unblocks every stage
         for thread in threads:

@@ -355,6 +355,28 @@ def test_an_interruption_while_the_stages_start_stops_the_started_ones(monkeypat
     assert stop.is_set() and [thread.is_alive() for thread in started] == [False, False]
 
 
+def test_a_signal_delivered_to_a_stage_thread_interrupts_at_once() -> None:
+    """The kernel may hand a process signal to any thread (a stage's, an encoder's). Its Python handler runs in
+    the main thread only when that thread wakes: with an untimed join it slept until the run ended (CI: a
+    SIGINT'd run still going 120 s later)."""
+    from inpaint_anon import pipeline
+
+    stop = threading.Event()
+
+    def signal_this_thread() -> None:
+        time.sleep(1)  # the main thread is waiting for the stages by now
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    def long_stage() -> None:
+        stop.wait(30)  # a long run, cut short only by the clean-up's stop
+
+    start = time.monotonic()
+    with pytest.raises(Interrupted) as caught, interruptible():
+        pipeline._run_stages([("signaller", signal_this_thread, None), ("long", long_stage, None)], stop)
+    assert caught.value.signum == signal.SIGTERM
+    assert time.monotonic() - start < 10
+
+
 # -- arguments and help ------------------------------------------------------------------------------------
 
 
