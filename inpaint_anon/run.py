@@ -323,7 +323,7 @@ def run(cfg: DictConfig) -> float | None:
     # seeded first, so whatever draws from torch's global generator (e.g. a model built from a yaml) repeats
     torch.manual_seed(cfg.seed)
     stride, use_cache = cfg.detector.get("stride", 1), cfg.detector.get("cache", False)  # checked in step 1
-    detector, detector_cfg = _build_detector(cfg)
+    detector, detector_cfg, detector_events = _build_detector(cfg)
     tracker = _instantiate("tracker", cfg.tracker) if cfg.get("tracker") is not None else None
     inpainter = _build_inpainter(cfg, method_nodes, set(detector.names.values()), run_dir, output)
     compositor = _instantiate("compositor", cfg.compositor)
@@ -350,6 +350,7 @@ def run(cfg: DictConfig) -> float | None:
         if recorder is not None:
             recorder.abort()
         raise
+    result.events[:0] = detector_events
     if use_cache:
         detector.close()
         result.events.append({"event": "detection_cache", "hit": detector.hit, "path": str(detector.path)})
@@ -494,32 +495,57 @@ METHODS = ("diffusion", "blur", "pixelate", "solid", "scramble", "none")
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
-def _build_detector(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
-    """The run's detector and its settings (for the detection cache key): ``detectors`` (name -> detector config;
-    a :class:`~inpaint_anon.detect.multi.MultiDetector`) when set, else ``detector``. The run settings
-    (:data:`DETECTION_RUN_KEYS`) are taken out of each config; they are read from ``detector`` only."""
+def _build_detector(cfg: DictConfig) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """The run's detector, its settings (for the detection cache key) and its events: ``detectors`` (name ->
+    detector config; a :class:`~inpaint_anon.detect.multi.MultiDetector`) when set, else ``detector``. The run
+    settings (:data:`DETECTION_RUN_KEYS`) are taken out of each config; they are read from ``detector`` only.
+    A plate detector that fell back to another model (offline) gives a ``model_fallback`` event, and its
+    settings name the model it uses, so its detections are never cached as the requested model's."""
     nodes = cfg.get("detectors")
     if nodes is None:
         settings = {k: v for k, v in _plain(cfg.detector).items() if k not in DETECTION_RUN_KEYS}
-        return _instantiate("detector", settings), settings
+        detector = _instantiate("detector", settings)
+        return detector, settings, _model_fallback("detector", detector, settings)
     from inpaint_anon.detect.multi import MultiDetector
 
     if not isinstance(nodes, DictConfig) or not any(node is not None for node in nodes.values()):
         raise ConfigError(f"detectors={OmegaConf.to_container(nodes) if isinstance(nodes, DictConfig) else nodes!r} "
                           "names no detector; give name: config pairs (e.g. +experiment=traffic) or detectors=null")
-    children, settings = {}, {}
+    children, settings, events = {}, {}, []
     for name, node in nodes.items():
         if node is None:
             continue
         settings[str(name)] = {k: v for k, v in _plain(node).items() if k not in DETECTION_RUN_KEYS}
         children[str(name)] = _instantiate(f"detectors.{name}", settings[str(name)])
-    return MultiDetector(children), {"detectors": settings}
+        events += _model_fallback(f"detectors.{name}", children[str(name)], settings[str(name)])
+    return MultiDetector(children), {"detectors": settings}, events
+
+
+def _model_fallback(key: str, detector: Any, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """``[model_fallback event]`` when ``detector`` is a plate detector that replaced its weights by its
+    fallback (``settings["weights"]`` then becomes the model used); else ``[]``."""
+    from inpaint_anon.detect.plates import PlateDetector
+
+    if not isinstance(detector, PlateDetector) or detector.fallback_reason is None:
+        return []
+    wanted, settings["weights"] = settings.get("weights"), detector.weights
+    return [{"event": "model_fallback", "detector": key, "wanted": wanted, "used": detector.weights,
+             "reason": detector.fallback_reason}]
 
 
 def _method_nodes(cfg: DictConfig) -> dict[str, DictConfig | None]:
-    """Method name -> its inpainter config, for every method ``anonymize`` names (None for ``none``); the run's
-    ``inpainter`` config for the method it is (``runtime.choices.inpainter``). ConfigError for an unknown method."""
+    """Method name -> its inpainter config, for every method ``anonymize`` names (None for ``none``): the run's
+    ``inpainter`` config for the method it is (``runtime.choices.inpainter``); any other method's
+    ``conf/inpainter/<method>.yaml`` with ``methods.<method>`` merged over it. ConfigError for an unknown
+    method in ``anonymize`` or ``methods``, and for ``methods.<the run's inpainter>`` (that is ``inpainter.*``)."""
     chosen = _inpainter_choice()
+    settings = cfg.get("methods") or {}
+    for method in settings:
+        if method not in METHODS or method == "none":
+            raise ConfigError(f"methods.{method} is not a method with settings; use one of: "
+                              f"{', '.join(m for m in METHODS if m != 'none')}")
+        if method == chosen:
+            raise ConfigError(f"methods.{method}: {method} is this run's inpainter; set inpainter.<key>=... instead")
     nodes: dict[str, DictConfig | None] = {}
     for class_name, method in (cfg.get("anonymize") or {}).items():
         if method is None or method in nodes:
@@ -530,10 +556,14 @@ def _method_nodes(cfg: DictConfig) -> dict[str, DictConfig | None]:
             nodes[method] = None
         elif method in METHODS:
             node = cfg.copy()  # keeps the root, so ${device} and ${seed} resolve
-            node.inpainter = OmegaConf.load(CONF_DIR / "inpainter" / f"{method}.yaml")
+            node.inpainter = OmegaConf.merge(OmegaConf.load(CONF_DIR / "inpainter" / f"{method}.yaml"),
+                                             settings.get(method) or {})
             nodes[method] = node.inpainter
         else:
             raise ConfigError(f"anonymize.{class_name}={method} is not a method; choose one of: {', '.join(METHODS)}")
+    unused = sorted(set(settings) - set(nodes))
+    if unused:
+        logger.info("methods: no class of this run uses %s; its settings are ignored", ", ".join(unused))
     return nodes
 
 
@@ -636,8 +666,29 @@ def _check_key_file(path: Path, run_dir: Path, output: Path) -> Path:
     return path
 
 
+def _check_options(group: str, node: DictConfig | dict[str, Any]) -> None:
+    """ConfigError for a key of ``node`` that its ``_target_`` does not take (e.g. ``+detector.blokcs=3``), with
+    the options it does take; nothing when the target cannot be imported (instantiate then says why) or takes
+    ``**kwargs``."""
+    name = node.get("_target_") if isinstance(node, (DictConfig, dict)) else None
+    if name is None:
+        return
+    try:
+        target = hydra.utils.get_object(str(name))
+        parameters = inspect.signature(target).parameters
+    except Exception:  # noqa: BLE001 - Hydra raises ImportError/ValueError/others; instantiate reports them
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = [str(key) for key in node if not str(key).startswith("_") and str(key) not in parameters]
+    if unknown:
+        raise ConfigError(f"{group}.{unknown[0]} is not an option of {str(name).rsplit('.', 1)[-1]}; its options "
+                          f"are: {', '.join(parameters)}")
+
+
 def _instantiate(group: str, node: DictConfig | dict[str, Any]) -> Any:
     """Instantiate a component; its user errors are re-raised prefixed with the config group."""
+    _check_options(group, node)
     try:
         return hydra.utils.instantiate(node, _convert_="all")
     except InstantiationException as err:

@@ -172,6 +172,7 @@ def test_metrics_at_the_end_of_a_run(workdir: Path, tmp_path: Path) -> None:
         (["input=street.mp4", "output=street.mp4"], ["input"]),
         (["input=street.mp4", "detector.weights=yolov8x-seg-not-cached.pt"], ["yolov8x-seg-not-cached.pt"]),
         (["input=street.mp4", "inpainter.nonexistent_key=1"], ["nonexistent_key"]),
+        (["input=street.mp4", "+detector.blokcs=3"], ["detector.blokcs is not an option", "imgsz"]),
         ([*STREET, "input=street.mp4"], ["stable-diffusion-v1-5/stable-diffusion-inpainting"]),
         (["input=street.mp4", "inpainter=tiny", "inpainter.steps=0"], ["steps"]),
         (["input=street.mp4", "detector.stride=0"], ["stride"]),
@@ -185,7 +186,7 @@ def test_metrics_at_the_end_of_a_run(workdir: Path, tmp_path: Path) -> None:
         (["input=ün'ï.mp4"], ["cannot read the argument", "key='value'"]),
     ],
     ids=["missing-input", "no-input", "unknown-inpainter", "unknown-class", "bad-conf", "bad-crf",
-         "bad-strength", "output-is-input", "missing-weights", "unknown-key", "sd-weights-offline", "bad-steps",
+         "bad-strength", "output-is-input", "missing-weights", "unknown-key", "added-unknown-key", "sd-weights-offline", "bad-steps",
          "bad-stride", "bad-hold", "keep-metadata-no", "keep-metadata-quoted-false", "cache-1", "unquotable"],
 )
 def test_user_errors(workdir: Path, args: list[str], needles: list[str]) -> None:

@@ -51,7 +51,7 @@ def test_package_conf_is_the_checkout_conf() -> None:
 INPAINTERS = {"blur": BlurInpainter, "pixelate": PixelateInpainter, "solid": SolidInpainter,
               "scramble": ScrambleInpainter, "diffusion": LatentInpainter, "tiny": LatentInpainter}
 GROUP_OPTIONS = {
-    "compositor": ["default"], "detector": ["centerface", "platedet", "yolov8_seg"],
+    "compositor": ["default"], "detector": ["centerface", "plate_cascade", "platedet", "yolov8_seg"],
     "experiment": ["street", "traffic"], "hydra": ["default"],
     "inpainter": sorted(INPAINTERS), "metrics": ["default", "none"], "paths": ["default"], "prompts": ["street"],
     "sweep": ["street_fast", "street_steps"], "tracker": ["default", "none"],

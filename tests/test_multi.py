@@ -231,6 +231,9 @@ def test_traffic_photo_end_to_end_offline(tmp_path: Path) -> None:
     [
         (["anonymize.face=sparkle"], ["anonymize.face=sparkle", "is not a method", "blur"]),
         (["+anonymize.unicorn=blur"], ["anonymize.unicorn", "unicorn", "face"]),
+        (["+methods.sparkle.x=1"], ["methods.sparkle is not a method", "pixelate"]),
+        (["+methods.blur.sigma=3"], ["methods.blur", "this run's inpainter", "inpainter.<key>"]),
+        (["anonymize.face=pixelate", "+methods.pixelate.blokcs=3"], ["pixelate", "blokcs", "blocks"]),
     ],
 )
 def test_unknown_method_or_class_is_one_error_line(tmp_path: Path, args: list[str], needles: list[str]) -> None:
@@ -240,6 +243,17 @@ def test_unknown_method_or_class_is_one_error_line(tmp_path: Path, args: list[st
                                                      "device=cpu", *args, cwd=tmp_path)
     assert_user_error(proc, *needles)
     assert not out.exists()
+
+
+def test_methods_settings_are_merged_over_the_method_config() -> None:
+    """+methods.<method>.<key>=... sets a method that only `anonymize` names (traffic's pixelate for plates)."""
+    from inpaint_anon.run import _method_nodes
+
+    nodes = _method_nodes(compose_run("+experiment=traffic", "+methods.pixelate.blocks=16", "+methods.solid.color=[1,2,3]"))
+    assert set(nodes) == {"blur", "pixelate"}
+    assert nodes["pixelate"].blocks == 16 and nodes["pixelate"].noise == 0.0  # the rest from pixelate.yaml
+    assert nodes["pixelate"]._target_ == "inpaint_anon.inpaint.fast.PixelateInpainter"
+    assert _method_nodes(compose_run("+experiment=traffic"))["pixelate"].blocks == 8
 
 
 def test_several_detectors_share_one_detection_cache(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ the one fetched into the user's cache (``$INPAINT_ANON_CACHE`` or ``~/.cache/inp
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported anywhere in this process
@@ -25,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 import inpaint_anon.detect.plates as plates
 from inpaint_anon.detect import Detector
 from inpaint_anon.detect.plates import PlateDetector
-from inpaint_anon.detect.shapes import box_masks
+from inpaint_anon.detect.shapes import box_masks, clip_boxes, grow_boxes
 from inpaint_anon.errors import ConfigError, InputError, WeightsError
 from inpaint_anon.types import Detections, Frame
 
@@ -89,12 +90,13 @@ def test_model_without_plate_class_lists_its_classes() -> None:
 
 
 def test_grow_boxes_exact_and_clipped() -> None:
+    """A detect-only model's boxes: each side pushed out by margin x its size (shapes.grow_boxes), clipped."""
     boxes = torch.tensor([[10.0, 20.0, 30.0, 30.0], [2.0, 3.0, 12.0, 7.0]])
-    grown = plates.grow_boxes(boxes, 0.5, height=40, width=35)
+    grown = clip_boxes(grow_boxes(boxes, 1.5), height=40, width=35)
     # box 0: 20 wide, 10 high -> x 0..40 (clipped to 35), y 15..35; box 1: 10 wide, 4 high -> x -3 (0)..17, y 1..9
     torch.testing.assert_close(grown, torch.tensor([[0.0, 15.0, 35.0, 35.0], [0.0, 1.0, 17.0, 9.0]]))
-    torch.testing.assert_close(plates.grow_boxes(boxes, 0.0, 40, 35), boxes)
-    assert plates.grow_boxes(torch.zeros((0, 4)), 0.5, 40, 35).shape == (0, 4)
+    torch.testing.assert_close(clip_boxes(grow_boxes(boxes, 1.0), 40, 35), boxes)
+    assert clip_boxes(grow_boxes(torch.zeros((0, 4)), 1.5), 40, 35).shape == (0, 4)
 
 
 def test_letterbox_places_the_frame_centred_on_grey() -> None:
@@ -152,7 +154,7 @@ def test_detect_only_model_gives_grown_clipped_box_masks(plate_detect_onnx: Path
         assert len(out) == int(is_plate.sum()) > 0
         cars += int((model_out.class_ids == 1).sum())
         model_boxes = model_out.boxes_xyxy[is_plate]
-        expected = plates.grow_boxes(model_boxes, 0.5, frame.height, frame.width)
+        expected = clip_boxes(grow_boxes(model_boxes, 1.5), frame.height, frame.width)
         torch.testing.assert_close(out.boxes_xyxy, expected, rtol=0, atol=0)
         assert torch.equal(out.masks, box_masks(expected, frame.height, frame.width))
         assert not bool((model_out.masks[is_plate] & ~out.masks).any())  # grown masks cover the model's boxes
@@ -502,3 +504,105 @@ def test_fetch_command_prints_the_cached_file(
     assert plates.main(["fetch", "--cache-dir", str(platedet_file.parent.parent)]) == 0
     out, err = capsys.readouterr()
     assert out == f"{platedet_file}\n" and err == ""
+
+
+# -- the shipped OpenCV plate cascade: no download, and the offline fallback of platedet ---------------------
+
+
+def european_plate(height: int, width: int, plates_xywh: list[tuple[int, int, int, int]], seed: int = 0) -> np.ndarray:
+    """A blurred noisy grey street with light plates (dark frame, black ``A123BC77``) at ``plates_xywh``."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    image = cv2.GaussianBlur(rng.integers(60, 120, (height, width, 3)).astype(np.uint8), (7, 7), 3)
+    for x, y, w, h in plates_xywh:
+        cv2.rectangle(image, (x, y), (x + w, y + h), (235, 235, 235), -1)
+        cv2.rectangle(image, (x, y), (x + w, y + h), (20, 20, 20), 2)
+        cv2.putText(image, "A123BC77", (x + 6, y + h - 8), cv2.FONT_HERSHEY_SIMPLEX, h / 38, (10, 10, 10), 2)
+    return image
+
+
+def test_shipped_cascade_file_licence_and_sha256() -> None:
+    path = plates.shipped_plate_cascade()
+    assert plates.file_sha256(path) == plates.CASCADE_SHA256 and path.stat().st_size == 75482
+    licence = (path.parent / "LICENSE").read_text()
+    assert "BSD-3-clause" in licence and "Intel Corporation" in licence
+    assert plates.CASCADE_SHA256 in (path.parent / "README.md").read_text()
+    assert plates.resolve_plate_weights("opencv-cascade") == str(path)
+
+
+def test_cascade_finds_light_plates_and_nothing_on_grey() -> None:
+    boxes = [(100, 300, 180, 40), (400, 150, 130, 30)]
+    street = european_plate(480, 640, boxes)
+    detector = PlateDetector("opencv-cascade", margin=0.15)
+    assert detector.box_only and detector.plate_ids == [0] and detector.fallback_reason is None
+    found, grey = detector(frames_of(street, np.full((240, 320, 3), 128, np.uint8)))
+    assert_plates(found, 480, 640)
+    assert len(found) == 2 and len(grey) == 0 and found.scores.tolist() == [1.0, 1.0]
+    for x, y, w, h in boxes:
+        plate = torch.zeros(480, 640, dtype=torch.bool)
+        plate[y : y + h + 1, x : x + w + 1] = True
+        covered = max(int((mask & plate).sum()) for mask in found.masks)
+        assert covered == int(plate.sum())  # every pixel of each plate is masked
+    near = torch.zeros(480, 640, dtype=torch.bool)
+    for x, y, w, h in boxes:
+        near[max(y - 40, 0) : y + h + 40, max(x - 60, 0) : x + w + 60] = True
+    assert int((found.masks.any(0) & ~near).sum()) == 0  # and nothing far from them
+
+
+def test_not_a_cascade_and_missing_cascade(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<?xml version='1.0'?><opencv_storage></opencv_storage>")
+    with pytest.raises(WeightsError, match=r"bad.xml is not an OpenCV cascade .*'opencv-cascade'"):
+        PlateDetector(str(bad))
+    with pytest.raises(WeightsError, match=r"plate cascade .*nothere.xml does not exist"):
+        PlateDetector(str(tmp_path / "nothere.xml"))
+    with pytest.raises(ConfigError, match=r"detector.fallback='yolo' is not a model that needs no download"):
+        PlateDetector(fallback="yolo")
+
+
+def test_offline_platedet_falls_back_to_the_cascade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("INPAINT_ANON_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(plates.subprocess, "run", pytest.fail)  # offline: pip is never run
+    with caplog.at_level("WARNING", logger="inpaint_anon.detect.plates"):
+        detector = PlateDetector(device="cpu", fallback="opencv-cascade")
+    assert detector.weights == str(plates.shipped_plate_cascade())
+    assert detector.fallback_reason is not None and "'platedet' are not in" in detector.fallback_reason
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "Using the opencv-cascade plate model instead" in caplog.records[0].getMessage()
+    assert len(detector(frames_of(european_plate(480, 640, [(100, 300, 180, 40)])))[0]) == 1
+
+
+def test_a_damaged_cached_platedet_is_an_error_even_with_a_fallback(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INPAINT_ANON_CACHE", str(tmp_path / "cache"))
+    target = plates.cached_model_path(plates.PLATEDET)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not the model")
+    with pytest.raises(WeightsError, match="damaged or another model"):
+        PlateDetector(device="cpu", fallback="opencv-cascade")
+
+
+def test_traffic_runs_offline_on_a_fresh_install(tmp_path: Path) -> None:
+    """+experiment=traffic with an empty model cache and no network: plates by the shipped cascade (a
+    model_fallback event in run.json), faces by the shipped CenterFace; the plate is pixelated, the rest kept."""
+    from tests.test_cli import cli_env, run_cli
+
+    boxes = [(100, 300, 180, 40)]
+    Image.fromarray(european_plate(480, 640, boxes)).save(tmp_path / "street.png")
+    out = tmp_path / "anon.png"
+    proc = run_cli("+experiment=traffic", f"input={tmp_path / 'street.png'}", f"output={out}", "device=cpu",
+                   cwd=tmp_path, env=cli_env({"INPAINT_ANON_CACHE": str(tmp_path / "cache"), "YOLO_OFFLINE": "1"}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+    (event,) = [e for e in record["events"] if e["event"] == "model_fallback"]
+    assert event["detector"] == "detectors.plates" and event["wanted"] == "platedet"
+    assert event["used"] == str(plates.shipped_plate_cascade()) and "not in" in event["reason"]
+    before = np.asarray(Image.open(tmp_path / "street.png")).astype(int)
+    after = np.asarray(Image.open(out)).astype(int)
+    x, y, w, h = boxes[0]
+    assert np.abs(before - after)[y : y + h, x : x + w].mean() > 20  # the plate is pixelated
+    far = np.ones(before.shape[:2], bool)
+    far[y - 80 : y + h + 80, x - 80 : x + w + 80] = False  # the grown box, dilated and feathered
+    assert np.abs(before - after)[far].max() == 0

