@@ -186,8 +186,9 @@ def test_metrics_at_the_end_of_a_run(workdir: Path, tmp_path: Path) -> None:
         (["input=ün'ï.mp4"], ["cannot read the argument", "key='value'"]),
     ],
     ids=["missing-input", "no-input", "unknown-inpainter", "unknown-class", "bad-conf", "bad-crf",
-         "bad-strength", "output-is-input", "missing-weights", "unknown-key", "added-unknown-key", "sd-weights-offline", "bad-steps",
-         "bad-stride", "bad-hold", "keep-metadata-no", "keep-metadata-quoted-false", "cache-1", "unquotable"],
+         "bad-strength", "output-is-input", "missing-weights", "unknown-key", "added-unknown-key",
+         "sd-weights-offline", "bad-steps", "bad-stride", "bad-hold", "keep-metadata-no",
+         "keep-metadata-quoted-false", "cache-1", "unquotable"],
 )
 def test_user_errors(workdir: Path, args: list[str], needles: list[str]) -> None:
     """One `error:` line, exit 2, nothing written: no output, no partial file, and no run folder left behind."""

@@ -249,7 +249,8 @@ def test_methods_settings_are_merged_over_the_method_config() -> None:
     """+methods.<method>.<key>=... sets a method that only `anonymize` names (traffic's pixelate for plates)."""
     from inpaint_anon.run import _method_nodes
 
-    nodes = _method_nodes(compose_run("+experiment=traffic", "+methods.pixelate.blocks=16", "+methods.solid.color=[1,2,3]"))
+    nodes = _method_nodes(compose_run("+experiment=traffic", "+methods.pixelate.blocks=16",
+                                      "+methods.solid.color=[1,2,3]"))
     assert set(nodes) == {"blur", "pixelate"}
     assert nodes["pixelate"].blocks == 16 and nodes["pixelate"].noise == 0.0  # the rest from pixelate.yaml
     assert nodes["pixelate"]._target_ == "inpaint_anon.inpaint.fast.PixelateInpainter"

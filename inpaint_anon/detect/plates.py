@@ -75,8 +75,8 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Sequence
-from importlib import resources
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
@@ -636,7 +636,8 @@ def load_plate_backend(
     max_det: int,
 ) -> PlateBackend:
     """The runner for local ``weights``: :class:`CascadePlateBackend` for an OpenCV cascade ``.xml``,
-    :class:`End2EndOnnxDetector` for the NMS-included ONNX format, else :class:`~inpaint_anon.detect.yolo_seg.YoloSegDetector` (all classes; the plate ones are picked later)."""
+    :class:`End2EndOnnxDetector` for the NMS-included ONNX format, else
+    :class:`~inpaint_anon.detect.yolo_seg.YoloSegDetector` (all classes; the plate ones are picked later)."""
     if weights.lower().endswith(".xml"):
         return CascadePlateBackend(weights)
     if weights.lower().endswith(".onnx") and is_end2end_onnx(weights):
