@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import torch
@@ -10,6 +11,7 @@ from inpaint_anon.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -44,3 +46,26 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}: use 'auto', {', '.join(repr(d) for d in DTYPES)}")
     return DTYPES[dtype]
+
+
+def onnx_providers(device: str, component: str) -> tuple[torch.device, list[str | tuple[str, dict[str, str]]]]:
+    """The device and ONNX Runtime execution providers for ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)
+    of ``component`` (e.g. ``"the face detector"``, for messages): CUDA (that GPU) first, then CPU, when a GPU is
+    asked for and this onnxruntime has the CUDA provider; ``auto`` falls back to the CPU without it (``pip install
+    onnxruntime-gpu`` adds it). ConfigError when ``cuda`` is asked for and missing, or for ``mps``."""
+    import onnxruntime
+
+    resolved = resolve_device(device)
+    if resolved.type == "cpu":
+        return resolved, ["CPUExecutionProvider"]
+    if resolved.type != "cuda":
+        raise ConfigError(f"device={device}: {component} runs on ONNX Runtime; use device=cpu, cuda or auto")
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        if device == "auto":
+            logger.info("onnxruntime has no CUDA execution provider: %s runs on the CPU", component)
+            return torch.device("cpu"), ["CPUExecutionProvider"]
+        raise ConfigError(
+            f"device={device} but this onnxruntime has no CUDA execution provider; pip install onnxruntime-gpu "
+            "(matching your CUDA), or use device=cpu"
+        )
+    return resolved, [("CUDAExecutionProvider", {"device_id": str(resolved.index or 0)}), "CPUExecutionProvider"]

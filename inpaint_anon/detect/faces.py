@@ -39,7 +39,7 @@ import torch
 
 from inpaint_anon.checks import check_number
 from inpaint_anon.detect.shapes import box_masks, clip_boxes, ellipse_masks, eye_line_angles
-from inpaint_anon.device import resolve_device
+from inpaint_anon.device import onnx_providers, resolve_device
 from inpaint_anon.errors import ConfigError, InputError, WeightsError, one_line
 from inpaint_anon.tokenizer import default_cache_dir
 from inpaint_anon.types import Detections, Frame
@@ -240,29 +240,6 @@ def locate_yunet(weights: str | Path) -> Path:
 # --- ONNX Runtime ------------------------------------------------------------------------------------------
 
 
-def onnx_providers(device: str) -> list[str | tuple[str, dict[str, str]]]:
-    """ONNX Runtime execution providers for ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``): CUDA first
-    (then CPU) when asked for and available; ``auto`` falls back to the CPU when this onnxruntime has no CUDA
-    provider (``pip install onnxruntime-gpu`` adds it). ConfigError when ``cuda`` is asked for and missing."""
-    import onnxruntime
-
-    torch_device = resolve_device(device)
-    if torch_device.type == "cpu":
-        return ["CPUExecutionProvider"]
-    if torch_device.type != "cuda":
-        raise ConfigError(f"device={device}: the face detector runs on ONNX Runtime; use device=cpu, cuda or auto")
-    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        if device == "auto":
-            logger.info("onnxruntime has no CUDA execution provider: the face detector runs on the CPU")
-            return ["CPUExecutionProvider"]
-        raise ConfigError(
-            f"device={device} but this onnxruntime has no CUDA execution provider; pip install onnxruntime-gpu "
-            "(matching your CUDA), or use device=cpu"
-        )
-    options = {"device_id": str(torch_device.index or 0)}
-    return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
-
-
 def _dynamic_graph(model: onnx.ModelProto, input_name: str) -> bytes:
     """``model`` serialized with batch and spatial sizes free (the shipped export fixes them at 10 x 32 x 32),
     and without weights listed as graph inputs (which would stop ONNX Runtime from folding them)."""
@@ -313,7 +290,7 @@ class CenterFaceModel:
                     "weights=null for the shipped one"
                 )
         self.path = path
-        self.providers = onnx_providers(device)
+        _, self.providers = onnx_providers(device, "the face detector")
         fix = _REINSTALL if weights is None else "re-download it, or pass weights=null for the shipped CenterFace"
         model = parse_onnx(read_weights(path, sha256), path, fix)
         self.input_name, self.output_names = check_centerface_graph(model, path)

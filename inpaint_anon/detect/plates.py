@@ -94,7 +94,7 @@ from inpaint_anon.detect.yolo_seg import (
     locate_weights,
     onnx_task,
 )
-from inpaint_anon.device import resolve_device
+from inpaint_anon.device import onnx_providers
 from inpaint_anon.errors import ConfigError, InpaintAnonError, InputError, WeightsError, one_line
 from inpaint_anon.tokenizer import default_cache_dir
 from inpaint_anon.types import Detections, Frame
@@ -421,24 +421,6 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Let
     return (canvas / 255.0).numpy(), Letterbox(scale=scale, left=left, top=top)
 
 
-def _onnx_providers(device: str) -> tuple[str, list[str | tuple[str, dict[str, int]]]]:
-    """The resolved device and the ONNX Runtime providers for it (``auto`` falls back to CPU when this
-    onnxruntime has no CUDA provider; an explicit ``cuda`` then raises ConfigError)."""
-    import onnxruntime as ort
-
-    resolved = resolve_device(device)
-    if resolved.type != "cuda":
-        return "cpu", ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        return str(resolved), [("CUDAExecutionProvider", {"device_id": resolved.index or 0}), "CPUExecutionProvider"]
-    if device == "auto":
-        logger.info("onnxruntime has no CUDA provider: the plate detector runs on the CPU")
-        return "cpu", ["CPUExecutionProvider"]
-    raise ConfigError(
-        f"device={device} but this onnxruntime has no CUDA provider; install onnxruntime-gpu or use device=cpu"
-    )
-
-
 def is_end2end_onnx(path: str) -> bool:
     """True for an ONNX file in the NMS-included ``(N, 7)`` format (see :class:`End2EndOnnxDetector`): no
     ultralytics ``task`` metadata and a single output whose last dimension is 7. Raises WeightsError for a
@@ -484,7 +466,8 @@ class End2EndOnnxDetector:
         check_number("detector.batch_size", batch_size, 1, None, integer=True)
         self.path = str(path)
         self.conf = float(conf)
-        self.device, providers = _onnx_providers(device)
+        resolved, providers = onnx_providers(device, "the plate detector")
+        self.device = str(resolved)
         try:
             self.session = ort.InferenceSession(self.path, providers=providers)
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
