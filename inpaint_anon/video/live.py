@@ -147,8 +147,10 @@ class LiveSettings:
 
 
 def demuxer_options(spec: StreamSpec, settings: LiveSettings) -> dict[str, str]:
-    """FFmpeg options for opening ``spec``: no input buffering, low-delay decoding, a short probe."""
-    options = {"fflags": "nobuffer", "flags": "low_delay", "probesize": str(settings.probesize),
+    """FFmpeg options for opening ``spec``: low-delay decoding and a short probe, so nothing is buffered beyond
+    ``probesize`` bytes / ``analyzeduration_s``. (``fflags=nobuffer`` is left out on purpose: it discards the
+    packets read while probing, the first keyframe among them, so every connect would lose a whole GOP.)"""
+    options = {"flags": "low_delay", "probesize": str(settings.probesize),
                "analyzeduration": str(round(settings.analyzeduration_s * 1e6))}
     if spec.scheme in ("rtsp", "rtsps"):
         options["rtsp_transport"] = settings.rtsp_transport

@@ -374,7 +374,13 @@ class VideoWriter(CommitOnExit):
             raise ValueError(
                 f"frame {frame.index} is {frame.rgb.dtype} {frame.rgb.shape}; this writer takes uint8 {expected}"
             )
-        self._sink.write(frame)
+        try:
+            self._sink.write(frame)
+        except av.FFmpegError as error:
+            if not self.spec.is_live:
+                raise
+            raise InputError(f"cannot write to the output {self.spec.target} ({ffmpeg_reason(error)}); check that "
+                             "the server is listening and accepts the stream, or write to a file") from error
         self.frames_written += 1
 
     def close(self) -> None:
