@@ -282,9 +282,9 @@ class _LiveVideoSource:
             self.container, self._first = container, first
             return True
         source.lost = StreamLost(
-            f"live source {source} dropped after {source.frames} frames and {settings.retries} reconnect "
-            f"attempts failed ({reason}); the output holds every frame received; restart the source, or raise "
-            "live.retries / live.timeout_s")
+            f"live source {source} dropped after {source.frames} frames and did not come back ({settings.retries} "
+            f"reconnect attempts; last: {reason}); the output holds every frame received; restart the source, or "
+            "raise live.retries / live.timeout_s")
         logger.warning("live: %s", source.lost)
         return False
 
