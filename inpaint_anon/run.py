@@ -371,6 +371,7 @@ def run(cfg: DictConfig) -> float | None:
     # 4. record and report (the output is complete from here on, whatever happens next)
     try:
         record = _run_record(cfg, result, source, inpainter)
+        record["output"] = str(target)  # a stream URL as given (result.out_path is a Path)
         if recorder is not None:
             record["scramble"].update(pixels=PIXELS_FILE, lossless_output=_lossless_output(output, video),
                                       codec=video.codec)

@@ -26,7 +26,7 @@ from inpaint_anon.video.live import (
     StreamSpec,
     output_spec,
 )
-from tests.clips import frame_image
+from tests.clips import frame_image, make_clip
 from tests.live_publish import UdpPublisher, free_udp_port
 from tests.test_cli import TINY_DETECTOR, assert_user_error, cli_args, cli_env, run_cli
 
@@ -281,8 +281,27 @@ def test_live_run_sigint_keeps_a_playable_recording(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if partial_owner(p) is not None]
 
 
+def test_live_run_stdin_to_hls(tmp_path: Path) -> None:
+    """``input=-`` (a Matroska clip piped on stdin) into an HLS playlist: the end of stdin is the
+    normal end (exit 0), every frame is in the playlist's segments, run.json names ``-`` as the input."""
+    make_clip(tmp_path / "clip.mkv", n_frames=12, size=SIZE)
+    playlist = tmp_path / "www" / "live.m3u8"
+    playlist.parent.mkdir()
+    with (tmp_path / "clip.mkv").open("rb") as stdin:
+        proc = subprocess.run(cli_args("input=-", f"output={playlist}", *LIVE_CLI, run_dir=tmp_path / "run"),
+                              cwd=tmp_path, env=cli_env(), stdin=stdin, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(playlist)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (record["input"], record["output"], record["frames_in"], record["frames_out"]) == (
+        "-", str(playlist), 12, 12)
+    assert count_frames(playlist) == 12 and "#EXT-X-ENDLIST" in playlist.read_text()
+
+
+@pytest.mark.slow
 def test_live_run_unsupported_scheme(tmp_path: Path) -> None:
-    """An unsupported scheme: one ``error:`` line listing the supported ones, exit 2, no output file."""
+    """An unsupported scheme: one ``error:`` line listing the supported ones, exit 2, no output file. Slow: a
+    command start for what ``test_unsupported_input_scheme_lists_the_supported_ones`` checks in-process."""
     proc = run_cli("input=ftp://127.0.0.1/clip.mp4", "output=out.mp4", *LIVE_CLI, cwd=tmp_path)
     assert_user_error(proc, "input scheme ftp:// is not supported", "rtsp://", "udp://", "/dev/video0")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
