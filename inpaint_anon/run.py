@@ -319,6 +319,9 @@ def run(cfg: DictConfig) -> float | None:
     live = isinstance(source, LiveSource)
     video = _video_settings(cfg, output, lossless)
     meta = None if live else probe(source, max_pixels=video.max_pixels)  # a live source is opened once
+    if live and OmegaConf.select(cfg, "detector.cache", default=False):
+        raise ConfigError(f"detector.cache=true needs a file input, not the live source {source}; "
+                          "pass detector.cache=false")
     check_output(target, source=source, overwrite=cfg.overwrite, video=video)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     _remove_stale_partials(cfg, output, run_dir)
@@ -332,9 +335,6 @@ def run(cfg: DictConfig) -> float | None:
     inpainter = _build_inpainter(cfg, method_nodes, set(detector.names.values()), run_dir, output)
     compositor = _instantiate("compositor", cfg.compositor)
     metrics = _instantiate("metrics", cfg.metrics) if cfg.get("metrics") is not None else None  # checked now
-    if use_cache and live:
-        raise ConfigError(f"detector.cache=true needs a file input, not the live source {source}; "
-                          "pass detector.cache=false")
     if use_cache:
         settings = {**detector_cfg, "stride": stride}
         detector = CachedDetector(detector, cfg.paths.cache, source, settings)

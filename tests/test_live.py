@@ -316,3 +316,27 @@ def test_live_run_unreachable_source(tmp_path: Path) -> None:
     assert_user_error(proc, f"cannot open udp://127.0.0.1:{port}", "check that the stream is running")
     assert not (tmp_path / "out.mp4").exists()
     assert not [p for p in tmp_path.iterdir() if partial_owner(p) is not None]
+
+
+# -- the run's input and output resolution -------------------------------------------------------------
+
+
+def test_run_resolves_live_inputs_and_stream_outputs() -> None:
+    """A live input becomes a LiveSource with the ``live:`` settings and needs an output; a stream URL output
+    stays the string given (a Path would fold ``//``); bad ``live:`` values are ConfigErrors."""
+    from inpaint_anon.run import _resolve_paths
+    from tests.test_config import compose_run
+
+    source, output = _resolve_paths(compose_run("input=udp://127.0.0.1:5000", "output=udp://127.0.0.1:5001",
+                                                "live.retries=7", "live.rtsp_transport=udp"))
+    assert isinstance(source, LiveSource)
+    assert (str(source), source.settings.retries, source.settings.rtsp_transport, output) == (
+        "udp://127.0.0.1:5000", 7, "udp", "udp://127.0.0.1:5001")
+    source, output = _resolve_paths(compose_run("input=-", "output=www/live.m3u8"))
+    assert (source.spec.kind, output) == (SourceKind.STDIN, Path("www/live.m3u8"))
+    with pytest.raises(InputError, match=r"^a live input \(/dev/video0\) needs an output; pass output="):
+        _resolve_paths(compose_run("input=/dev/video0"))
+    with pytest.raises(ConfigError, match=r"^live.retries=-2 is invalid"):
+        _resolve_paths(compose_run("input=rtsp://cam/s", "output=o.mp4", "live.retries=-2"))
+    with pytest.raises(InputError, match=r"^input scheme gopher:// is not supported"):
+        _resolve_paths(compose_run("input=gopher://cam/s", "output=o.mp4"))
