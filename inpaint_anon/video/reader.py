@@ -338,6 +338,11 @@ class VideoReader:
     max_pixels: largest frame accepted, width x height (``video.max_pixels``); a larger one is an InputError
         naming its size and the setting.
 
+    ``path`` may also be a live source: a :class:`~inpaint_anon.video.live.LiveSource` (with its ``live:``
+    settings) or a string naming a camera (``/dev/video0``), a URL (``rtsp://``, ``udp://``...) or ``-`` (stdin);
+    a :class:`~pathlib.Path` is always a file. A live source has ``n_frames=None``, no audio, pts rebased to 0,
+    and reconnects when a network stream drops (see ``_LiveVideoSource``).
+
     Use as a context manager, or call :meth:`close`.
     """
 

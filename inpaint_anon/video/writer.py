@@ -1,7 +1,9 @@
 """Writing: :class:`VideoWriter` (atomic video or still output) and :func:`check_output` (its checks, early).
 
 Frames are encoded into a partial file next to the output (:class:`~inpaint_anon.atomic.AtomicPath`) that is
-renamed into place only when everything succeeded, so ``path`` either holds a complete file or nothing. Frame
+renamed into place only when everything succeeded, so ``path`` either holds a complete file or nothing. Two
+exceptions: a run with a live source that is stopped (Ctrl-C, a signal) finalizes the file it recorded so far;
+HLS and stream outputs are written in place, as they are read. Frame
 timestamps are kept (variable frame rate included), audio streams are copied packet for packet and identifying
 metadata is dropped unless ``keep_metadata`` (see ``streams``).
 """
@@ -269,9 +271,14 @@ class VideoWriter(CommitOnExit):
     in the ``with`` block) deletes everything, leaving no file at ``path`` and no temporary file.
 
     path: output file; the suffix picks the format: .mp4/.m4v/.mov/.mkv/.webm video, or a still
-        (:data:`IMAGE_SUFFIXES`) for a one-frame input.
+        (:data:`IMAGE_SUFFIXES`) for a one-frame input. Live outputs (:func:`~inpaint_anon.video.live.output_spec`):
+        an HLS playlist ``.m3u8`` (segments beside it) or a stream URL (``rtmp://``, ``rtsp://``, ``udp://``,
+        ``srt://``, ``tcp://``, a str), libx264 only, written as they are read (no partial file); a server that
+        refuses the stream is an InputError.
     meta: the source's VideoMeta (size, fps, time base).
-    source: the input file: its audio streams are copied unchanged, and its tags when ``keep_metadata``.
+    source: the input file: its audio streams are copied unchanged, and its tags when ``keep_metadata``. A
+        live source (a :class:`~inpaint_anon.video.live.LiveSource`, or a camera/URL/``-`` string) has no audio
+        copied, and a stop (Ctrl-C, a signal) ends its recording cleanly instead of deleting it.
     video: encoder settings (:class:`VideoSettings`: codec, crf, preset); ``codec``, ``crf`` and ``preset``
         given as keywords replace its values. ``codec=ffv1`` (.mkv) and ``libx264rgb`` at ``crf=0`` are
         lossless; in a .webm output libx264 is replaced by VP9 (webm cannot hold H.264).
