@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import subprocess
 import threading
@@ -204,6 +205,19 @@ def test_live_codec_and_refused_output_are_clear_errors(tmp_path: Path) -> None:
     refused = f"rtmp://127.0.0.1:{free_udp_port()}/app/key"  # nothing listens there
     with pytest.raises(InputError, match=r"^cannot (open|write to) the output rtmp://127.0.0.1:\d+/app/key \(.*\); "
                        "check that the server is listening"), VideoWriter(refused, META, preset="ultrafast") as writer:
+        writer.write(frames(1)[0])
+
+
+def test_srt_fails_clearly_with_or_without_libsrt() -> None:
+    """This PyAV build may lack libsrt: then one error says so and names the alternatives; with it, nothing
+    listens on the port. Either way one InputError naming the URL, for the input and for the output."""
+    port = free_udp_port()
+    url = f"srt://127.0.0.1:{port}?mode=caller"
+    with pytest.raises(InputError, match=rf"^(srt:// is not in this PyAV build's FFmpeg \({re.escape(url)}\); use "
+                       rf"udp://|cannot open {re.escape(url)} )"):
+        VideoReader(LiveSource.parse(url, LiveSettings(timeout_s=0.5)))
+    with pytest.raises(InputError, match=r"^(srt:// is not in this PyAV build|cannot (open|write to) the output)"), \
+            VideoWriter(url, META, preset="ultrafast") as writer:
         writer.write(frames(1)[0])
 
 

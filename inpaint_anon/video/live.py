@@ -159,6 +159,13 @@ def demuxer_options(spec: StreamSpec, settings: LiveSettings) -> dict[str, str]:
     return options
 
 
+def missing_protocol(url: str) -> InputError:
+    """The error for a URL whose protocol this PyAV build's FFmpeg lacks (e.g. srt:// without libsrt)."""
+    scheme = url.split("://", 1)[0].lower()
+    return InputError(f"{scheme}:// is not in this PyAV build's FFmpeg ({url}); use udp://, rtmp:// or tcp:// "
+                      f"instead, or install a PyAV built with {scheme} support")
+
+
 class StreamLost(InputError):
     """A live network source dropped and every reconnect attempt failed."""
 
@@ -204,6 +211,8 @@ class LiveSource:
         try:
             return av.open(spec.target, "r", format=fmt, options=demuxer_options(spec, settings),
                            timeout=(settings.timeout_s, settings.timeout_s))
+        except av.ProtocolNotFoundError as error:
+            raise missing_protocol(spec.target) from error
         except av.FFmpegError as error:
             reason = self.reason(error)
             raise InputError(f"cannot open {self} ({reason}, within live.timeout_s={settings.timeout_s}); check "

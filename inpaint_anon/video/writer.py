@@ -24,7 +24,7 @@ from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.types import Frame, VideoMeta
 from inpaint_anon.video.formats import ENCODERS, IMAGE_SUFFIXES, VIDEO_OUTPUT_FORMATS
 from inpaint_anon.video.images import open_image_header, rgb_icc_profile
-from inpaint_anon.video.live import LiveSource, OutputSpec, StreamSpec, output_spec
+from inpaint_anon.video.live import LiveSource, OutputSpec, StreamSpec, missing_protocol, output_spec
 from inpaint_anon.video.reader import existing_input, ffmpeg_reason, open_container
 from inpaint_anon.video.settings import VideoSettings
 from inpaint_anon.video.streams import AudioCopy, copied_tags, muxer_options
@@ -174,6 +174,8 @@ class _VideoSink:
         try:
             self.container = av.open(str(target), "w", format=muxer,
                                      container_options={**muxer_options(muxer, keep_metadata), **(muxer_extra or {})})
+        except av.ProtocolNotFoundError as error:
+            raise missing_protocol(str(target)) from error
         except av.FFmpegError as error:
             raise InputError(f"cannot open the output {target} ({ffmpeg_reason(error)}); check that the server "
                              "is listening and the address is right, or write to a file") from error
@@ -386,6 +388,8 @@ class VideoWriter(CommitOnExit):
         except av.FFmpegError as error:
             if not self.spec.is_live:
                 raise
+            if isinstance(error, av.ProtocolNotFoundError):
+                raise missing_protocol(self.spec.target) from error
             raise InputError(f"cannot write to the output {self.spec.target} ({ffmpeg_reason(error)}); check that "
                              "the server is listening and accepts the stream, or write to a file") from error
         self.frames_written += 1
