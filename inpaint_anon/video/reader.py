@@ -273,8 +273,13 @@ class _LiveVideoSource:
             time.sleep(wait)
             try:
                 container = source.connect()
+            except InputError as failed:
+                reason = str(failed).split(";")[0]
+                continue
+            try:
                 self.stream, first = self._first_frame(container)
             except InputError as failed:
+                container.close()
                 reason = str(failed).split(";")[0]
                 continue
             source.reconnects += 1
