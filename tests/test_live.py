@@ -354,3 +354,12 @@ def test_run_resolves_live_inputs_and_stream_outputs() -> None:
         _resolve_paths(compose_run("input=rtsp://cam/s", "output=o.mp4", "live.retries=-2"))
     with pytest.raises(InputError, match=r"^input scheme gopher:// is not supported"):
         _resolve_paths(compose_run("input=gopher://cam/s", "output=o.mp4"))
+
+
+def test_run_yaml_live_block_matches_the_defaults() -> None:
+    """conf/run.yaml's ``live:`` block holds every LiveSettings field, at the dataclass defaults."""
+    from omegaconf import OmegaConf
+
+    from tests.test_config import compose_run
+
+    assert LiveSettings.from_dict(OmegaConf.to_container(compose_run().live)) == LiveSettings()
