@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 from inpaint_anon.atomic import partial_owner
 from inpaint_anon.errors import ConfigError, InputError
@@ -335,11 +337,16 @@ def test_live_run_unreachable_source(tmp_path: Path) -> None:
 # -- the run's input and output resolution -------------------------------------------------------------
 
 
+def compose_run(*overrides: str) -> DictConfig:
+    """conf/run.yaml composed with ``overrides`` (only Hydra imported: tests.test_config imports every model)."""
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        return compose(config_name="run", overrides=["input=x.mp4", *overrides])
+
+
 def test_run_resolves_live_inputs_and_stream_outputs() -> None:
     """A live input becomes a LiveSource with the ``live:`` settings and needs an output; a stream URL output
     stays the string given (a Path would fold ``//``); bad ``live:`` values are ConfigErrors."""
     from inpaint_anon.run import _resolve_paths
-    from tests.test_config import compose_run
 
     source, output = _resolve_paths(compose_run("input=udp://127.0.0.1:5000", "output=udp://127.0.0.1:5001",
                                                 "live.retries=7", "live.rtsp_transport=udp"))
@@ -358,8 +365,4 @@ def test_run_resolves_live_inputs_and_stream_outputs() -> None:
 
 def test_run_yaml_live_block_matches_the_defaults() -> None:
     """conf/run.yaml's ``live:`` block holds every LiveSettings field, at the dataclass defaults."""
-    from omegaconf import OmegaConf
-
-    from tests.test_config import compose_run
-
     assert LiveSettings.from_dict(OmegaConf.to_container(compose_run().live)) == LiveSettings()
