@@ -176,6 +176,16 @@ def test_hls_output_plays_back_with_every_frame(tmp_path: Path) -> None:
         check_output(playlist)
 
 
+def test_failed_hls_output_leaves_nothing(tmp_path: Path) -> None:
+    other = tmp_path / "other_00000.ts"
+    other.write_bytes(b"not ours")
+    with pytest.raises(RuntimeError), VideoWriter(tmp_path / "live.m3u8", META, preset="ultrafast") as writer:
+        for frame in frames(50):
+            writer.write(frame)
+        raise RuntimeError("a bug")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other_00000.ts"]
+
+
 def test_udp_output_is_received_frame_for_frame() -> None:
     port = free_udp_port()
     received: list[Frame] = []

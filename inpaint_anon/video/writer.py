@@ -11,6 +11,7 @@ metadata is dropped unless ``keep_metadata`` (see ``streams``).
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from pathlib import Path
 
@@ -412,10 +413,15 @@ class VideoWriter(CommitOnExit):
         self._release()
 
     def abort(self) -> None:
-        """Stop writing and delete the partial output; safe to call twice."""
+        """Stop writing and delete the partial output (an HLS playlist and its segments too; a stream already
+        sent cannot be taken back); safe to call twice."""
         if not self._closed:
             self._sink.discard()
             self._release()
+            if self.spec.kind == "hls":
+                playlist = Path(self.spec.target)
+                for written in [playlist, *playlist.parent.glob(f"{glob.escape(playlist.stem)}_[0-9]*.ts")]:
+                    written.unlink(missing_ok=True)
 
     def _release(self) -> None:
         self._closed = True
