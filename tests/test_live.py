@@ -307,9 +307,11 @@ def test_live_run_sigint_keeps_a_playable_recording(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if partial_owner(p) is not None]
 
 
+@pytest.mark.slow
 def test_live_run_stdin_to_hls(tmp_path: Path) -> None:
     """``input=-`` (a Matroska clip piped on stdin) into an HLS playlist: the end of stdin is the
-    normal end (exit 0), every frame is in the playlist's segments, run.json names ``-`` as the input."""
+    normal end (exit 0), every frame is in the playlist's segments, run.json names ``-`` as the input. Slow: one
+    more command start (about 20 s on a loaded 2-core machine); the HLS writer is checked in-process above."""
     make_clip(tmp_path / "clip.mkv", n_frames=12, size=SIZE)
     playlist = tmp_path / "www" / "live.m3u8"
     playlist.parent.mkdir()
