@@ -94,11 +94,6 @@ class StreamSpec:
         return "-" if self.kind is SourceKind.STDIN else self.target
 
 
-def is_live_input(value: str | Path) -> bool:
-    """True when ``value`` names a camera, a URL or stdin (InputError for an unsupported scheme)."""
-    return not isinstance(value, Path) and StreamSpec.parse(value).is_live
-
-
 @dataclass(frozen=True)
 class LiveSettings:
     """The ``live:`` config block: how live sources are opened and reconnected. Checked on construction.
