@@ -63,6 +63,7 @@ from inpaint_anon.versions import versions
 if TYPE_CHECKING:
     from inpaint_anon.inpaint.base import Inpainter
     from inpaint_anon.video import VideoSettings
+    from inpaint_anon.video.live import LiveSource
 
 logger = logging.getLogger("inpaint_anon")
 
@@ -303,6 +304,7 @@ def run(cfg: DictConfig) -> float | None:
     from inpaint_anon.pipeline import AnonymizePipeline
     from inpaint_anon.scramble import PIXELS_FILE
     from inpaint_anon.video import check_output, probe
+    from inpaint_anon.video.live import LiveSource
 
     # 0. secrets given on the command line are removed from the files Hydra saved at job start
     _redact_hydra_files(cfg)
@@ -312,10 +314,15 @@ def run(cfg: DictConfig) -> float | None:
     method_nodes = _method_nodes(cfg)
     lossless = _needs_lossless(cfg.inpainter) or any(
         _needs_lossless(node) for node in method_nodes.values() if node is not None)
-    source, output = _resolve_paths(cfg, lossless)
+    source, target = _resolve_paths(cfg, lossless)
+    output = Path(target)  # for its suffix and folder; a stream URL (a str target) has neither
+    live = isinstance(source, LiveSource)
     video = _video_settings(cfg, output, lossless)
-    meta = probe(source, max_pixels=video.max_pixels)
-    check_output(output, source=source, overwrite=cfg.overwrite, video=video)
+    meta = None if live else probe(source, max_pixels=video.max_pixels)  # a live source is opened once
+    if live and OmegaConf.select(cfg, "detector.cache", default=False):
+        raise ConfigError(f"detector.cache=true needs a file input, not the live source {source}; "
+                          "pass detector.cache=false")
+    check_output(target, source=source, overwrite=cfg.overwrite, video=video)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     _remove_stale_partials(cfg, output, run_dir)
 
@@ -336,15 +343,20 @@ def run(cfg: DictConfig) -> float | None:
     # a scramble records the exact pixels it changed in each frame: what unscrambling needs besides the key
     used = inpainter.inpainters if isinstance(inpainter, ClassRouter) else (inpainter,)
     scrambler = next((each for each in used if isinstance(each, ScrambleInpainter)), None)
+    if scrambler is not None and meta is None:
+        raise ConfigError(f"a scramble records every frame's pixels and needs a file input, not the live source "
+                          f"{source}; record the stream to a file first, or choose another method")
     recorder = scrambler.record_pixels(run_dir / PIXELS_FILE, meta.height, meta.width) if scrambler else None
     if recorder is not None:
         _log_scramble_output(output, video, _lossless_output(output, video), run_dir)
 
     # 3. run (a detection cache and the scrambled pixel record are finished only when the whole run succeeded)
     try:
-        result = pipe(source, output, overwrite=cfg.overwrite, keep_metadata=cfg.keep_metadata,
+        result = pipe(source, target, overwrite=cfg.overwrite, keep_metadata=cfg.keep_metadata,
                       record_detections=run_dir / "detections.dets", video=video)
-    except BaseException:
+    except BaseException as stopped:
+        if isinstance(stopped, Interrupted) and live and output.is_file():  # stopping a live source: kept
+            stopped.written = output
         if use_cache:
             detector.abort()
         if recorder is not None:
@@ -360,10 +372,13 @@ def run(cfg: DictConfig) -> float | None:
     # 4. record and report (the output is complete from here on, whatever happens next)
     try:
         record = _run_record(cfg, result, source, inpainter)
+        record["output"] = str(target)  # a stream URL as given (result.out_path is a Path)
         if recorder is not None:
             record["scramble"].update(pixels=PIXELS_FILE, lossless_output=_lossless_output(output, video),
                                       codec=video.codec)
         write_atomic(run_dir / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+        if isinstance(source, LiveSource) and source.lost is not None:  # dropped for good; the output is kept
+            raise source.lost
         for event in result.events:
             if event.get("event") == "fallback":
                 logger.warning("region filled by fallback: %s", event)
@@ -375,7 +390,7 @@ def run(cfg: DictConfig) -> float | None:
     except Interrupted as interrupted:
         interrupted.written = result.out_path
         raise
-    print(result.out_path, flush=True)
+    print(target, flush=True)
     return _optimized_value(cfg.get("optimized_metric"), record, result.metrics)
 
 
@@ -388,14 +403,25 @@ def _optimized_value(name: str | None, record: dict[str, Any], metrics: dict[str
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _resolve_paths(cfg: DictConfig, lossless: bool = False) -> tuple[Path, Path]:
-    """(input, output) paths; the default output is ``<stem>_anon`` beside the input: .mp4 for a video (.mkv
+def _resolve_paths(cfg: DictConfig, lossless: bool = False) -> tuple[Path | LiveSource, Path | str]:
+    """(input, output); the default output is ``<stem>_anon`` beside the input: .mp4 for a video (.mkv
     when the inpainter needs a ``lossless`` output), the input's suffix for an image (.png when lossless needs
-    it)."""
+    it). A camera, URL or ``-`` input is a :class:`~inpaint_anon.video.live.LiveSource` (``live:`` settings)
+    and needs an ``output``; a stream URL output stays a str."""
+    from inpaint_anon.video.live import LiveSettings, LiveSource, StreamSpec, output_spec
+
     try:
-        source = Path(str(cfg.input)).expanduser()
+        given = str(cfg.input)
     except MissingMandatoryValue:
         raise InputError("no input given; pass input=PATH (a video or image file)") from None
+    if StreamSpec.parse(given).is_live:
+        if cfg.output is None:
+            raise InputError(f"a live input ({given}) needs an output; pass output=out.mp4, out.m3u8 or a stream "
+                             "URL such as udp://127.0.0.1:5000")
+        output = str(cfg.output)
+        live = LiveSource.parse(given, LiveSettings.from_dict(_plain(cfg.live) if cfg.get("live") else {}))
+        return live, output if output_spec(output).kind == "stream" else Path(output).expanduser()
+    source = Path(given).expanduser()
     if not source.exists():
         raise InputError(f"input not found: {source}; check the path")
     if cfg.output is None:
@@ -407,6 +433,8 @@ def _resolve_paths(cfg: DictConfig, lossless: bool = False) -> tuple[Path, Path]
         elif lossless and suffix not in LOSSLESS_IMAGE_SUFFIXES:
             suffix = ".png"
         output = source.with_name(f"{source.stem}_anon{suffix}")
+    elif output_spec(str(cfg.output)).kind == "stream":
+        return source, str(cfg.output)
     else:
         output = Path(str(cfg.output)).expanduser()
     return source, output

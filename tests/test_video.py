@@ -1049,6 +1049,9 @@ def test_run_checks_video_settings_before_loading_models(
 ) -> None:
     """``run`` reads the ``video:`` block through VideoSettings (an unknown key or a wrong codec used to be a
     TypeError from the pipeline) and applies its pixel limit to the input, all before building any model."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
     from inpaint_anon.run import run
 
     make_clip(tmp_path / "in.mp4", n_frames=2, size=(32, 32))
@@ -1057,8 +1060,14 @@ def test_run_checks_video_settings_before_loading_models(
     paths = {"bomb": bomb, "out": tmp_path / "out"}
     cfg = compose_run(f"input={tmp_path / 'in.mp4'}", f"output={tmp_path / 'out.mp4'}",
                       *(o.format(**paths) for o in overrides))
-    with pytest.raises(error, match=match):
-        run(cfg)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):  # run() reads the Hydra config
+        HydraConfig.instance().set_config(compose(config_name="run", overrides=[
+            f"input={tmp_path / 'in.mp4'}", f"hydra.run.dir={tmp_path / 'run'}"], return_hydra_config=True))
+    try:
+        with pytest.raises(error, match=match):
+            run(cfg)
+    finally:
+        HydraConfig.instance().cfg = None  # not set again, as other tests expect outside a run
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.png", "in.mp4"]
 
 

@@ -4,6 +4,9 @@
   PNG/WebP with Pillow), frames upright, sizes limited by ``video.max_pixels``;
 - ``writer``: :class:`VideoWriter` (atomic: a partial file renamed into place) and :func:`check_output`;
 - ``streams``: audio packets copied unchanged, tags filtered (identifying metadata dropped unless asked);
+- ``live``: live inputs and outputs: :class:`~inpaint_anon.video.live.StreamSpec` (file | device | url | stdin),
+  :class:`~inpaint_anon.video.live.LiveSource` / ``LiveSettings`` (timeouts, reconnects, low-latency options)
+  and :func:`~inpaint_anon.video.live.output_spec` (file | HLS playlist | network stream);
 - ``settings``: :class:`VideoSettings`, the validated ``video:`` config block;
 - ``formats``: the tables (image suffixes, output formats, encoders, presets, the default pixel limit).
 

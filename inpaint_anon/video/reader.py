@@ -8,6 +8,8 @@ before any is decoded.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from itertools import chain
@@ -22,10 +24,13 @@ from inpaint_anon.errors import InputError
 from inpaint_anon.types import Frame, VideoMeta
 from inpaint_anon.video.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from inpaint_anon.video.images import ImageSource
+from inpaint_anon.video.live import LiveSource, StreamLost, StreamSpec
 from inpaint_anon.video.settings import check_frame_size
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+logger = logging.getLogger("inpaint_anon")
 
 _TRUNCATION_TOLERANCE = 0.02
 """Fraction of the announced length (and at least two frames) a file may fall short before it is truncated."""
@@ -198,6 +203,133 @@ class _VideoSource:
         self.container.close()
 
 
+class _LiveVideoSource:
+    """Frames of a live source (camera, network stream, stdin), reconnecting a network source that drops.
+
+    Opened with :meth:`LiveSource.connect` (timeouts and low-latency options); the first frame is decoded on
+    opening, like a file. Timestamps are the source's pts rebased to start at 0 (in ``meta.time_base``), kept
+    increasing across reconnects. The end of the stream (EOF) is the normal end; a read error or a silence longer
+    than ``live.timeout_s`` of a network source starts up to ``live.retries`` reconnect attempts with doubling
+    backoff, each logged; when all fail the iteration ends (what was received is kept) and ``source.lost`` holds
+    the error to report. A camera or stdin that fails mid-stream raises InputError.
+    """
+
+    def __init__(self, source: LiveSource, max_pixels: int) -> None:
+        self.source, self.max_pixels = source, max_pixels
+        self.container = source.connect()
+        try:
+            self.stream, first = self._first_frame(self.container)
+            self._first: av.VideoFrame | None = first
+            self.meta = VideoMeta(
+                width=first.width,
+                height=first.height,
+                fps=Fraction(self.stream.average_rate or self.stream.guessed_rate or 25),
+                time_base=Fraction(self.stream.time_base or Fraction(1, 90000)),
+                n_frames=None,
+                has_audio=False,  # audio of a live source is not carried over
+                codec=self.stream.codec_context.name,
+                is_image=False,
+            )
+        except BaseException:
+            self.container.close()
+            raise
+
+    def _first_frame(self, container: InputContainer) -> tuple[av.video.stream.VideoStream, av.VideoFrame]:
+        if not container.streams.video:
+            raise InputError(f"no video stream in {self.source}; check that it sends video")
+        stream = container.streams.video[0]
+        self._decoded = self._decode(container, stream)
+        try:
+            first = next(self._decoded, None)
+        except av.FFmpegError as error:
+            raise InputError(f"no video frame arrived from {self.source} ({self.source.reason(error)}); check "
+                             "that the stream is running and sends video") from error
+        if first is None:
+            raise InputError(f"no video frame arrived from {self.source} within live.timeout_s="
+                             f"{self.source.settings.timeout_s}; check that the stream is running")
+        check_frame_size(first.width, first.height, self.max_pixels, Path(str(self.source)))
+        return stream, first
+
+    def _decode(self, container: InputContainer, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:  # a packet damaged in transit (UDP loss): the decoder resyncs
+                continue
+            yield from frames
+
+    def _reconnect(self, error: Exception) -> bool:
+        """Reopen a dropped network source; False (and ``source.lost`` set) when every attempt failed."""
+        source, settings = self.source, self.source.settings
+        reason = source.reason(error)
+        if not source.spec.reconnects:
+            raise InputError(f"{source} stopped after {source.frames} frames ({reason}); check the camera or "
+                             "the program writing to stdin") from error
+        self.container.close()
+        for attempt in range(1, settings.retries + 1):
+            wait = settings.backoff(attempt)
+            logger.warning("live: %s dropped after %d frames (%s); reconnect attempt %d of %d in %.1f s",
+                           source, source.frames, reason, attempt, settings.retries, wait)
+            time.sleep(wait)
+            try:
+                container = source.connect()
+            except InputError as failed:
+                reason = str(failed).split(";")[0]
+                continue
+            try:
+                self.stream, first = self._first_frame(container)
+            except InputError as failed:
+                container.close()
+                reason = str(failed).split(";")[0]
+                continue
+            source.reconnects += 1
+            logger.warning("live: %s reconnected (attempt %d)", source, attempt)
+            self.container, self._first = container, first
+            return True
+        source.lost = StreamLost(
+            f"live source {source} dropped after {source.frames} frames and did not come back ({settings.retries} "
+            f"reconnect attempts; last: {reason}); the output holds every frame received; restart the source, or "
+            "raise live.retries / live.timeout_s")
+        logger.warning("live: %s", source.lost)
+        return False
+
+    def frames(self) -> Iterator[Frame]:
+        """Upright RGB frames until the source ends, is lost, or the reader is closed."""
+        if self._first is None:
+            raise RuntimeError("a VideoReader can be iterated only once; open a new one to read again")
+        tick = 1 / (self.meta.fps * self.meta.time_base)  # one nominal frame in meta.time_base units
+        offset: Fraction | None = None  # added to a pts (in meta.time_base) so the first frame is at 0
+        last = -tick
+        while True:
+            try:
+                for frame in chain([self._first], self._decoded):
+                    self._first = None
+                    if frame.pts is None:
+                        pts = last + tick
+                    else:
+                        raw = Fraction(frame.pts) * Fraction(frame.time_base or self.stream.time_base) \
+                            / self.meta.time_base
+                        if offset is None:
+                            offset = -raw if last < 0 else last + tick - raw
+                        pts = raw + offset
+                    last = pts
+                    rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
+                    if rgb.shape[:2] != (self.meta.height, self.meta.width):
+                        raise InputError(f"{self.source} changed its frame size from {self.meta.width}x"
+                                         f"{self.meta.height} to {rgb.shape[1]}x{rgb.shape[0]}; restart the run")
+                    yield Frame(self.source.frames, round(pts), np.ascontiguousarray(rgb))
+                    self.source.frames += 1
+                return  # end of stream: the normal end of a live source
+            except av.FFmpegError as error:
+                if not self._reconnect(error):
+                    return
+                offset = None  # the new connection's clock starts elsewhere: continue after the last frame
+
+    def close(self) -> None:
+        self._decoded.close()
+        self.container.close()
+
+
 class VideoReader:
     """Streamed reader of a video file (anything FFmpeg reads), a still image or an animated PNG/WebP.
 
@@ -211,16 +343,27 @@ class VideoReader:
     max_pixels: largest frame accepted, width x height (``video.max_pixels``); a larger one is an InputError
         naming its size and the setting.
 
+    ``path`` may also be a live source: a :class:`~inpaint_anon.video.live.LiveSource` (with its ``live:``
+    settings) or a string naming a camera (``/dev/video0``), a URL (``rtsp://``, ``udp://``...) or ``-`` (stdin);
+    a :class:`~pathlib.Path` is always a file. A live source has ``n_frames=None``, no audio, pts rebased to 0,
+    and reconnects when a network stream drops (see ``_LiveVideoSource``).
+
     Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        self.path = existing_input(path)
-        self._source = (
-            ImageSource(self.path, max_pixels)
-            if self.path.suffix.lower() in IMAGE_SUFFIXES
-            else _VideoSource(self.path, max_pixels)
-        )
+    def __init__(self, path: str | Path | LiveSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        live = _live_source(path)
+        self._source: ImageSource | _VideoSource | _LiveVideoSource
+        if live is not None:
+            self.path = Path(str(live))
+            self._source = _LiveVideoSource(live, max_pixels)
+        else:
+            self.path = existing_input(path)  # type: ignore[arg-type]
+            self._source = (
+                ImageSource(self.path, max_pixels)
+                if self.path.suffix.lower() in IMAGE_SUFFIXES
+                else _VideoSource(self.path, max_pixels)
+            )
         self.meta: VideoMeta = self._source.meta
 
     def __iter__(self) -> Iterator[Frame]:
@@ -235,6 +378,15 @@ class VideoReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _live_source(path: str | Path | LiveSource) -> LiveSource | None:
+    """``path`` as a LiveSource when it names a camera, a URL or stdin (a str; a Path is always a file)."""
+    if isinstance(path, LiveSource):
+        return path
+    if isinstance(path, str) and StreamSpec.parse(path).is_live:
+        return LiveSource.parse(path)
+    return None
 
 
 def probe(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoMeta:

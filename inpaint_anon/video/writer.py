@@ -1,7 +1,9 @@
 """Writing: :class:`VideoWriter` (atomic video or still output) and :func:`check_output` (its checks, early).
 
 Frames are encoded into a partial file next to the output (:class:`~inpaint_anon.atomic.AtomicPath`) that is
-renamed into place only when everything succeeded, so ``path`` either holds a complete file or nothing. Frame
+renamed into place only when everything succeeded, so ``path`` either holds a complete file or nothing. Two
+exceptions: a run with a live source that is stopped (Ctrl-C, a signal) finalizes the file it recorded so far;
+HLS and stream outputs are written in place, as they are read. Frame
 timestamps are kept (variable frame rate included), audio streams are copied packet for packet and identifying
 metadata is dropped unless ``keep_metadata`` (see ``streams``).
 """
@@ -9,6 +11,7 @@ metadata is dropped unless ``keep_metadata`` (see ``streams``).
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from pathlib import Path
 
@@ -22,7 +25,8 @@ from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.types import Frame, VideoMeta
 from inpaint_anon.video.formats import ENCODERS, IMAGE_SUFFIXES, VIDEO_OUTPUT_FORMATS
 from inpaint_anon.video.images import open_image_header, rgb_icc_profile
-from inpaint_anon.video.reader import existing_input, open_container
+from inpaint_anon.video.live import LiveSource, OutputSpec, StreamSpec, missing_protocol, output_spec
+from inpaint_anon.video.reader import existing_input, ffmpeg_reason, open_container
 from inpaint_anon.video.settings import VideoSettings
 from inpaint_anon.video.streams import AudioCopy, copied_tags, muxer_options
 
@@ -104,11 +108,45 @@ def check_output(
     a codec the file cannot hold, bad encoder settings) before it spends time loading models.
     """
     settings = _settings(video, codec, crf, preset)
+    spec = output_spec(path)
+    source_path = _source_file(source)
+    if spec.is_live:
+        _check_live_output(spec, settings, source_path, overwrite)
+        return
     path = Path(path)
     kind = _output_kind(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         _encoder_for(path, kind, settings.codec)
-    _check_output_free(path, existing_input(source, "source") if source is not None else None, overwrite)
+    _check_output_free(path, source_path, overwrite)
+
+
+def _source_file(source: str | Path | LiveSource | None) -> Path | None:
+    """The source as an existing file (InputError when missing), or None for no source or a live one."""
+    if source is None or isinstance(source, LiveSource):
+        return None
+    if isinstance(source, str) and StreamSpec.parse(source).is_live:
+        return None
+    return existing_input(source, "source")
+
+
+LIVE_CODECS = ("libx264",)
+"""Encoders a stream or HLS output takes (H.264 yuv420p: what browsers and stream servers play)."""
+
+
+def _check_live_output(spec: OutputSpec, settings: VideoSettings, source: Path | None, overwrite: bool) -> None:
+    """InputError/ConfigError unless a stream or HLS output can be written: codec, playlist folder, no clobber."""
+    if settings.codec not in LIVE_CODECS:
+        raise ConfigError(f"video.codec={settings.codec} cannot be streamed to {spec.target}; use video.codec="
+                          "libx264 (or null)")
+    if spec.kind == "hls":
+        _check_output_free(Path(spec.target), source, overwrite)
+
+
+def _live_encoder_options(options: dict[str, str], fps: float) -> dict[str, str]:
+    """x264 options for a live output: no lookahead or B-frames (zerolatency), a keyframe every 2 s (HLS
+    segments and late joiners start at one)."""
+    gop = str(max(1, round(2 * fps)))
+    return {**options, "tune": "zerolatency", "g": gop, "keyint_min": gop}
 
 
 def _pad_to_even(rgb: np.ndarray) -> np.ndarray:
@@ -129,13 +167,19 @@ class _VideoSink:
         options: dict[str, str],
         source: InputContainer | None,
         keep_metadata: bool,
+        muxer_extra: dict[str, str] | None = None,
     ) -> None:
         encoder = ENCODERS[codec]
         self.meta = meta
         self.padded = encoder.needs_even_size and (meta.width % 2 or meta.height % 2)
-        self.container = av.open(
-            str(target), "w", format=muxer, container_options=muxer_options(muxer, keep_metadata)
-        )
+        try:
+            self.container = av.open(str(target), "w", format=muxer,
+                                     container_options={**muxer_options(muxer, keep_metadata), **(muxer_extra or {})})
+        except av.ProtocolNotFoundError as error:
+            raise missing_protocol(str(target)) from error
+        except av.FFmpegError as error:
+            raise InputError(f"cannot open the output {target} ({ffmpeg_reason(error)}); check that the server "
+                             "is listening and the address is right, or write to a file") from error
         self.audio: AudioCopy | None = None
         self.last_pts: int | None = None
         self.frames_retimed = 0
@@ -230,9 +274,14 @@ class VideoWriter(CommitOnExit):
     in the ``with`` block) deletes everything, leaving no file at ``path`` and no temporary file.
 
     path: output file; the suffix picks the format: .mp4/.m4v/.mov/.mkv/.webm video, or a still
-        (:data:`IMAGE_SUFFIXES`) for a one-frame input.
+        (:data:`IMAGE_SUFFIXES`) for a one-frame input. Live outputs (:func:`~inpaint_anon.video.live.output_spec`):
+        an HLS playlist ``.m3u8`` (segments beside it) or a stream URL (``rtmp://``, ``rtsp://``, ``udp://``,
+        ``srt://``, ``tcp://``, a str), libx264 only, written as they are read (no partial file); a server that
+        refuses the stream is an InputError.
     meta: the source's VideoMeta (size, fps, time base).
-    source: the input file: its audio streams are copied unchanged, and its tags when ``keep_metadata``.
+    source: the input file: its audio streams are copied unchanged, and its tags when ``keep_metadata``. A
+        live source (a :class:`~inpaint_anon.video.live.LiveSource`, or a camera/URL/``-`` string) has no audio
+        copied, and a stop (Ctrl-C, a signal) ends its recording cleanly instead of deleting it.
     video: encoder settings (:class:`VideoSettings`: codec, crf, preset); ``codec``, ``crf`` and ``preset``
         given as keywords replace its values. ``codec=ffv1`` (.mkv) and ``libx264rgb`` at ``crf=0`` are
         lossless; in a .webm output libx264 is replaced by VP9 (webm cannot hold H.264).
@@ -249,7 +298,7 @@ class VideoWriter(CommitOnExit):
         path: str | Path,
         meta: VideoMeta,
         *,
-        source: str | Path | None = None,
+        source: str | Path | LiveSource | None = None,
         video: VideoSettings | None = None,
         codec: str | None = None,
         crf: int | None = None,
@@ -260,11 +309,24 @@ class VideoWriter(CommitOnExit):
         self.settings = _settings(video, codec, crf, preset)
         check_output(path, source=source, overwrite=overwrite, video=self.settings)
         _check_meta(meta)
+        self.spec = output_spec(path)
         self.path = Path(path)
         self.meta = meta
         self.overwrite = overwrite
+        self.source = _source_file(source)
+        self.live_source = source is not None and self.source is None
+        self.frames_written = 0
+        self._source_container: InputContainer | None = None
+        self._temp: AtomicPath | None = None
+        if self.spec.is_live:  # a stream or HLS playlist is written where it is read, as it is written
+            self.is_image, self.codec = False, self.settings.codec
+            options = _live_encoder_options(ENCODERS[self.codec].options(self.settings.crf, self.settings.preset),
+                                            float(meta.fps))
+            self._sink: _VideoSink | _ImageSink = _VideoSink(
+                self.spec.target, meta, self.spec.muxer, self.codec, options, None, keep_metadata, self.spec.options)
+            self._closed = False
+            return
         kind = _output_kind(self.path)
-        self.source = existing_input(source, "source") if source is not None else None
         self.is_image = self.path.suffix.lower() in IMAGE_SUFFIXES
         if self.is_image and (meta.n_frames or 1) > 1:
             raise InputError(
@@ -272,8 +334,6 @@ class VideoWriter(CommitOnExit):
                 "choose a video output such as .mp4"
             )
         self.codec = kind.lower() if self.is_image else _encoder_for(self.path, kind, self.settings.codec)
-        self.frames_written = 0
-        self._source_container: InputContainer | None = None
         self._temp = AtomicPath(self.path)
         try:
             self._sink = self._open_sink(kind, keep_metadata)
@@ -283,6 +343,7 @@ class VideoWriter(CommitOnExit):
         self._closed = False
 
     def _open_sink(self, kind: str, keep_metadata: bool) -> _VideoSink | _ImageSink:
+        assert self._temp is not None
         if self.is_image:
             return _ImageSink(self._temp.temp, kind, self.source, keep_metadata)
         if self.source is not None and self.source.suffix.lower() not in IMAGE_SUFFIXES:
@@ -291,6 +352,16 @@ class VideoWriter(CommitOnExit):
         return _VideoSink(
             self._temp.temp, self.meta, kind, self.codec, options, self._source_container, keep_metadata
         )
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        """A clean exit closes; an error aborts; a stop (Ctrl-C, a signal: a BaseException that is not an
+        Exception) of a run with a live source closes too: stopping a live source is its normal end, and the
+        recording up to the stop is kept, complete and playable."""
+        stopped = exc_type is not None and not issubclass(exc_type, Exception)
+        if exc_type is None or (stopped and self.live_source and self.frames_written > 0):
+            self.close()
+        else:
+            self.abort()
 
     @property
     def padded_size(self) -> tuple[int, int] | None:
@@ -313,7 +384,15 @@ class VideoWriter(CommitOnExit):
             raise ValueError(
                 f"frame {frame.index} is {frame.rgb.dtype} {frame.rgb.shape}; this writer takes uint8 {expected}"
             )
-        self._sink.write(frame)
+        try:
+            self._sink.write(frame)
+        except av.FFmpegError as error:
+            if not self.spec.is_live:
+                raise
+            if isinstance(error, av.ProtocolNotFoundError):
+                raise missing_protocol(self.spec.target) from error
+            raise InputError(f"cannot write to the output {self.spec.target} ({ffmpeg_reason(error)}); check that "
+                             "the server is listening and accepts the stream, or write to a file") from error
         self.frames_written += 1
 
     def close(self) -> None:
@@ -324,8 +403,9 @@ class VideoWriter(CommitOnExit):
             if self.frames_written == 0:
                 raise ValueError(f"no frames were written to {self.path}; nothing saved")
             self._sink.finish()
-            _check_output_free(self.path, self.source, self.overwrite)
-            self._temp.close()
+            if self._temp is not None:
+                _check_output_free(self.path, self.source, self.overwrite)
+                self._temp.close()
         except BaseException:
             self._sink.discard()
             self._release()
@@ -333,14 +413,20 @@ class VideoWriter(CommitOnExit):
         self._release()
 
     def abort(self) -> None:
-        """Stop writing and delete the partial output; safe to call twice."""
+        """Stop writing and delete the partial output (an HLS playlist and its segments too; a stream already
+        sent cannot be taken back); safe to call twice."""
         if not self._closed:
             self._sink.discard()
             self._release()
+            if self.spec.kind == "hls":
+                playlist = Path(self.spec.target)
+                for written in [playlist, *playlist.parent.glob(f"{glob.escape(playlist.stem)}_[0-9]*.ts")]:
+                    written.unlink(missing_ok=True)
 
     def _release(self) -> None:
         self._closed = True
-        self._temp.abort()
+        if self._temp is not None:
+            self._temp.abort()
         if self._source_container is not None:
             self._source_container.close()
 

@@ -1,0 +1,263 @@
+"""Live inputs and outputs: what an ``input=`` / ``output=`` string names, and how PyAV opens it.
+
+- :class:`StreamSpec` classifies a string once: a ``file`` path, a camera ``device`` (``/dev/video0``, v4l2),
+  a network ``url`` (:data:`SOURCE_SCHEMES`) or ``stdin`` (``-``). An unknown ``scheme://`` is an InputError
+  listing the supported ones; a URL never goes through the "file exists" checks.
+- :class:`LiveSettings` is the validated ``live:`` config block: reconnect retries and backoff, the read/open
+  timeout, and the low-latency demuxer options (no unbounded buffering).
+- :class:`LiveSource` is a live input as the reader opens it: its spec, its settings and what happened to it
+  (frames received, reconnects, ``lost`` when the source dropped and every reconnect failed).
+- :func:`output_spec` classifies an output: a file, an HLS playlist (``.m3u8``) or a network stream
+  (:data:`OUTPUT_SCHEMES`), with the muxer and its options.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import av
+from av.container import InputContainer
+
+from inpaint_anon.errors import ConfigError, InputError
+
+logger = logging.getLogger("inpaint_anon")
+
+SOURCE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "srt", "tcp")
+"""URL schemes accepted as ``input=`` (besides file paths, camera devices and ``-`` for stdin)."""
+
+OUTPUT_SCHEMES: dict[str, str] = {"rtmp": "flv", "rtmps": "flv", "rtsp": "rtsp", "udp": "mpegts",
+                                  "srt": "mpegts", "tcp": "mpegts"}
+"""URL schemes accepted as ``output=`` -> the FFmpeg muxer that feeds them."""
+
+HLS_SUFFIX = ".m3u8"
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+_DEVICE = re.compile(r"^/dev/video\d+$")
+
+
+class SourceKind(Enum):
+    """What an ``input=`` string names."""
+
+    FILE = "file"
+    DEVICE = "device"
+    URL = "url"
+    STDIN = "stdin"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A classified ``input=`` value.
+
+    kind: file | device | url | stdin.
+    target: what PyAV opens: the path, the device, the URL, or ``pipe:0`` for stdin.
+    scheme: the URL scheme (lower case), "" for other kinds.
+    """
+
+    kind: SourceKind
+    target: str
+    scheme: str = ""
+
+    @classmethod
+    def parse(cls, value: str) -> StreamSpec:
+        """Classify ``value``; InputError for a ``scheme://`` that is not in :data:`SOURCE_SCHEMES`."""
+        value = str(value)
+        if value == "-":
+            return cls(SourceKind.STDIN, "pipe:0")
+        match = _SCHEME.match(value)
+        if match:
+            scheme = match["scheme"].lower()
+            if scheme not in SOURCE_SCHEMES:
+                raise InputError(f"input scheme {scheme}:// is not supported ({value}); use one of "
+                                 f"{', '.join(s + '://' for s in SOURCE_SCHEMES)}, a camera such as /dev/video0, "
+                                 "- for stdin, or a file path")
+            return cls(SourceKind.URL, value, scheme)
+        if _DEVICE.match(value):
+            return cls(SourceKind.DEVICE, value)
+        return cls(SourceKind.FILE, value)
+
+    @property
+    def is_live(self) -> bool:
+        """True for everything but a file: the source runs until it stops, and stopping is the normal end."""
+        return self.kind is not SourceKind.FILE
+
+    @property
+    def reconnects(self) -> bool:
+        """True for network sources, which are reopened (with backoff) when they drop."""
+        return self.kind is SourceKind.URL
+
+    def __str__(self) -> str:
+        return "-" if self.kind is SourceKind.STDIN else self.target
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """The ``live:`` config block: how live sources are opened and reconnected. Checked on construction.
+
+    retries: reconnect attempts after a network source drops (0: none); each is logged.
+    backoff_s: wait before the first reconnect attempt, in seconds; doubled after each failed one.
+    timeout_s: seconds an open or a read may wait for data before the source counts as dropped (a dead source
+        never hangs the run).
+    probesize: bytes FFmpeg reads to find the streams (small: starts fast).
+    analyzeduration_s: seconds of stream FFmpeg analyses before the first frame (small: low latency).
+    rtsp_transport: ``tcp`` (no losses, works through NAT) or ``udp`` (lowest latency) for rtsp:// inputs.
+    """
+
+    retries: int = 3
+    backoff_s: float = 1.0
+    timeout_s: float = 5.0
+    probesize: int = 32768
+    analyzeduration_s: float = 0.5
+    rtsp_transport: str = "tcp"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigError(f"live.retries={self.retries!r} is invalid; use an integer >= 0 (e.g. 3)")
+        for name, low in (("backoff_s", 0.0), ("timeout_s", 0.1), ("analyzeduration_s", 0.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+                raise ConfigError(f"live.{name}={value!r} is invalid; use a number of seconds >= {low}")
+        if isinstance(self.probesize, bool) or not isinstance(self.probesize, int) or self.probesize < 32:
+            raise ConfigError(f"live.probesize={self.probesize!r} is invalid; use an integer >= 32 (bytes)")
+        if self.rtsp_transport not in ("tcp", "udp"):
+            raise ConfigError(f"live.rtsp_transport={self.rtsp_transport!r} is invalid; use tcp or udp")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> LiveSettings:
+        """Settings from the resolved ``live:`` config; an unknown key is a ConfigError naming the known ones."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(key) for key in values if key not in known)
+        if unknown:
+            raise ConfigError(f"unknown live setting live.{unknown[0]}; known: "
+                              f"{', '.join(f'live.{key}' for key in known)}")
+        return cls(**values)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before reconnect ``attempt`` (1-based): ``backoff_s``, doubled each time, at most 30."""
+        return min(self.backoff_s * 2 ** (attempt - 1), 30.0)
+
+
+def demuxer_options(spec: StreamSpec, settings: LiveSettings) -> dict[str, str]:
+    """FFmpeg options for opening ``spec``: low-delay decoding and a short probe, so nothing is buffered beyond
+    ``probesize`` bytes / ``analyzeduration_s``. (``fflags=nobuffer`` is left out on purpose: it discards the
+    packets read while probing, the first keyframe among them, so every connect would lose a whole GOP.)"""
+    options = {"flags": "low_delay", "probesize": str(settings.probesize),
+               "analyzeduration": str(round(settings.analyzeduration_s * 1e6))}
+    if spec.scheme in ("rtsp", "rtsps"):
+        options["rtsp_transport"] = settings.rtsp_transport
+    if spec.scheme == "udp":
+        options["overrun_nonfatal"] = "1"
+    return options
+
+
+def missing_protocol(url: str) -> InputError:
+    """The error for a URL whose protocol this PyAV build's FFmpeg lacks (e.g. srt:// without libsrt)."""
+    scheme = url.split("://", 1)[0].lower()
+    return InputError(f"{scheme}:// is not in this PyAV build's FFmpeg ({url}); use udp://, rtmp:// or tcp:// "
+                      f"instead, or install a PyAV built with {scheme} support")
+
+
+class StreamLost(InputError):
+    """A live network source dropped and every reconnect attempt failed."""
+
+
+@dataclass
+class LiveSource:
+    """A live input (camera, network stream, stdin) and what happened to it during a run.
+
+    Pass it wherever a source path goes (``VideoReader``, ``VideoWriter(source=...)``, the pipeline): the
+    reader opens it with :meth:`connect` and records ``frames``, ``reconnects`` and ``lost`` here, so the
+    caller can tell, after the run, that the stream ended by dropping (``lost`` is the error to report).
+    """
+
+    spec: StreamSpec
+    settings: LiveSettings = field(default_factory=LiveSettings)
+    frames: int = 0
+    reconnects: int = 0
+    lost: StreamLost | None = None
+
+    @classmethod
+    def parse(cls, value: str, settings: LiveSettings | None = None) -> LiveSource:
+        spec = StreamSpec.parse(value)
+        if not spec.is_live:
+            raise InputError(f"{value} is a file, not a live source; pass it as a path")
+        return cls(spec, settings if settings is not None else LiveSettings())
+
+    def __str__(self) -> str:
+        return str(self.spec)
+
+    def reason(self, error: Exception) -> str:
+        """FFmpeg's short reason for ``error``; a timeout (PyAV's interrupt) says how long nothing arrived."""
+        if isinstance(error, av.ExitError):
+            return f"no data for {self.settings.timeout_s:g} s"
+        return getattr(error, "strerror", None) or str(error)
+
+    def connect(self) -> InputContainer:
+        """Open the source (waiting at most ``timeout_s``); InputError naming it and the fix when it cannot."""
+        spec, settings = self.spec, self.settings
+        if spec.kind is SourceKind.DEVICE and not Path(spec.target).exists():
+            raise InputError(f"camera not found: {spec.target}; list the cameras with `ls /dev/video*` "
+                             "(or v4l2-ctl --list-devices) and pass one of them")
+        fmt = "v4l2" if spec.kind is SourceKind.DEVICE else None
+        try:
+            return av.open(spec.target, "r", format=fmt, options=demuxer_options(spec, settings),
+                           timeout=(settings.timeout_s, settings.timeout_s))
+        except av.ProtocolNotFoundError as error:
+            raise missing_protocol(spec.target) from error
+        except av.FFmpegError as error:
+            reason = self.reason(error)
+            raise InputError(f"cannot open {self} ({reason}, within live.timeout_s={settings.timeout_s}); check "
+                             "that the stream is running and the address, port and path are right") from error
+        except OSError as error:
+            raise InputError(f"cannot open {self} ({error.strerror or error}); check the device or address") \
+                from error
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """A classified ``output=`` value.
+
+    kind: ``file`` (atomic: a partial file renamed at the end), ``hls`` (a playlist ``.m3u8`` and its
+        segments, written live into the playlist's folder) or ``stream`` (a network URL, pushed live).
+    target: the path or URL; muxer: the FFmpeg muxer for hls/stream ("" for files: chosen by suffix);
+    options: muxer options.
+    """
+
+    kind: str
+    target: str
+    muxer: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_live(self) -> bool:
+        return self.kind != "file"
+
+
+def output_spec(value: str | Path, hls_time_s: float = 2.0, hls_list_size: int = 0) -> OutputSpec:
+    """Classify an output: a network URL (:data:`OUTPUT_SCHEMES`), an HLS playlist, or a file.
+
+    HLS: ``hls_time_s`` seconds per segment, ``hls_list_size`` segments kept in the playlist (0: all, a
+    recording a browser can play from the start; segments are named ``<stem>_00001.ts`` beside the playlist).
+    InputError for an unsupported ``scheme://``.
+    """
+    text = str(value)
+    match = _SCHEME.match(text) if not isinstance(value, Path) else None
+    if match:
+        scheme = match["scheme"].lower()
+        if scheme not in OUTPUT_SCHEMES:
+            raise InputError(f"output scheme {scheme}:// is not supported ({text}); use one of "
+                             f"{', '.join(s + '://' for s in OUTPUT_SCHEMES)}, an HLS playlist out.m3u8, or a file")
+        options = {"rtsp_transport": "tcp"} if scheme == "rtsp" else {}
+        return OutputSpec("stream", text, OUTPUT_SCHEMES[scheme], options)
+    path = Path(text)
+    if path.suffix.lower() == HLS_SUFFIX:
+        segments = str(path.with_name(f"{path.stem}_%05d.ts"))
+        options = {"hls_time": f"{hls_time_s:g}", "hls_list_size": str(hls_list_size),
+                   "hls_segment_filename": segments, "hls_flags": "independent_segments+temp_file",
+                   "hls_playlist_type": "event"}
+        return OutputSpec("hls", text, "hls", options)
+    return OutputSpec("file", text)
