@@ -32,6 +32,7 @@ def test_fast_path_bench(tmp_path: Path) -> None:
     assert all(row["fps"] > 0 and row["peak_rss_mib"] > 0 for row in report["rows"])
 
 
+@pytest.mark.slow  # CI time; `pytest -m slow`
 def test_generative_bench_compares_with_diffusers(tmp_path: Path) -> None:
     report = run_bench("generative", "--size", "160x120", "--frames", "3", "--steps", "1", "--device", "cpu",
                        out=tmp_path / "gen.json")
@@ -39,6 +40,7 @@ def test_generative_bench_compares_with_diffusers(tmp_path: Path) -> None:
     assert row["crops"] > 0 and row["diffusers_s_per_frame"] > 0 and row["ratio"] > 0
 
 
+@pytest.mark.slow  # CI time; `pytest -m slow`
 def test_memory_bench(tmp_path: Path) -> None:
     report = run_bench("memory", "--frames", "40", "--size", "160x120", "--every", "20", "--warmup", "0",
                        "--imgsz", "64", "--preset", "ultrafast", out=tmp_path / "memory.json")
@@ -46,6 +48,7 @@ def test_memory_bench(tmp_path: Path) -> None:
     assert [s["point"] for s in report["rows"]][:2] == ["start", "models built"]
 
 
+@pytest.mark.slow  # CI time; `pytest -m slow`
 def test_temporal_bench(tmp_path: Path) -> None:
     report = run_bench("temporal", "--size", "160x120", "--frames", "30", "--device", "cpu",
                        out=tmp_path / "temporal.json")

@@ -90,6 +90,7 @@ def test_street_blur_end_to_end(workdir: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "detections.dets", "run.json", "run.log"]
 
 
+@pytest.mark.slow  # CI time; `pytest -m slow`
 def test_street_generative_tiny_end_to_end(workdir: Path) -> None:
     """The generative engine end to end on CPU: tiny random SD-1.5 components (output is noise, by design)."""
     out = workdir / "anon_tiny.mp4"
@@ -161,26 +162,28 @@ def test_metrics_at_the_end_of_a_run(workdir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "needles"),
-    [
+    [  # (the slow ones: values also checked by the unit tests of tests/test_checks.py and each component's)
         (["input=missing.mp4"], ["not found", "missing.mp4"]),
         ([], ["input="]),
         (["input=street.mp4", "inpainter=nope"], ["unknown inpainter", "blur"]),
         (["input=street.mp4", "detector.classes=[person,unicorn]"], ["unicorn"]),
         (["input=street.mp4", "detector.conf=1.5"], ["conf", "1.5"]),
-        (["input=street.mp4", "video.crf=99"], ["crf", "99"]),
-        (["input=street.mp4", "inpainter.strength=-1"], ["strength"]),
+        pytest.param(["input=street.mp4", "video.crf=99"], ["crf", "99"], marks=pytest.mark.slow),
+        pytest.param(["input=street.mp4", "inpainter.strength=-1"], ["strength"], marks=pytest.mark.slow),
         (["input=street.mp4", "output=street.mp4"], ["input"]),
         (["input=street.mp4", "detector.weights=yolov8x-seg-not-cached.pt"], ["yolov8x-seg-not-cached.pt"]),
         (["input=street.mp4", "inpainter.nonexistent_key=1"], ["nonexistent_key"]),
         (["input=street.mp4", "+detector.blokcs=3"], ["detector.blokcs is not an option", "imgsz"]),
         ([*STREET, "input=street.mp4"], ["stable-diffusion-v1-5/stable-diffusion-inpainting"]),
-        (["input=street.mp4", "inpainter=tiny", "inpainter.steps=0"], ["steps"]),
+        pytest.param(["input=street.mp4", "inpainter=tiny", "inpainter.steps=0"], ["steps"], marks=pytest.mark.slow),
         (["input=street.mp4", "detector.stride=0"], ["stride"]),
-        (["input=street.mp4", "tracker.hold_frames=-1"], ["hold_frames"]),
+        pytest.param(["input=street.mp4", "tracker.hold_frames=-1"], ["hold_frames"], marks=pytest.mark.slow),
         # booleans that are not booleans: any non-empty string is truthy, so these kept GPS tags or overwrote
         (["input=street.mp4", "keep_metadata=no"], ["keep_metadata='no' is not a boolean"]),
-        (["input=street.mp4", "keep_metadata='false'"], ["keep_metadata='false' is not a boolean"]),
-        (["input=street.mp4", "detector.cache=1"], ["detector.cache=1 is not a boolean"]),
+        pytest.param(["input=street.mp4", "keep_metadata='false'"], ["keep_metadata='false' is not a boolean"],
+                     marks=pytest.mark.slow),
+        pytest.param(["input=street.mp4", "detector.cache=1"], ["detector.cache=1 is not a boolean"],
+                     marks=pytest.mark.slow),
         # (every other boolean: tests/test_checks.py, test_metrics.py, test_evaluate.py)
         # arguments Hydra's grammar cannot read: one line that says how to quote
         (["input=ün'ï.mp4"], ["cannot read the argument", "key='value'"]),
@@ -437,6 +440,7 @@ def test_subcommands_dispatch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         f"error: run folder {tmp_path / 'nope'} not found; pass run_dir=<a folder written by inpaint_anon.run>"]
 
 
+@pytest.mark.slow  # CI time; `pytest -m slow`
 def test_console_script_composes_the_same_config(tmp_path: Path) -> None:
     """`inpaint-anon` is the same entry point as `python -m inpaint_anon.run`, from any folder."""
     script = Path(sys.executable).with_name("inpaint-anon")

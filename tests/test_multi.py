@@ -257,6 +257,7 @@ def test_methods_settings_are_merged_over_the_method_config() -> None:
     assert _method_nodes(compose_run("+experiment=traffic"))["pixelate"].blocks == 8
 
 
+@pytest.mark.slow  # CI time; `pytest -m slow`
 def test_several_detectors_share_one_detection_cache(tmp_path: Path) -> None:
     """detector.cache=true with `detectors`: the second run replays the cache; a changed child setting misses."""
     common = ["+experiment=traffic", "~detectors.plates", f"input={DATA / 'astronaut.jpg'}", "device=cpu",

@@ -173,6 +173,7 @@ def test_a_lossy_output_is_refused_unless_accepted(workdir: Path, tmp_path: Path
     assert (facts["lossless_output"], facts["codec"]) == (False, "libx264")
 
 
+@pytest.mark.slow  # CI time; `pytest -m slow`
 def test_keys_never_reach_the_run_folder(workdir: Path, tmp_path: Path) -> None:
     """A key on the command line lands in .hydra/ unless redacted; a generated one is shown once, saved nowhere."""
     run_dir = tmp_path / "run"
@@ -201,6 +202,7 @@ def test_keys_never_reach_the_run_folder(workdir: Path, tmp_path: Path) -> None:
     assert not list(generated_dir.rglob("*.key"))
 
 
+@pytest.mark.slow  # CI time; `pytest -m slow`
 def test_a_key_file_is_saved_private_then_reused_and_never_beside_the_data(
     workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
