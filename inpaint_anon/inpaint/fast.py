@@ -303,10 +303,13 @@ class ScrambleInpainter(_TorchInpainter):
             ((x0, y0, x1, y1),) = masks_to_boxes(union[None]).long().tolist()
             if x1 <= x0:
                 continue
-            scrambled = scramble_chw(batch.images[b].to(self._device), union, self._key, index, self.hide_colors)
-            window = (slice(y0, y1), slice(x0, x1))
-            fills.append(RegionFill(b, -1, (x0, y0, x1, y1), scrambled[:, window[0], window[1]],
-                                    union[window[0], window[1]]))
+            # On the union's box only: its pixels come in the same raster order as in the whole frame, so the
+            # scramble is the whole frame's, restricted to the box.
+            rows, cols = slice(y0, y1), slice(x0, x1)
+            window_mask = union[rows, cols]
+            scrambled = scramble_chw(batch.images[b, :, rows, cols].to(self._device), window_mask, self._key, index,
+                                     self.hide_colors)
+            fills.append(RegionFill(b, -1, (x0, y0, x1, y1), scrambled, window_mask))
             recorded.append(index)
             unions.append(union)
         self._record(recorded, unions)
@@ -409,13 +412,37 @@ def _canonical_crops(
     images: uint8 (B, 3, H, W); frame: int64 (M,) batch index of each roi; rois: float32 (M, 4) xyxy in
     pixel-edge coordinates (pixel x covers [x, x + 1)). Channels 0..2 are the colour (0..255) times the
     coverage, channel 3 the coverage: the fraction of each crop pixel that lies inside the frame.
+    Only a window around each roi is converted to float (:func:`_roi_windows`), never a whole frame.
     """
-    b, _, h, w = images.shape
-    planes = torch.empty((b, 4, h, w), dtype=torch.float32, device=images.device)
-    planes[:, :3] = images  # one conversion pass, no intermediate copy
-    planes[:, 3] = 1.0
-    indexed = torch.cat([frame[:, None].to(torch.float32), rois], dim=1)
-    return roi_align(planes, indexed, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    crops = torch.zeros((len(rois), 4, *size), dtype=torch.float32, device=images.device)
+    windows = _roi_windows(rois, images.shape[2], images.shape[3])
+    for m, (b, (x0, y0, x1, y1)) in enumerate(zip(frame.tolist(), windows.tolist(), strict=True)):
+        if x1 <= x0 or y1 <= y0:
+            continue  # a roi wholly outside the frame: coverage 0 (its values become non-finite: fallback)
+        planes = torch.empty((1, 4, y1 - y0, x1 - x0), dtype=torch.float32, device=images.device)
+        planes[0, :3] = images[b, :, y0:y1, x0:x1]  # one conversion pass, window only
+        planes[0, 3] = 1.0
+        # Shifting by the integer window origin is exact in float32 (0 <= origin <= every shifted coordinate
+        # or the origin is 0), so roi_align sees the same roi sizes and bins as on the whole frame.
+        shifted = rois[m] - torch.tensor([x0, y0, x0, y0], dtype=rois.dtype, device=rois.device)
+        indexed = torch.cat([shifted.new_zeros(1), shifted])[None]
+        crops[m] = roi_align(planes, indexed, output_size=size, spatial_scale=1.0, sampling_ratio=-1,
+                             aligned=True)[0]
+    return crops
+
+
+def _roi_windows(rois: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """int64 (M, 4) xyxy: the frame pixels ``roi_align`` can read for each roi (float32 (M, 4) xyxy rois).
+
+    With ``aligned=True`` samples lie in [x0 - 0.5, x1 - 0.5) and bilinear reads the two pixels around
+    each, so [floor(x0) - 1, ceil(x1) + 1) (clipped to the frame) holds them all with a pixel to spare;
+    where the window is not cut by the frame's edge, no sample comes near its border, so the result is the
+    whole frame's. Windows of rois outside the frame are empty (x1 <= x0 or y1 <= y0).
+    """
+    low = (rois[:, :2].floor() - 1).clamp(min=0)
+    high = rois[:, 2:].ceil() + 1
+    high = torch.minimum(high, torch.tensor([width, height], dtype=high.dtype, device=high.device))
+    return torch.cat([low, high], dim=1).nan_to_num(0.0).long()
 
 
 def _unpremultiply(crops: torch.Tensor) -> torch.Tensor:
