@@ -18,8 +18,7 @@ from torchvision.ops import roi_align
 
 from inpaint_anon.composite import Compositor, WindowAlpha
 from inpaint_anon.detect.base import Detector
-from inpaint_anon.inpaint import BlurInpainter, InpaintBatch, PixelateInpainter, ScrambleInpainter, SolidInpainter
-from inpaint_anon.inpaint import fast
+from inpaint_anon.inpaint import BlurInpainter, InpaintBatch, PixelateInpainter, ScrambleInpainter, SolidInpainter, fast
 from inpaint_anon.pipeline import AnonymizePipeline
 from inpaint_anon.scramble import scramble_chw, video_key
 from inpaint_anon.types import Detections, Frame
