@@ -4,14 +4,18 @@ Each returns the fills (:class:`RegionFill`) of every region of every frame of a
 one call, computed on its device ("auto" = cuda if available else cpu; frames and masks are moved there, the
 fills stay there). Each fill covers its region's fill mask, on a window that is the mask's bounding box; the
 compositor pastes them. Solid fills each region with its colour; scramble returns one fill per frame (region
--1), the union of the frame's fill regions scrambled together. Blur and pixelate share one path:
+-1), the union of the frame's fill regions scrambled together (on the union's bounding box: its cost follows
+that box, one keyed permutation per frame being the scramble's format). Float work, copies and fills follow
+the regions' windows, not the frame (the only frame-size tensors are the bool (N, H, W) masks that come in).
+Blur and pixelate share one path:
 
 * all regions of the batch are gathered into one list of masked pixels (``_Regions``); each region's box is
   its ``boxes_xyxy`` (a tracker's smoothed box steadies the placement) grown to contain its fill mask's
   tight box (or the tight box alone when the given one is unusable), so a fill region that grew past its
   detector box (or came with a degenerate box) is still filled entirely;
 * ``roi_align`` resamples each region's neighbourhood into a small fixed-size *canonical crop* (with a
-  coverage channel, so pixels outside the frame do not count), the crops are processed in one batch, and
+  coverage channel, so pixels outside the frame do not count; only a window around the neighbourhood is
+  converted to float, never the whole frame), the crops are processed in one batch, and
   every masked pixel reads its value back from its region's crop with one vectorized gather
   (``_sample_points``);
 * ``_region_fills`` puts the values into one fill per region, ordered by box area (ties: region order), so
