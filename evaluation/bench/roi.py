@@ -178,7 +178,7 @@ def main() -> None:
                     ms["total"] = round(sum(ms.values()), 2)
                     rows.append({"size": f"{size[0]}x{size[1]}", "device": device, "method": method, "path": path,
                                  "area_pct": round(100 * area, 1), "frames": args.batch, "ms_per_frame": ms})
-                print(f"done: {size} {area:.0%} {method}", flush=True)
+                    print(f"done: {size[0]}x{size[1]} {area:.0%} {method} {path} {ms}", flush=True)
     print_table(rows, COLUMNS)
     report = {"benchmark": "roi", "rows": rows, "torch_threads": torch.get_num_threads(),
               "versions": {"torch": torch.__version__}}
