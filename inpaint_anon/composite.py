@@ -292,13 +292,15 @@ class Compositor:
         """
         boxes = masks_to_boxes(masks).long().tolist()
         sums = torch.zeros(len(boxes), dtype=torch.float32, device=masks.device)
+        counts = torch.zeros(len(boxes), dtype=torch.float32, device=masks.device)
         for i, (x0, y0, x1, y1) in enumerate(boxes):
             if x1 > x0:
                 before = images[:, y0:y1, x0:x1].to(device=masks.device, dtype=torch.int16)
                 after = composed[:, y0:y1, x0:x1].to(device=masks.device, dtype=torch.int16)
                 diff = (after - before).abs_().sum(dim=0, dtype=torch.float32)
-                sums[i] = diff[masks[i, y0:y1, x0:x1]].sum()
-        counts = masks.sum(dim=(1, 2)).to(torch.float32)
+                inside = masks[i, y0:y1, x0:x1]
+                sums[i] = diff[inside].sum()
+                counts[i] = inside.count_nonzero()
         change = torch.where(counts > 0, sums / (3 * counts.clamp(min=1)), math.inf)
         return change.cpu()
 

@@ -303,19 +303,25 @@ class ScrambleInpainter(_TorchInpainter):
         for b, (detections, index) in enumerate(zip(batch.detections, batch.frame_indices, strict=True)):
             if not len(detections):
                 continue
-            union = _frame_masks(detections.masks, batch.images, self._device).any(dim=0)
-            ((x0, y0, x1, y1),) = masks_to_boxes(union[None]).long().tolist()
-            if x1 <= x0:
+            masks = _frame_masks(detections.masks, batch.images, self._device)
+            boxes = masks_to_boxes(masks)
+            boxes = boxes[boxes[:, 2] > boxes[:, 0]]
+            if not len(boxes):
                 continue
-            # On the union's box only: its pixels come in the same raster order as in the whole frame, so the
-            # scramble is the whole frame's, restricted to the box.
+            x0, y0 = (int(v) for v in boxes[:, :2].amin(dim=0).tolist())
+            x1, y1 = (int(v) for v in boxes[:, 2:].amax(dim=0).tolist())
+            # The union on its box only (uint8 max: the same as bool any, far faster on the CPU). Its pixels come
+            # in the same raster order as in the whole frame, so the scramble is the whole frame's, on the box.
             rows, cols = slice(y0, y1), slice(x0, x1)
-            window_mask = union[rows, cols]
+            window_mask = masks[:, rows, cols].view(torch.uint8).amax(dim=0).bool()
             scrambled = scramble_chw(batch.images[b, :, rows, cols].to(self._device), window_mask, self._key, index,
                                      self.hide_colors)
             fills.append(RegionFill(b, -1, (x0, y0, x1, y1), scrambled, window_mask))
-            recorded.append(index)
-            unions.append(union)
+            if self._recorder is not None and not self._recorder.closed:
+                union = torch.zeros(masks.shape[1:], dtype=torch.bool, device=masks.device)
+                union[rows, cols] = window_mask
+                recorded.append(index)
+                unions.append(union)
         self._record(recorded, unions)
         return InpaintOutput(fills=fills)
 
@@ -380,9 +386,11 @@ def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
         if n == 0:
             continue
         masks = _frame_masks(detections.masks, batch.images, device)
-        region, y, x = torch.nonzero(masks, as_tuple=True)
-        points.append(torch.stack([region + count, y, x]))
-        tight.append(masks_to_boxes(masks).long())
+        boxes = masks_to_boxes(masks).long()
+        for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):  # each mask's box only: region, then raster order
+            y, x = torch.nonzero(masks[i, y0:y1, x0:x1], as_tuple=True)
+            points.append(torch.stack([torch.full_like(y, count + i), y + y0, x + x0]))
+        tight.append(boxes)
         frame.append(torch.full((n,), b, dtype=torch.int64, device=device))
         index.append(torch.arange(n, device=device))
         ids.append(index[-1] if detections.track_ids is None else detections.track_ids.to(device))
