@@ -29,13 +29,17 @@ a VAE that reconstructs its input) falls below it, and the pipeline then obscure
 
 Everything is torch, on the device of the masks. Distances are computed on same-size windows around the
 regions (a padded crop batch, regions grouped by size into chunks), never on a loop over pixels.
+
+Cost follows the masked area: a frame's alpha is kept as per-region windows (:class:`WindowAlpha`), the
+paste and the guard read and write only the fills' windows and the masks' boxes, and no float tensor of the
+frame's size is made. (The fill regions stay bool (N, H, W) masks at frame size: the Detections contract.)
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -54,6 +58,48 @@ _CHUNK = 8
 # to 5.8 (crf 28), about what a VAE that reconstructs its input would; the default blur changes it by 44,
 # pixelate by 34; on this project's flat-coloured test objects (32 to 64 px) blur and pixelate change 12-31.
 MIN_CHANGE = 8.0
+
+Window = tuple[int, int, int, int]  # (x0, y0, x1, y1) in frame pixels, exclusive ends
+
+
+@dataclass(frozen=True)
+class WindowAlpha:
+    """One frame's alpha (float32, [0, 1]) kept as windows around its regions: 0 outside every window, the
+    maximum of the tiles where windows overlap.
+
+    height, width: the frame's size in pixels; windows: (x0, y0, x1, y1) per tile, inside the frame;
+    tiles: float32 (y1 - y0, x1 - x0) per window, on ``device``.
+    """
+
+    height: int
+    width: int
+    windows: tuple[Window, ...]
+    tiles: tuple[torch.Tensor, ...]
+    device: torch.device
+
+    @property
+    def pixels(self) -> int:
+        """Number of float values the tiles hold (the alpha's cost; a dense alpha holds height * width)."""
+        return sum(tile.numel() for tile in self.tiles)
+
+    def crop(self, window: Window) -> torch.Tensor:
+        """float32 (y1 - y0, x1 - x0): the alpha on ``window`` (x0, y0, x1, y1), inside the frame."""
+        x0, y0, x1, y1 = window
+        out = torch.zeros((y1 - y0, x1 - x0), dtype=torch.float32, device=self.device)
+        for (a0, b0, a1, b1), tile in zip(self.windows, self.tiles, strict=True):
+            ix0, iy0, ix1, iy1 = max(x0, a0), max(y0, b0), min(x1, a1), min(y1, b1)
+            if ix0 < ix1 and iy0 < iy1:
+                view = out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
+                torch.maximum(view, tile[iy0 - b0 : iy1 - b0, ix0 - a0 : ix1 - a0], out=view)
+        return out
+
+    def dense(self) -> torch.Tensor:
+        """float32 (height, width): the whole frame's alpha (a full-frame tensor: for inspection and tests)."""
+        return self.crop((0, 0, self.width, self.height))
+
+
+# What Compositor.compose takes as alphas: a dense float (B, H, W) tensor, or one WindowAlpha per frame.
+Alphas = torch.Tensor | Sequence[WindowAlpha]
 
 
 class Compositor:
@@ -115,6 +161,19 @@ class Compositor:
         self, masks: torch.Tensor, boxes_xyxy: torch.Tensor | None = None, feather: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Both :meth:`fill_regions` (bool (N, H, W)) and :meth:`alpha` (float32 (H, W)) in one pass."""
+        fill, alpha = self.fill_and_window_alpha(masks, boxes_xyxy, feather)
+        return fill, alpha.dense()
+
+    def fill_and_window_alpha(
+        self, masks: torch.Tensor, boxes_xyxy: torch.Tensor | None = None, feather: bool = True
+    ) -> tuple[torch.Tensor, WindowAlpha]:
+        """:meth:`fill_regions` (bool (N, H, W)) and the frame's alpha as a :class:`WindowAlpha`, in one pass.
+
+        1. check the inputs; 2. each region's dilation radius (capped at a frame-sized box's);
+        3. per chunk of same-size windows (regions sorted by area), the distance to the mask, the dilated mask
+           and the feather ramp, on the windows only: one alpha tile per region.
+        """
+        # 1. Check inputs
         if masks.ndim != 3:
             raise ValueError(f"Compositor: masks must be bool (N, H, W), got shape {tuple(masks.shape)}")
         masks = masks.to(torch.bool)
@@ -123,8 +182,8 @@ class Compositor:
             raise ValueError(
                 f"Compositor: boxes_xyxy must be (N, 4) = ({n}, 4), got {tuple(boxes_xyxy.shape)}"
             )
+        # 2. Radii
         fill = torch.zeros((n, h, w), dtype=torch.bool, device=masks.device)
-        alpha = torch.zeros(h * w, dtype=torch.float32, device=masks.device)
         tight = masks_to_boxes(masks)
         radii = self.radii(tight if boxes_xyxy is None else boxes_xyxy.to(masks.device))
         # A box larger than the frame (or NaN/inf from a broken detector) grows a region no further than
@@ -136,19 +195,27 @@ class Compositor:
         area = (tight[:, 2] - tight[:, 0]) * (tight[:, 3] - tight[:, 1])
         nonempty = torch.nonzero(area > 0).flatten()
         order = nonempty[torch.argsort(area[nonempty], stable=True)]
+        # 3. Grow on windows
+        windows: list[Window] = []
+        tiles: list[torch.Tensor] = []
         for chunk in order.split(_CHUNK) if len(order) else ():
-            self._grow_chunk(masks, tight[chunk], radii[chunk], chunk, band, fill, alpha)
-        return fill, alpha.view(h, w)
+            self._grow_chunk(masks, tight[chunk], radii[chunk], chunk, band, fill, windows, tiles)
+        return fill, WindowAlpha(h, w, tuple(windows), tuple(tiles), masks.device)
 
     def prepare(self, detections: Detections, feather: bool = True) -> tuple[Detections, torch.Tensor]:
-        """The inpainter's view of a frame's regions, and the frame's alpha.
+        """:meth:`prepare_windows` with the alpha as a dense float32 (H, W) tensor (a full-frame tensor)."""
+        prepared, alpha = self.prepare_windows(detections, feather)
+        return prepared, alpha.dense()
 
-        Returns detections whose masks are the fill regions and the float32 (H, W) alpha, computed in one
-        pass. Boxes: each detection box grown by its dilation (and feather band) and made to contain its fill
-        region, so a tracker's smoothed box keeps steadying placement (e.g. a pixelate grid); everything else
-        is unchanged.
+    def prepare_windows(self, detections: Detections, feather: bool = True) -> tuple[Detections, WindowAlpha]:
+        """The inpainter's view of a frame's regions, and the frame's alpha as windows around them.
+
+        Returns detections whose masks are the fill regions and the frame's :class:`WindowAlpha`, computed in
+        one pass. Boxes: each detection box grown by its dilation (and feather band) and made to contain its
+        fill region, so a tracker's smoothed box keeps steadying placement (e.g. a pixelate grid); everything
+        else is unchanged.
         """
-        fill, alpha = self.fill_and_alpha(detections.masks, detections.boxes_xyxy, feather)
+        fill, alpha = self.fill_and_window_alpha(detections.masks, detections.boxes_xyxy, feather)
         grow = (self.radii(detections.boxes_xyxy) + (self.feather if feather else 0))[:, None]
         grown = detections.boxes_xyxy + torch.cat([-grow, -grow, grow, grow], dim=1)
         h, w = fill.shape[1:]
@@ -159,7 +226,7 @@ class Compositor:
     def compose(
         images: torch.Tensor,
         fills: Sequence[RegionFill],
-        alphas: torch.Tensor | None = None,
+        alphas: Alphas | None = None,
         *,
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -172,12 +239,14 @@ class Compositor:
 
         images: uint8 (B, 3, H, W) RGB, the original frames (read only, unless ``out`` is ``images``).
         fills: fills whose ``frame`` indexes ``images`` (moved to its device).
-        alphas: float (B, H, W) in [0, 1] (the frame alphas of :meth:`prepare`), or None for 1 everywhere
-            (a hard paste, e.g. to look at what an inpainter returned).
-        out: where to write, uint8 like ``images`` on its device; default a copy of ``images``. May be
-            ``images`` itself: every window is read before any is written.
+        alphas: the frame alphas of :meth:`prepare_windows` (B :class:`WindowAlpha`) or of :meth:`prepare`
+            (float (B, H, W) in [0, 1]), or None for 1 everywhere (a hard paste, e.g. to look at what an
+            inpainter returned).
+        out: where to write, uint8 (B, 3, H, W) like ``images``, on any device (windows are moved there: e.g.
+            the CPU frames of a GPU batch); default a copy of ``images``. May be ``images`` itself, or share
+            its memory: every window is read before any is written.
         Bytes are exact at alpha 0 and 1 (float32 holds 0..255 exactly and ``x + 1 * (f - x) == f``);
-        elsewhere rounded. Pixels outside every fill's mask are not touched.
+        elsewhere rounded. Pixels outside every fill's mask are not touched; only the fills' windows are read.
         """
         # 1. Check inputs
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
@@ -185,15 +254,12 @@ class Compositor:
                 f"Compositor.compose: images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
             )
         b, _, h, w = images.shape
-        if alphas is not None and (tuple(alphas.shape) != (b, h, w) or not alphas.is_floating_point()):
-            raise ValueError(
-                f"Compositor.compose: alphas must be float ({b}, {h}, {w}), got {alphas.dtype} {tuple(alphas.shape)}"
-            )
+        _check_alphas(alphas, b, h, w)
         if out is None:
             out = images.clone()
-        elif out.dtype != torch.uint8 or out.shape != images.shape or out.device != images.device:
-            raise ValueError(f"Compositor.compose: out must be uint8 {tuple(images.shape)} on {images.device}, "
-                             f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+        elif out.dtype != torch.uint8 or out.shape != images.shape:
+            raise ValueError(f"Compositor.compose: out must be uint8 {tuple(images.shape)}, "
+                             f"got {out.dtype} {tuple(out.shape)}")
         for fill in fills:
             x0, y0, x1, y1 = fill.window
             if not (0 <= fill.frame < b and x1 <= w and y1 <= h):
@@ -207,42 +273,48 @@ class Compositor:
             original = images[fill.frame, :, y0:y1, x0:x1]
             rgb = fill.rgb.to(device)
             if alphas is not None:
-                a = alphas[fill.frame, y0:y1, x0:x1].to(torch.float32).clamp(max=1.0)
+                a = _alpha_window(alphas, fill.frame, fill.window).to(device=device, dtype=torch.float32)
                 x = original.to(torch.float32)
-                rgb = (x + a * (rgb.to(torch.float32) - x)).round_().clamp_(0, 255).to(torch.uint8)
+                rgb = (x + a.clamp(max=1.0) * (rgb.to(torch.float32) - x)).round_().clamp_(0, 255).to(torch.uint8)
             pasted.append((fill.frame, (slice(y0, y1), slice(x0, x1)), fill.mask.to(device), rgb))
         # 3. Write them in order
         for frame, (rows, cols), mask, rgb in pasted:
             view = out[frame, :, rows, cols]
-            view.copy_(torch.where(mask, rgb, view))
+            view.copy_(torch.where(mask.to(out.device), rgb.to(out.device), view))
         return out
 
     def changes(self, images: torch.Tensor, composed: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """float32 (N,) on the CPU: each region's mean absolute change, 0..255 units, over its mask and channels.
 
-        images, composed: uint8 (3, H, W), one frame before and after pasting; masks: bool (N, H, W), the
-        regions' masks. Only each mask's bounding box is read. An empty mask gives ``inf`` (nothing to hide).
+        images, composed: uint8 (3, H, W), one frame before and after pasting (on any devices; the windows read
+        are moved to the masks'); masks: bool (N, H, W), the regions' masks. Only each mask's bounding box is
+        read. An empty mask gives ``inf`` (nothing to hide).
         """
         boxes = masks_to_boxes(masks).long().tolist()
         sums = torch.zeros(len(boxes), dtype=torch.float32, device=masks.device)
+        counts = torch.zeros(len(boxes), dtype=torch.float32, device=masks.device)
         for i, (x0, y0, x1, y1) in enumerate(boxes):
             if x1 > x0:
-                before = images[:, y0:y1, x0:x1].to(torch.int16)
-                after = composed[:, y0:y1, x0:x1].to(torch.int16)
+                before = images[:, y0:y1, x0:x1].to(device=masks.device, dtype=torch.int16)
+                after = composed[:, y0:y1, x0:x1].to(device=masks.device, dtype=torch.int16)
                 diff = (after - before).abs_().sum(dim=0, dtype=torch.float32)
-                sums[i] = diff[masks[i, y0:y1, x0:x1]].sum()
-        counts = masks.sum(dim=(1, 2)).to(torch.float32)
+                inside = masks[i, y0:y1, x0:x1]
+                sums[i] = diff[inside].sum()
+                counts[i] = inside.count_nonzero()
         change = torch.where(counts > 0, sums / (3 * counts.clamp(min=1)), math.inf)
         return change.cpu()
 
     def unchanged(
-        self, images: torch.Tensor, composed: torch.Tensor, detections: Sequence[Detections]
+        self,
+        images: torch.Tensor | Sequence[torch.Tensor],
+        composed: torch.Tensor | Sequence[torch.Tensor],
+        detections: Sequence[Detections],
     ) -> list[tuple[int, int, float]]:
         """The regions the paste left (nearly) as they were: (frame in batch, region, change) with change, as
         :meth:`changes`, below ``min_change``; empty when ``min_change`` is 0.
 
-        images, composed: uint8 (B, 3, H, W) before and after :meth:`compose`; detections: B Detections with
-        the regions' original (not dilated) masks, on the images' device.
+        images, composed: uint8 (B, 3, H, W) (or B uint8 (3, H, W) frames) before and after :meth:`compose`;
+        detections: B Detections with the regions' original (not dilated) masks.
         """
         if self.min_change == 0:
             return []
@@ -262,9 +334,11 @@ class Compositor:
         regions: torch.Tensor,
         band: int,
         fill: torch.Tensor,
-        alpha: torch.Tensor,
+        windows: list[Window],
+        tiles: list[torch.Tensor],
     ) -> None:
-        """Grow a chunk of regions on windows around them; write into ``fill`` (N, H, W) and ``alpha`` (H*W,).
+        """Grow a chunk of regions on windows around them; write into ``fill`` (N, H, W) and append each
+        region's window and float32 alpha tile to ``windows`` and ``tiles``.
 
         tight: int64 (k, 4) tight boxes; radii: float32 (k,); regions: int64 (k,) indices into ``masks``.
         """
@@ -279,7 +353,32 @@ class Compositor:
         dilated = d2 <= r * r  # the one test of "inside the dilated mask", shared by both feather modes
         a = torch.where(dilated, 1.0, ((r + band - d2.sqrt_()) / max(band, 1)).clamp_(0.0, 1.0))
         fill[at] = a > 0
-        alpha.scatter_reduce_(0, (ys[:, :, None] * w + xs[:, None, :]).flatten(), a.flatten(), reduce="amax")
+        win_h, win_w = ys.shape[1], xs.shape[1]
+        for y0, x0, tile in zip(ys[:, 0].tolist(), xs[:, 0].tolist(), a, strict=True):
+            windows.append((x0, y0, x0 + win_w, y0 + win_h))
+            tiles.append(tile)
+
+
+def _check_alphas(alphas: Alphas | None, b: int, h: int, w: int) -> None:
+    """ValueError unless ``alphas`` is None, a float (b, h, w) tensor or b WindowAlpha of h x w frames."""
+    if alphas is None:
+        return
+    if isinstance(alphas, torch.Tensor):
+        if tuple(alphas.shape) != (b, h, w) or not alphas.is_floating_point():
+            raise ValueError(f"Compositor.compose: alphas must be float ({b}, {h}, {w}), "
+                             f"got {alphas.dtype} {tuple(alphas.shape)}")
+        return
+    sizes = [(alpha.height, alpha.width) for alpha in alphas]
+    if sizes != [(h, w)] * b:
+        raise ValueError(f"Compositor.compose: alphas must be {b} WindowAlpha of {h}x{w} (HxW), got sizes {sizes}")
+
+
+def _alpha_window(alphas: Alphas, frame: int, window: Window) -> torch.Tensor:
+    """float (y1 - y0, x1 - x0): frame ``frame``'s alpha on ``window`` (x0, y0, x1, y1)."""
+    if isinstance(alphas, torch.Tensor):
+        x0, y0, x1, y1 = window
+        return alphas[frame, y0:y1, x0:x1]
+    return alphas[frame].crop(window)
 
 
 def _window_starts(low: torch.Tensor, high: torch.Tensor, reach: int, size: int) -> torch.Tensor:

@@ -13,9 +13,10 @@ import logging
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from inpaint_anon.composite import Compositor
+from inpaint_anon.composite import Compositor, WindowAlpha
 from inpaint_anon.detect.base import Detector
 from inpaint_anon.errors import ConfigError, InputError, one_line
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
@@ -311,23 +312,32 @@ class AnonymizePipeline:
     def _prepare(self, pairs: list[tuple[Frame, Detections]], timings: Timings) -> _Work:
         """Frames and detections -> the inpainter's batch (masks grown to fill regions) and each frame's alpha.
 
-        ``timings``: handed to the inpainter in the batch (its sub-steps' seconds). A batch without any region
-        needs no inpainting: its work is marked done and passes through. Regions of the inpainter's
-        ``skip_classes`` (``anonymize.<class>=none``) are left out here: neither filled nor guarded (they are
-        still in the recorded detections).
+        1. leave out regions of the inpainter's ``skip_classes`` (``anonymize.<class>=none``): neither filled
+           nor guarded (they are still in the recorded detections);
+        2. keep only the frames with a region: the others pass through untouched (decode + encode only); a batch
+           without any region needs no inpainting: its work is marked done;
+        3. stack the kept frames (the one copy of their pixels: the batch reads them, the paste writes into the
+           copy) and grow their masks into fill regions and alphas kept as windows (:class:`WindowAlpha`).
+        ``timings``: handed to the inpainter in the batch (its sub-steps' seconds).
         """
+        # 1. Skipped classes
         skip = self.inpainter.skip_classes
         kept = [dets if not skip else dets[torch.tensor([n not in skip for n in dets.class_names], dtype=torch.bool)]
                 for _, dets in pairs]
-        if not any(len(dets) for dets in kept):
+        # 2. Frames with regions
+        members = [j for j, dets in enumerate(kept) if len(dets)]
+        if not members:
             return _Work(pairs, done=True)
+        # 3. The batch
         device, feather = self.inpainter.device, self.inpainter.feather
-        images = torch.from_numpy(np.stack([f.rgb for f, _ in pairs])).permute(0, 3, 1, 2).to(device)
-        regions = [dets.to(device) for dets in kept]
-        fill_regions, alphas = zip(*(self.compositor.prepare(dets, feather=feather) for dets in regions))
-        batch = InpaintBatch(images=images, detections=list(fill_regions), frame_indices=[f.index for f, _ in pairs],
-                             timings=timings)
-        return _Work(pairs, batch=batch, regions=regions, alphas=torch.stack(alphas), state=batch)
+        pixels = np.stack([pairs[j][0].rgb for j in members])  # uint8 (B, H, W, 3): becomes the output frames
+        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device)
+        regions = [kept[j].to(device) for j in members]
+        fill_regions, alphas = zip(*(self.compositor.prepare_windows(dets, feather=feather) for dets in regions))
+        batch = InpaintBatch(images=images, detections=list(fill_regions),
+                             frame_indices=[pairs[j][0].index for j in members], timings=timings)
+        return _Work(pairs, batch=batch, regions=regions, alphas=list(alphas), state=batch, members=members,
+                     pixels=pixels)
 
     def _run_step(self, step: Callable[[Any], Any], last: bool, work: _Work, events: list[dict[str, Any]]) -> None:
         """Apply one inpainter step; if it raises, fill every region of the batch with the fail-closed fallback."""
@@ -351,36 +361,47 @@ class AnonymizePipeline:
 
     def _composite(self, work: _Work, events: list[dict[str, Any]]) -> list[Frame]:
         """The frames with the inpainter's fills pasted in (only inside the fills' windows), every region left
-        nearly unchanged obscured by the fallback (see :meth:`_obscure_unchanged`)."""
+        nearly unchanged obscured by the fallback (see :meth:`_obscure_unchanged`).
+
+        The paste writes into the batch's own copy of the frames' pixels (``work.pixels``), which become the
+        output frames; the decoded frames stay the originals the guard compares with. Frames without regions
+        are passed on as they came.
+        """
         if work.batch is None:
             return [frame for frame, _ in work.pairs]
         if not isinstance(work.state, InpaintOutput):
             raise TypeError(f"{self.inpainter.name}: its last step returned {type(work.state).__name__}, "
                             "not InpaintOutput")
-        out = self.compositor.compose(work.batch.images, work.state.fills, work.alphas)
+        out = torch.from_numpy(work.pixels).permute(0, 3, 1, 2)  # CPU view of the copy the batch came from
+        self.compositor.compose(work.batch.images, work.state.fills, work.alphas, out=out)
         self._obscure_unchanged(work, out, events)
-        rgb = out.permute(0, 2, 3, 1).cpu().numpy()
-        return [replace(frame, rgb=np.ascontiguousarray(image)) for (frame, _), image in zip(work.pairs, rgb)]
+        frames = [frame for frame, _ in work.pairs]
+        for b, j in enumerate(work.members):
+            frames[j] = replace(frames[j], rgb=work.pixels[b])
+        return frames
 
     def _obscure_unchanged(self, work: _Work, out: torch.Tensor, events: list[dict[str, Any]]) -> None:
         """The guard, on ``out`` (uint8 (B, 3, H, W), the composed frames; changed in place).
 
         1. find the regions whose pixels changed by less than ``compositor.min_change``;
-        2. paste the fail-closed fallback (blur) over them;
+        2. paste the fail-closed fallback (blur, computed from the original frames) over them;
         3. paste solid black over those still unchanged (a flat patch blurs to itself), and stop there: the
            region is then the fallback colour, which is as obscured as it gets.
         Each region found in 1 is logged and recorded as a ``fallback`` event.
         """
-        batch, compositor = work.batch, self.compositor
+        compositor = self.compositor
+        originals = [_chw_view(work.pairs[j][0].rgb) for j in work.members]
         # 1. Regions left (nearly) as they were
-        weak = compositor.unchanged(batch.images, out, work.regions)
+        weak = compositor.unchanged(originals, out, work.regions)
         if not weak:
             return
+        # The batch's images may share memory with ``out`` (on the CPU): the fallback reads the originals.
+        batch = replace(work.batch, images=torch.stack(originals).to(work.batch.images.device))
         # 2. The fallback
         fills, used = fail_closed_fills(batch, [(b, i) for b, i, _ in weak])
         compositor.compose(batch.images, fills, work.alphas, out=out)
         # 3. Solid black where the fallback changed nothing either
-        still = {(b, i) for b, i, _ in compositor.unchanged(batch.images, out, work.regions)}
+        still = {(b, i) for b, i, _ in compositor.unchanged(originals, out, work.regions)}
         still &= {(b, i) for b, i, _ in weak}
         compositor.compose(batch.images, solid_fills(batch, FALLBACK_RGB, sorted(still)), work.alphas, out=out)
         for b, i, change in weak:
@@ -398,17 +419,21 @@ class AnonymizePipeline:
 class _Work:
     """One batch of frames between the prepare and composite stages.
 
-    pairs: the frames and their detections; batch: what the inpainter fills (None when no frame has a
-    region); regions: the detections on the inpainter's device (original masks, for the guard); alphas:
-    float32 (B, H, W) blend weights; state: the latest inpainter step's result, an InpaintOutput once done.
+    pairs: the frames and their detections; batch: what the inpainter fills, the B frames of ``pairs`` with
+    a region (None when no frame has one); members: those frames' positions in ``pairs``; pixels: uint8
+    (B, H, W, 3), their pixels copied (the batch's images on the CPU; the paste writes the output into it);
+    regions: the B frames' detections on the inpainter's device (original masks, for the guard); alphas: the B
+    frames' blend weights as windows; state: the latest inpainter step's result, an InpaintOutput once done.
     """
 
     pairs: list[tuple[Frame, Detections]]
     batch: InpaintBatch | None = None
     regions: list[Detections] | None = None
-    alphas: torch.Tensor | None = None
+    alphas: list[WindowAlpha] | None = None
     state: Any = None
     done: bool = False
+    members: list[int] = field(default_factory=list)
+    pixels: np.ndarray | None = None
 
 
 def _run_stages(stages: list[tuple[str, Callable[[], None], _Channel | None]], stop: threading.Event) -> None:
@@ -437,6 +462,14 @@ def _run_stages(stages: list[tuple[str, Callable[[], None], _Channel | None]], s
     for thread in threads:
         if thread.error is not None:
             raise thread.error
+
+
+def _chw_view(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 (3, H, W): a read-only torch view of an (H, W, 3) frame (decoded images may be read-only arrays;
+    the view is only read, so torch's warning about them does not apply)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(rgb).permute(2, 0, 1)
 
 
 def _detections_writer(path: str | Path | None, source: str | Path,

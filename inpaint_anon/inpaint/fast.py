@@ -4,14 +4,18 @@ Each returns the fills (:class:`RegionFill`) of every region of every frame of a
 one call, computed on its device ("auto" = cuda if available else cpu; frames and masks are moved there, the
 fills stay there). Each fill covers its region's fill mask, on a window that is the mask's bounding box; the
 compositor pastes them. Solid fills each region with its colour; scramble returns one fill per frame (region
--1), the union of the frame's fill regions scrambled together. Blur and pixelate share one path:
+-1), the union of the frame's fill regions scrambled together (on the union's bounding box: its cost follows
+that box, one keyed permutation per frame being the scramble's format). Float work, copies and fills follow
+the regions' windows, not the frame (the only frame-size tensors are the bool (N, H, W) masks that come in).
+Blur and pixelate share one path:
 
 * all regions of the batch are gathered into one list of masked pixels (``_Regions``); each region's box is
   its ``boxes_xyxy`` (a tracker's smoothed box steadies the placement) grown to contain its fill mask's
   tight box (or the tight box alone when the given one is unusable), so a fill region that grew past its
   detector box (or came with a degenerate box) is still filled entirely;
 * ``roi_align`` resamples each region's neighbourhood into a small fixed-size *canonical crop* (with a
-  coverage channel, so pixels outside the frame do not count), the crops are processed in one batch, and
+  coverage channel, so pixels outside the frame do not count; only a window around the neighbourhood is
+  converted to float, never the whole frame), the crops are processed in one batch, and
   every masked pixel reads its value back from its region's crop with one vectorized gather
   (``_sample_points``);
 * ``_region_fills`` puts the values into one fill per region, ordered by box area (ties: region order), so
@@ -299,16 +303,25 @@ class ScrambleInpainter(_TorchInpainter):
         for b, (detections, index) in enumerate(zip(batch.detections, batch.frame_indices, strict=True)):
             if not len(detections):
                 continue
-            union = _frame_masks(detections.masks, batch.images, self._device).any(dim=0)
-            ((x0, y0, x1, y1),) = masks_to_boxes(union[None]).long().tolist()
-            if x1 <= x0:
+            masks = _frame_masks(detections.masks, batch.images, self._device)
+            boxes = masks_to_boxes(masks)
+            boxes = boxes[boxes[:, 2] > boxes[:, 0]]
+            if not len(boxes):
                 continue
-            scrambled = scramble_chw(batch.images[b].to(self._device), union, self._key, index, self.hide_colors)
-            window = (slice(y0, y1), slice(x0, x1))
-            fills.append(RegionFill(b, -1, (x0, y0, x1, y1), scrambled[:, window[0], window[1]],
-                                    union[window[0], window[1]]))
-            recorded.append(index)
-            unions.append(union)
+            x0, y0 = (int(v) for v in boxes[:, :2].amin(dim=0).tolist())
+            x1, y1 = (int(v) for v in boxes[:, 2:].amax(dim=0).tolist())
+            # The union on its box only (uint8 max: the same as bool any, far faster on the CPU). Its pixels come
+            # in the same raster order as in the whole frame, so the scramble is the whole frame's, on the box.
+            rows, cols = slice(y0, y1), slice(x0, x1)
+            window_mask = masks[:, rows, cols].view(torch.uint8).amax(dim=0).bool()
+            scrambled = scramble_chw(batch.images[b, :, rows, cols].to(self._device), window_mask, self._key, index,
+                                     self.hide_colors)
+            fills.append(RegionFill(b, -1, (x0, y0, x1, y1), scrambled, window_mask))
+            if self._recorder is not None and not self._recorder.closed:
+                union = torch.zeros(masks.shape[1:], dtype=torch.bool, device=masks.device)
+                union[rows, cols] = window_mask
+                recorded.append(index)
+                unions.append(union)
         self._record(recorded, unions)
         return InpaintOutput(fills=fills)
 
@@ -373,9 +386,11 @@ def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
         if n == 0:
             continue
         masks = _frame_masks(detections.masks, batch.images, device)
-        region, y, x = torch.nonzero(masks, as_tuple=True)
-        points.append(torch.stack([region + count, y, x]))
-        tight.append(masks_to_boxes(masks).long())
+        boxes = masks_to_boxes(masks).long()
+        for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):  # each mask's box only: region, then raster order
+            y, x = torch.nonzero(masks[i, y0:y1, x0:x1], as_tuple=True)
+            points.append(torch.stack([torch.full_like(y, count + i), y + y0, x + x0]))
+        tight.append(boxes)
         frame.append(torch.full((n,), b, dtype=torch.int64, device=device))
         index.append(torch.arange(n, device=device))
         ids.append(index[-1] if detections.track_ids is None else detections.track_ids.to(device))
@@ -409,13 +424,37 @@ def _canonical_crops(
     images: uint8 (B, 3, H, W); frame: int64 (M,) batch index of each roi; rois: float32 (M, 4) xyxy in
     pixel-edge coordinates (pixel x covers [x, x + 1)). Channels 0..2 are the colour (0..255) times the
     coverage, channel 3 the coverage: the fraction of each crop pixel that lies inside the frame.
+    Only a window around each roi is converted to float (:func:`_roi_windows`), never a whole frame.
     """
-    b, _, h, w = images.shape
-    planes = torch.empty((b, 4, h, w), dtype=torch.float32, device=images.device)
-    planes[:, :3] = images  # one conversion pass, no intermediate copy
-    planes[:, 3] = 1.0
-    indexed = torch.cat([frame[:, None].to(torch.float32), rois], dim=1)
-    return roi_align(planes, indexed, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    crops = torch.zeros((len(rois), 4, *size), dtype=torch.float32, device=images.device)
+    windows = _roi_windows(rois, images.shape[2], images.shape[3])
+    for m, (b, (x0, y0, x1, y1)) in enumerate(zip(frame.tolist(), windows.tolist(), strict=True)):
+        if x1 <= x0 or y1 <= y0:
+            continue  # a roi wholly outside the frame: coverage 0 (its values become non-finite: fallback)
+        planes = torch.empty((1, 4, y1 - y0, x1 - x0), dtype=torch.float32, device=images.device)
+        planes[0, :3] = images[b, :, y0:y1, x0:x1]  # one conversion pass, window only
+        planes[0, 3] = 1.0
+        # Shifting by the integer window origin is exact in float32 (0 <= origin <= every shifted coordinate
+        # or the origin is 0), so roi_align sees the same roi sizes and bins as on the whole frame.
+        shifted = rois[m] - torch.tensor([x0, y0, x0, y0], dtype=rois.dtype, device=rois.device)
+        indexed = torch.cat([shifted.new_zeros(1), shifted])[None]
+        crops[m] = roi_align(planes, indexed, output_size=size, spatial_scale=1.0, sampling_ratio=-1,
+                             aligned=True)[0]
+    return crops
+
+
+def _roi_windows(rois: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """int64 (M, 4) xyxy: the frame pixels ``roi_align`` can read for each roi (float32 (M, 4) xyxy rois).
+
+    With ``aligned=True`` samples lie in [x0 - 0.5, x1 - 0.5) and bilinear reads the two pixels around
+    each, so [floor(x0) - 1, ceil(x1) + 1) (clipped to the frame) holds them all with a pixel to spare;
+    where the window is not cut by the frame's edge, no sample comes near its border, so the result is the
+    whole frame's. Windows of rois outside the frame are empty (x1 <= x0 or y1 <= y0).
+    """
+    low = (rois[:, :2].floor() - 1).clamp(min=0)
+    high = rois[:, 2:].ceil() + 1
+    high = torch.minimum(high, torch.tensor([width, height], dtype=high.dtype, device=high.device))
+    return torch.cat([low, high], dim=1).nan_to_num(0.0).long()
 
 
 def _unpremultiply(crops: torch.Tensor) -> torch.Tensor:
