@@ -35,6 +35,7 @@ from inpaint_anon.timing import Timings
 from inpaint_anon.track import Tracker
 from inpaint_anon.types import Detections, Frame, RunResult
 from inpaint_anon.video import VideoReader, VideoSettings, VideoWriter
+from inpaint_anon.video.live import LiveSource
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class AnonymizePipeline:
 
     def __call__(
         self,
-        source: str | Path,
+        source: str | Path | LiveSource,
         output: str | Path,
         *,
         overwrite: bool = False,
@@ -175,6 +176,9 @@ class AnonymizePipeline:
            -> encode;
         3. on success rename the temporary file to ``output``; on any error delete it and re-raise.
 
+        ``source``: a file (video, image, image folder) or a :class:`~inpaint_anon.video.live.LiveSource`
+        (camera, URL, stdin); ``output``: a file, an ``.m3u8`` playlist or a stream URL (see
+        :mod:`inpaint_anon.video.live`).
         ``video``: encoder settings and the input pixel limit (:class:`~inpaint_anon.video.VideoSettings`, the
         ``video:`` config block; defaults when None); ``crf`` / ``preset`` replace its values when given.
         ``record_detections``: also write each frame's final (tracked, not yet dilated) detections there
