@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -324,6 +324,7 @@ def run(cfg: DictConfig) -> float | None:
     torch.manual_seed(cfg.seed)
     stride, use_cache = cfg.detector.get("stride", 1), cfg.detector.get("cache", False)  # checked in step 1
     detector, detector_cfg, detector_events = _build_detector(cfg)
+    backends = _detector_backends(detector)
     tracker = _instantiate("tracker", cfg.tracker) if cfg.get("tracker") is not None else None
     inpainter = _build_inpainter(cfg, method_nodes, set(detector.names.values()), run_dir, output)
     compositor = _instantiate("compositor", cfg.compositor)
@@ -359,7 +360,7 @@ def run(cfg: DictConfig) -> float | None:
 
     # 4. record and report (the output is complete from here on, whatever happens next)
     try:
-        record = _run_record(cfg, result, source, inpainter)
+        record = {**_run_record(cfg, result, source, inpainter), "detector_backends": backends}
         if recorder is not None:
             record["scramble"].update(pixels=PIXELS_FILE, lossless_output=_lossless_output(output, video),
                                       codec=video.codec)
@@ -519,6 +520,20 @@ def _build_detector(cfg: DictConfig) -> tuple[Any, dict[str, Any], list[dict[str
         children[str(name)] = _instantiate(f"detectors.{name}", settings[str(name)])
         events += _model_fallback(f"detectors.{name}", children[str(name)], settings[str(name)])
     return MultiDetector(children), {"detectors": settings}, events
+
+
+@runtime_checkable
+class _ReportsBackend(Protocol):
+    backend_used: str  # the runtime a model detector runs on (YoloSegDetector: torch, onnxruntime, ...)
+
+
+def _detector_backends(detector: Any) -> dict[str, str]:
+    """Detector key (``detector`` or ``detectors.<name>``) -> runtime, for the detectors that run a model."""
+    from inpaint_anon.detect.multi import MultiDetector
+
+    children = ({f"detectors.{k}": d for k, d in detector.detectors.items()} if isinstance(detector, MultiDetector)
+                else {"detector": detector})
+    return {key: child.backend_used for key, child in children.items() if isinstance(child, _ReportsBackend)}
 
 
 def _model_fallback(key: str, detector: Any, settings: dict[str, Any]) -> list[dict[str, Any]]:
