@@ -55,20 +55,27 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
 
 
-def match(reference: Detections, candidate: Detections, min_iou: float = 0.5) -> list[tuple[int, int]]:
-    """Greedy one-to-one pairs (reference index, candidate index) of the same class with box IoU >= ``min_iou``,
-    best reference score first, each taking the candidate it overlaps most."""
+def match(reference: Detections, candidate: Detections, min_iou: float = 0.5,
+          same_class: bool = True) -> list[tuple[int, int]]:
+    """One-to-one pairs (reference index, candidate index) with box IoU >= ``min_iou`` (and the same class when
+    ``same_class``): greedy on IoU, the most overlapping pair first (so equal boxes pair up even when scores
+    tie), sorted by reference index."""
     iou = box_iou(reference.boxes_xyxy, candidate.boxes_xyxy)
-    same = reference.class_ids[:, None] == candidate.class_ids[None, :]
-    iou = torch.where(same, iou, torch.zeros_like(iou))
+    if same_class:
+        same = reference.class_ids[:, None] == candidate.class_ids[None, :]
+        iou = torch.where(same, iou, torch.zeros_like(iou))
     pairs: list[tuple[int, int]] = []
-    taken: set[int] = set()
-    for i in torch.argsort(reference.scores, descending=True).tolist():
-        order = [j for j in torch.argsort(iou[i], descending=True).tolist() if j not in taken]
-        if order and iou[i, order[0]] >= min_iou:
-            pairs.append((i, order[0]))
-            taken.add(order[0])
-    return pairs
+    used_ref: set[int] = set()
+    used_cand: set[int] = set()
+    for flat in torch.argsort(iou.flatten(), descending=True, stable=True).tolist():
+        i, j = divmod(flat, iou.shape[1])
+        if iou[i, j] < min_iou:
+            break
+        if i not in used_ref and j not in used_cand:
+            pairs.append((i, j))
+            used_ref.add(i)
+            used_cand.add(j)
+    return sorted(pairs)
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -306,8 +306,6 @@ class YoloSegDetector:
         if backend != "torch":
             self._load_export(backend, imgsz, calibration)
         self.backend_used: str = backend_of(self.model_path or self.weights)
-        if self.precision == "int8" and self.backend_used == "torch":
-            raise ConfigError("detector.precision=int8 needs an exported backend; use backend=onnxruntime or auto")
         self._predict_args: dict[str, object] = dict(
             conf=float(conf),
             iou=float(iou),
