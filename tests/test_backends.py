@@ -4,6 +4,7 @@ INT8 with its measured agreement, one clear error per unusable setting."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,11 +214,25 @@ def test_cli_bad_backend_is_one_error_line(tmp_path: Path) -> None:
 def test_cli_onnxruntime_run_records_its_backend(tmp_path: Path) -> None:
     make_clip(tmp_path / "clip.mp4", n_frames=4, size=(96, 64))
     env = {"INPAINT_ANON_CACHE": str(tmp_path / "cache")}
-    for _ in range(2):  # the second run reuses the export
+    for run in ("first", "second"):  # the second run reuses the export
         proc = run_cli("input=clip.mp4", "output=anon.mp4", "overwrite=true", "inpainter=blur", *TINY_DETECTOR,
                        "detector.backend=onnxruntime", "video.preset=ultrafast", cwd=tmp_path,
-                       run_dir=tmp_path / "run", env=env)
+                       run_dir=tmp_path / run, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        record = json.loads((tmp_path / "run" / "run.json").read_text())
+        assert ("export success" in proc.stderr + proc.stdout) == (run == "first")
+        record = json.loads((tmp_path / run / "run.json").read_text())
         assert record["detector_backends"] == {"detector": "onnxruntime"}
     assert len(list((tmp_path / "cache" / "exports").iterdir())) == 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                    reason="openvino is not installed (optional extra: pip install '.[openvino]')")
+def test_openvino_gives_the_torch_detections(torch_detector: YoloSegDetector, weights: str) -> None:
+    detector = YoloSegDetector(weights, **RANDOM, backend="openvino")
+    assert detector.backend_used == "openvino" and detector.model_path.endswith("_openvino_model")
+    for expected, found in zip(torch_detector(images()), detector(images()), strict=True):
+        pairs = match(expected, found, min_iou=0.9)
+        assert len(expected) > 0 and len(pairs) == len(expected) == len(found)
+        i, j = (torch.tensor(ix) for ix in zip(*pairs, strict=True))
+        assert torch.allclose(expected.scores[i], found.scores[j], atol=1e-3)
+        assert float((expected.masks[i] != found.masks[j]).float().mean()) < 0.01
