@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -225,6 +228,7 @@ def test_cli_onnxruntime_run_records_its_backend(tmp_path: Path) -> None:
     assert len(list((tmp_path / "cache" / "exports").iterdir())) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
                     reason="openvino is not installed (optional extra: pip install '.[openvino]')")
 def test_openvino_gives_the_torch_detections(torch_detector: YoloSegDetector, weights: str) -> None:
@@ -236,3 +240,24 @@ def test_openvino_gives_the_torch_detections(torch_detector: YoloSegDetector, we
         i, j = (torch.tensor(ix) for ix in zip(*pairs, strict=True))
         assert torch.allclose(expected.scores[i], found.scores[j], atol=1e-3)
         assert float((expected.masks[i] != found.masks[j]).float().mean()) < 0.01
+
+
+def test_missing_calibration_image_is_a_config_error(weights: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"calibration image .*nope.jpg not found; pass existing image files"):
+        YoloSegDetector(weights, **RANDOM, backend="onnxruntime", precision="int8",
+                        calibration=[str(tmp_path / "nope.jpg")])
+
+
+@pytest.mark.slow
+def test_backends_bench_prints_a_table_and_writes_json(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "backends.json"
+    env = {**os.environ, "YOLO_OFFLINE": "1", "INPAINT_ANON_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "evaluation.bench.backends", "--imgsz", "64", "--conf", "0.0",
+                           "--repeats", "1", "--device", "cpu", "--backends", "onnxruntime:fp32", "tensorrt:fp16",
+                           "--out", str(out)], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| onnxruntime | fp32 | onnxruntime |" in proc.stdout
+    ran, skipped = json.loads(out.read_text())["rows"]
+    assert ran["frames"] == 3 and ran["ms_frame"] > 0 and 0 <= ran["recall"] <= 1 and 0 <= ran["mask_iou"] <= 1
+    assert "needs a CUDA GPU" in skipped["skipped"]

@@ -33,7 +33,8 @@ from inpaint_anon.device import resolve_device
 from inpaint_anon.types import Detections, Frame
 
 ROOT = Path(__file__).resolve().parents[2]
-COLUMNS = ["backend", "precision", "backend_used", "frames", "ms_frame", "recall", "mask_iou", "setup_s"]
+COLUMNS = ["backend", "precision", "backend_used", "frames", "ms_frame", "recall", "mask_iou", "matched", "reference",
+           "setup_s"]
 DEFAULT_RUNS = ("torch:fp32", "onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32", "tensorrt:fp16")
 
 

@@ -132,9 +132,11 @@ def model_digest(model: torch.nn.Module) -> str:
 
 
 def images_digest(paths: Sequence[Path]) -> str:
-    """SHA-256 (hex) over the bytes of calibration images, in order."""
+    """SHA-256 (hex) over the bytes of calibration images, in order. Raises ConfigError naming a missing one."""
     digest = hashlib.sha256()
     for path in paths:
+        if not Path(path).is_file():
+            raise ConfigError(f"calibration image {path} not found; pass existing image files in detector.calibration")
         digest.update(bytes.fromhex(file_digest(path)))
     return digest.hexdigest()
 

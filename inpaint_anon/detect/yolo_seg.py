@@ -356,8 +356,9 @@ class YoloSegDetector:
             self.model.predict([np.zeros((32, 32, 3), dtype=np.uint8)], **self._predict_args)
         except Exception as error:  # exported files are only opened here (onnxruntime, torchscript...)
             raise WeightsError(
-                f"cannot run detector weights {self.weights} on {self.device} ({one_line(error, 160)}); "
-                "the file is corrupt or not an ultralytics model: re-download or re-export it"
+                f"cannot run detector weights {self.model_path or self.weights} on {self.device} "
+                f"({one_line(error, 160)}); the file is corrupt or not an ultralytics model: re-download or "
+                "re-export it (an export in the cache: delete its folder)"
             ) from error
         finally:
             torch.set_num_threads(threads)
