@@ -166,10 +166,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--match-iou", type=float, default=0.5)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (on a loaded 2-core machine 1 thread runs torch several times faster)")
     parser.add_argument("--out", type=Path, default=Path("experiments/bench/backends.json"))
     args = parser.parse_args()
 
     device = str(resolve_device(args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = bench(args.weights, args.backends, imgsz=args.imgsz, conf=args.conf, device=device, seed=args.seed,
                  repeats=args.repeats, min_iou=args.match_iou)
     shown = [r for r in rows if "skipped" not in r]
@@ -177,7 +181,8 @@ def main() -> None:
     for row in rows:
         if "skipped" in row:
             print(f"skipped {row['backend']}:{row['precision']}: {row['skipped']}")
-    write_report(args.out, "backends", rows, weights=args.weights, imgsz=args.imgsz, conf=args.conf, device=device)
+    write_report(args.out, "backends", rows, weights=args.weights, imgsz=args.imgsz, conf=args.conf, device=device,
+                 torch_threads=torch.get_num_threads())
 
 
 if __name__ == "__main__":
