@@ -22,7 +22,7 @@ from inpaint_anon import run as run_module
 from inpaint_anon.detect import ScriptedDetector, export
 from inpaint_anon.detect.multi import MultiDetector
 from inpaint_anon.detect.yolo_seg import YoloSegDetector, backend_of
-from inpaint_anon.errors import ConfigError
+from inpaint_anon.errors import ConfigError, WeightsError
 from inpaint_anon.types import Frame
 from tests.clips import make_clip
 from tests.test_cli import TINY_DETECTOR, assert_user_error, run_cli
@@ -261,3 +261,17 @@ def test_backends_bench_prints_a_table_and_writes_json(tmp_path: Path) -> None:
     ran, skipped = json.loads(out.read_text())["rows"]
     assert ran["frames"] == 3 and ran["ms_frame"] > 0 and 0 <= ran["recall"] <= 1 and 0 <= ran["mask_iou"] <= 1
     assert "needs a CUDA GPU" in skipped["skipped"]
+
+
+def test_failed_export_is_one_weights_error_and_leaves_nothing(weights: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> str:
+        raise RuntimeError("exporter broke\nsecond line")
+
+    monkeypatch.setenv("INPAINT_ANON_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(export, "_export", fail)
+    with pytest.raises(WeightsError) as error:
+        YoloSegDetector(weights, **{**RANDOM, "imgsz": 96}, backend="onnxruntime")
+    assert str(error.value).startswith("cannot export the detector to onnxruntime (fp32): RuntimeError: exporter broke")
+    assert "use detector.backend=torch" in str(error.value) and "\n" not in str(error.value)
+    assert list((tmp_path / "cache" / "exports").iterdir()) == []
