@@ -150,7 +150,8 @@ def bench(weights: str, runs: Sequence[str], *, imgsz: int, conf: float, device:
         found = detector(frames)
         rows.append({"backend": backend, "precision": precision or "fp32", "backend_used": detector.backend_used,
                      "frames": len(frames), "ms_frame": ms_per_frame(detector, frames, repeats),
-                     "setup_s": round(setup, 2), **agreement(expected, found, min_iou),
+                     "setup_s": round(setup, 2),
+                     **{k: round(v, 4) for k, v in agreement(expected, found, min_iou).items()},
                      "ms_per_frame": {}})
         print(f"done: {run}", flush=True)
     return rows
