@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -42,7 +43,7 @@ import torch
 import ultralytics
 from ultralytics import YOLO
 from ultralytics.cfg import DEFAULT_CFG_DICT
-from ultralytics.utils import ROOT
+from ultralytics.utils import LOGGER, ROOT
 
 from inpaint_anon.atomic import AtomicPath, remove_stale_partials
 from inpaint_anon.errors import ConfigError, WeightsError, one_line
@@ -54,6 +55,8 @@ EXPORT_FORMATS: dict[str, str] = {"onnxruntime": "onnx", "openvino": "openvino",
 MANIFEST = "export.json"
 _STEM = "model"  # the saved copy is model.pt: ultralytics names the export model.onnx, model_openvino_model, ...
 _INT8_BACKENDS = ("onnxruntime",)
+
+logger = logging.getLogger(__name__)
 
 
 def default_calibration_images() -> list[Path]:
@@ -204,6 +207,9 @@ def exported_model(model: YOLO, key: ExportKey, device: str, calibration: Sequen
         scratch = out.temp / "work"
         scratch.mkdir()
         model.save(scratch / f"{_STEM}.pt")
+        logger.info("exporting the detector to %s (%s), once: cached in %s", key.backend, key.precision, target)
+        level = LOGGER.level
+        LOGGER.setLevel(logging.WARNING)  # the exporter's progress lines and its "yolo predict ..." hints
         try:
             artefact = Path(_export(scratch / f"{_STEM}.pt", key, device))
             if key.precision == "int8":
@@ -215,6 +221,8 @@ def exported_model(model: YOLO, key: ExportKey, device: str, calibration: Sequen
                 f"cannot export the detector to {key.backend} ({key.precision}): {one_line(error, 160)}; "
                 "use detector.backend=torch"
             ) from error
+        finally:
+            LOGGER.setLevel(level)
         final = out.temp / artefact.name
         shutil.move(str(artefact), final)
         shutil.rmtree(scratch)
