@@ -331,6 +331,7 @@ def run(cfg: DictConfig) -> float | None:
     torch.manual_seed(cfg.seed)
     stride, use_cache = cfg.detector.get("stride", 1), cfg.detector.get("cache", False)  # checked in step 1
     detector, detector_cfg, detector_events = _build_detector(cfg)
+    backends = _detector_backends(detector)
     tracker = _instantiate("tracker", cfg.tracker) if cfg.get("tracker") is not None else None
     inpainter = _build_inpainter(cfg, method_nodes, set(detector.names.values()), run_dir, output)
     compositor = _instantiate("compositor", cfg.compositor)
@@ -371,7 +372,7 @@ def run(cfg: DictConfig) -> float | None:
 
     # 4. record and report (the output is complete from here on, whatever happens next)
     try:
-        record = _run_record(cfg, result, source, inpainter)
+        record = {**_run_record(cfg, result, source, inpainter), "detector_backends": backends}
         record["output"] = str(target)  # a stream URL as given (result.out_path is a Path)
         if recorder is not None:
             record["scramble"].update(pixels=PIXELS_FILE, lossless_output=_lossless_output(output, video),
@@ -547,6 +548,17 @@ def _build_detector(cfg: DictConfig) -> tuple[Any, dict[str, Any], list[dict[str
         children[str(name)] = _instantiate(f"detectors.{name}", settings[str(name)])
         events += _model_fallback(f"detectors.{name}", children[str(name)], settings[str(name)])
     return MultiDetector(children), {"detectors": settings}, events
+
+
+def _detector_backends(detector: Any) -> dict[str, str]:
+    """Detector key (``detector`` or ``detectors.<name>``) -> the runtime its ultralytics model runs on
+    (:attr:`~inpaint_anon.detect.yolo_seg.YoloSegDetector.backend_used`: torch, onnxruntime, ...)."""
+    from inpaint_anon.detect.multi import MultiDetector
+    from inpaint_anon.detect.yolo_seg import YoloSegDetector
+
+    children = ({f"detectors.{k}": d for k, d in detector.detectors.items()} if isinstance(detector, MultiDetector)
+                else {"detector": detector})
+    return {key: child.backend_used for key, child in children.items() if isinstance(child, YoloSegDetector)}
 
 
 def _model_fallback(key: str, detector: Any, settings: dict[str, Any]) -> list[dict[str, Any]]:

@@ -13,6 +13,10 @@ Weights (``weights=``) may be:
   ``.torchscript`` and the other ultralytics export formats;
 - a ``.yaml`` model config (``yolov8n-seg.yaml``): builds a model with random weights (tests).
 
+``backend`` runs a ``.pt`` or ``.yaml`` model as it is (``torch``) or through an export made and cached once
+by :mod:`inpaint_anon.detect.export` (``onnxruntime``, ``openvino``, ``tensorrt``; ``auto``: the fastest
+available), at ``precision`` fp32, fp16 (CUDA) or int8 (ONNX Runtime).
+
 Such a yaml build, like a third-party ONNX export without metadata, has placeholder class names
 (``"0"``/``"class0"``...); when there are 80 of them the model has the COCO layout of the released
 ``yolov8n-seg.pt``, so they are replaced by the COCO names (``person``, ``bicycle``, ``car``...).
@@ -34,6 +38,15 @@ from ultralytics.utils import ROOT, SETTINGS, downloads, env_bool
 
 from inpaint_anon.checks import check_bool, check_number
 from inpaint_anon.detect.base import check_frames
+from inpaint_anon.detect.export import (
+    ExportKey,
+    default_calibration_images,
+    exported_model,
+    file_digest,
+    images_digest,
+    model_digest,
+    resolve_backend,
+)
 from inpaint_anon.detect.shapes import box_masks
 from inpaint_anon.device import resolve_device
 from inpaint_anon.errors import ConfigError, WeightsError, one_line
@@ -44,6 +57,7 @@ SUPPORTED_TASKS: tuple[str, ...] = ("segment", "detect")
 ASSETS_RELEASES_URL = "https://github.com/ultralytics/assets/releases"
 _CONFIG_SUFFIXES = (".yaml", ".yml")
 _NAMES_SHOWN = 20
+_EXPORTABLE_SUFFIXES = (".pt", ".yaml", ".yml")
 
 
 
@@ -58,6 +72,19 @@ def _precision_args(half: bool) -> dict[str, object]:
 def weights_dir() -> Path:
     """ultralytics' weights directory (``SETTINGS["weights_dir"]``), where bare model names are looked up."""
     return Path(SETTINGS["weights_dir"])
+
+
+def backend_of(path: str) -> str:
+    """The runtime ultralytics uses for a model file: onnxruntime (.onnx), openvino (``*_openvino_model``
+    folder or .xml), tensorrt (.engine), torch for the rest (.pt, .yaml, .torchscript...)."""
+    name = path.lower().rstrip("/")
+    if name.endswith(".onnx"):
+        return "onnxruntime"
+    if name.endswith(("_openvino_model", ".xml")):
+        return "openvino"
+    if name.endswith(".engine"):
+        return "tensorrt"
+    return "torch"
 
 
 def _is_bare_name(weights: str) -> bool:
@@ -223,13 +250,20 @@ class YoloSegDetector:
     imgsz: model input size in pixels (long side; ultralytics rounds it to the model stride).
     batch_size: frames per forward pass; a call with more frames is split into such batches.
     device: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N" or "mps".
-    half: fp16 inference, honoured only on CUDA.
+    half: fp16 inference, honoured only on CUDA (kept for old configs; ``precision=fp16`` says it strictly).
     max_det: maximum regions per frame.
+    backend: ``torch`` (the model as loaded), ``onnxruntime``, ``openvino``, ``tensorrt`` (an export of a
+        ``.pt``/``.yaml`` model, made once and cached, see :mod:`inpaint_anon.detect.export`) or ``auto``
+        (the fastest available on the device).
+    precision: ``fp32``, ``fp16`` (CUDA only) or ``int8`` (backend onnxruntime, or auto).
+    calibration: image files that calibrate int8 (default: the photos shipped in ultralytics).
 
     The model is loaded and run once on a blank frame here, so bad weights fail at construction.
     Attributes: ``model`` (the ultralytics YOLO), ``task`` ("segment" or "detect"), ``names`` (the model's
     full id -> name table, see :func:`readable_names`), ``class_ids`` (kept ids, or None for all), ``device``
-    (the resolved torch device string).
+    (the resolved torch device string), ``backend_used`` (the runtime that runs the model: torch, onnxruntime,
+    openvino or tensorrt; recorded in run.json), ``precision`` and ``model_path`` (the file or folder run,
+    None for a yaml build run by torch).
     """
 
     def __init__(
@@ -243,6 +277,9 @@ class YoloSegDetector:
         device: str = "auto",
         half: bool = False,
         max_det: int = 100,
+        backend: str = "torch",
+        precision: str = "fp32",
+        calibration: Sequence[str] | None = None,
     ) -> None:
         check_number("detector.conf", conf, 0.0, 1.0, integer=False)
         check_number("detector.iou", iou, 0.0, 1.0, integer=False)
@@ -255,17 +292,27 @@ class YoloSegDetector:
             )
         self.weights = str(weights)
         self.device = str(resolve_device(device))
-        self.half = check_bool("detector.half", half) and self.device.startswith("cuda")
+        cuda = self.device.startswith("cuda")
+        if check_bool("detector.half", half) and cuda and precision == "fp32":
+            precision = "fp16"
+        backend = resolve_backend(str(backend), str(precision), self.device)
+        self.precision: str = str(precision)
+        self.half = self.precision == "fp16"
         self.batch_size = batch_size
         self.model = load_yolo(self.weights)
         self.task: str = self.model.task
+        self.model_path: str | None = None if self.weights.lower().endswith(_CONFIG_SUFFIXES) else locate_weights(
+            self.weights)
+        if backend != "torch":
+            self._load_export(backend, imgsz, calibration)
+        self.backend_used: str = backend_of(self.model_path or self.weights)
         self._predict_args: dict[str, object] = dict(
             conf=float(conf),
             iou=float(iou),
             imgsz=imgsz,
             device=self.device,
             max_det=max_det,
-            **_precision_args(self.half),
+            **_precision_args(self.half and self.backend_used == "torch"),
             retina_masks=True,
             verbose=False,
         )
@@ -273,6 +320,30 @@ class YoloSegDetector:
         self.names: dict[int, str] = readable_names(self.model.names)
         self.class_ids = class_ids_for(classes, self.names)
         self._predict_args["classes"] = self.class_ids
+
+    def _load_export(self, backend: str, imgsz: int, calibration: Sequence[str] | None) -> None:
+        """Replace ``self.model`` by its ``backend`` export (exported now or found in the export cache).
+
+        Only ``.pt`` files and ``.yaml`` builds are exported; an already exported file raises ConfigError.
+        """
+        if self.model_path is not None and not self.model_path.lower().endswith(_EXPORTABLE_SUFFIXES):
+            raise ConfigError(
+                f"detector.backend={backend} exports .pt or .yaml models, but {self.weights} is already an "
+                f"exported model ({backend_of(self.model_path)}); use detector.backend=torch to run it as it is"
+            )
+        images = [Path(p) for p in calibration] if calibration else default_calibration_images()
+        source = model_digest(self.model.model) if self.model_path is None else file_digest(self.model_path)
+        key = ExportKey(
+            source=source, backend=backend, precision=self.precision, imgsz=imgsz, batch=self.batch_size,
+            calibration=images_digest(images) if self.precision == "int8" else "",
+        )
+        threads = torch.get_num_threads()
+        try:
+            path = exported_model(self.model, key, self.device, images)
+        finally:
+            torch.set_num_threads(threads)
+        self.model_path = str(path)
+        self.model = YOLO(str(path), task=self.task, verbose=False)
 
     def _warm_up(self) -> None:
         """Set the predictor up (load exported weights on the device) with one blank frame.
@@ -285,8 +356,9 @@ class YoloSegDetector:
             self.model.predict([np.zeros((32, 32, 3), dtype=np.uint8)], **self._predict_args)
         except Exception as error:  # exported files are only opened here (onnxruntime, torchscript...)
             raise WeightsError(
-                f"cannot run detector weights {self.weights} on {self.device} ({one_line(error, 160)}); "
-                "the file is corrupt or not an ultralytics model: re-download or re-export it"
+                f"cannot run detector weights {self.model_path or self.weights} on {self.device} "
+                f"({one_line(error, 160)}); the file is corrupt or not an ultralytics model: re-download or "
+                "re-export it (an export in the cache: delete its folder)"
             ) from error
         finally:
             torch.set_num_threads(threads)
@@ -310,5 +382,6 @@ class YoloSegDetector:
     def __repr__(self) -> str:
         return (
             f"YoloSegDetector(weights={self.weights!r}, task={self.task!r}, device={self.device!r}, "
+            f"backend={self.backend_used!r}, precision={self.precision!r}, "
             f"classes={None if self.class_ids is None else [self.names[i] for i in self.class_ids]})"
         )
