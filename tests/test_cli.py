@@ -385,6 +385,7 @@ def test_a_signal_delivered_to_a_stage_thread_interrupts_at_once() -> None:
 # -- arguments and help ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # CI time; `pytest -m slow`
 def test_non_ascii_paths_are_accepted(workdir: Path, tmp_path: Path) -> None:
     """`input=.../ünïcødé.mp4` used to be Hydra's OverrideParseException (exit 1, traceback)."""
     clip = make_clip(tmp_path / "ünïcødé.mp4", n_frames=4, size=(64, 48))

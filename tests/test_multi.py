@@ -231,8 +231,9 @@ def test_traffic_photo_end_to_end_offline(tmp_path: Path) -> None:
     [
         (["anonymize.face=sparkle"], ["anonymize.face=sparkle", "is not a method", "blur"]),
         (["+anonymize.unicorn=blur"], ["anonymize.unicorn", "unicorn", "face"]),
-        (["+methods.sparkle.x=1"], ["methods.sparkle is not a method", "pixelate"]),
-        (["+methods.blur.sigma=3"], ["methods.blur", "this run's inpainter", "inpainter.<key>"]),
+        pytest.param(["+methods.sparkle.x=1"], ["methods.sparkle is not a method", "pixelate"], marks=pytest.mark.slow),
+        pytest.param(["+methods.blur.sigma=3"], ["methods.blur", "this run's inpainter", "inpainter.<key>"],
+                     marks=pytest.mark.slow),
         (["anonymize.face=pixelate", "+methods.pixelate.blokcs=3"], ["pixelate", "blokcs", "blocks"]),
     ],
 )
@@ -255,6 +256,8 @@ def test_methods_settings_are_merged_over_the_method_config() -> None:
     assert nodes["pixelate"].blocks == 16 and nodes["pixelate"].noise == 0.0  # the rest from pixelate.yaml
     assert nodes["pixelate"]._target_ == "inpaint_anon.inpaint.fast.PixelateInpainter"
     assert _method_nodes(compose_run("+experiment=traffic"))["pixelate"].blocks == 8
+    with pytest.raises(ConfigError, match=r"methods.sparkle is not a method with settings; use one of: diffusion"):
+        _method_nodes(compose_run("+experiment=traffic", "+methods.sparkle.x=1"))
 
 
 @pytest.mark.slow  # CI time; `pytest -m slow`

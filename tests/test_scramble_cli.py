@@ -160,6 +160,7 @@ def test_unscramble_user_errors(workdir: Path, tmp_path: Path, monkeypatch: pyte
         assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(original, restored, strict=True))
 
 
+@pytest.mark.slow  # CI time; `pytest -m slow`
 def test_a_lossy_output_is_refused_unless_accepted(workdir: Path, tmp_path: Path) -> None:
     out = tmp_path / "scrambled.mp4"
     proc = scramble_run(f"output={out}", cwd=workdir, run_dir=tmp_path / "run", key=KEY)
