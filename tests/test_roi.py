@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torchvision.ops import roi_align
 
+from evaluation.bench.roi import full_frame_canonical_crops
 from inpaint_anon.composite import Compositor, WindowAlpha
 from inpaint_anon.detect.base import Detector
 from inpaint_anon.inpaint import BlurInpainter, InpaintBatch, PixelateInpainter, ScrambleInpainter, SolidInpainter, fast
@@ -26,16 +26,6 @@ from tests.clips import frame_image, object_masks
 
 KEY = "0123456789abcdef" * 4
 NAMES = {0: "person", 1: "car"}
-
-
-def full_frame_canonical_crops(images, frame, rois, size):
-    """The formula the windowed ``fast._canonical_crops`` replaced: one float (B, 4, H, W) copy of the frames."""
-    b, _, h, w = images.shape
-    planes = torch.empty((b, 4, h, w), dtype=torch.float32, device=images.device)
-    planes[:, :3] = images
-    planes[:, 3] = 1.0
-    indexed = torch.cat([frame[:, None].to(torch.float32), rois], dim=1)
-    return roi_align(planes, indexed, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
 def clip_batch(size=(160, 96), indices=(0, 7, 13)) -> tuple[torch.Tensor, list[Detections]]:

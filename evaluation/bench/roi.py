@@ -75,7 +75,7 @@ def frames_and_regions(size: tuple[int, int], area: float, n: int) -> list[tuple
     return pairs
 
 
-def _full_frame_canonical_crops(images: torch.Tensor, frame: torch.Tensor, rois: torch.Tensor,
+def full_frame_canonical_crops(images: torch.Tensor, frame: torch.Tensor, rois: torch.Tensor,
                                 size: tuple[int, int]) -> torch.Tensor:
     """The full-frame formula: one float32 (B, 4, H, W) copy of the batch, then roi_align."""
     b, _, h, w = images.shape
@@ -89,7 +89,7 @@ def _full_frame_canonical_crops(images: torch.Tensor, frame: torch.Tensor, rois:
 @contextmanager
 def _full_frame_crops() -> Iterator[None]:
     windowed = fast._canonical_crops
-    fast._canonical_crops = _full_frame_canonical_crops
+    fast._canonical_crops = full_frame_canonical_crops
     try:
         yield
     finally:

@@ -24,6 +24,7 @@ from typing import Any
 import av
 from av.container import InputContainer
 
+from inpaint_anon.checks import check_number
 from inpaint_anon.errors import ConfigError, InputError
 
 logger = logging.getLogger("inpaint_anon")
@@ -115,14 +116,10 @@ class LiveSettings:
     rtsp_transport: str = "tcp"
 
     def __post_init__(self) -> None:
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
-            raise ConfigError(f"live.retries={self.retries!r} is invalid; use an integer >= 0 (e.g. 3)")
+        check_number("live.retries", self.retries, 0, integer=True)
         for name, low in (("backoff_s", 0.0), ("timeout_s", 0.1), ("analyzeduration_s", 0.0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
-                raise ConfigError(f"live.{name}={value!r} is invalid; use a number of seconds >= {low}")
-        if isinstance(self.probesize, bool) or not isinstance(self.probesize, int) or self.probesize < 32:
-            raise ConfigError(f"live.probesize={self.probesize!r} is invalid; use an integer >= 32 (bytes)")
+            check_number(f"live.{name}", getattr(self, name), low)
+        check_number("live.probesize", self.probesize, 32, integer=True)
         if self.rtsp_transport not in ("tcp", "udp"):
             raise ConfigError(f"live.rtsp_transport={self.rtsp_transport!r} is invalid; use tcp or udp")
 
