@@ -8,6 +8,7 @@ setting, the value given and what to write instead. ``owner`` is the component (
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 
 from inpaint_anon.errors import ConfigError
 
@@ -50,3 +51,13 @@ def check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{name}={value!r} is not a boolean; write {name}=true or {name}=false (unquoted)")
     return value
+
+
+def check_keys(section: str, values: Mapping[object, object], known: Iterable[str]) -> None:
+    """ConfigError naming every key of ``values`` that is not in ``known``, and the known ones, as settings of the
+    config block ``section`` (``unknown video setting video.foo; known: video.codec, ...``)."""
+    known = list(known)
+    unknown = sorted(str(key) for key in values if key not in known)
+    if unknown:
+        raise ConfigError(f"unknown {section} setting {', '.join(f'{section}.{key}' for key in unknown)}; "
+                          f"known: {', '.join(f'{section}.{key}' for key in known)}")

@@ -24,7 +24,7 @@ from typing import Any
 import av
 from av.container import InputContainer
 
-from inpaint_anon.checks import check_number
+from inpaint_anon.checks import check_keys, check_number
 from inpaint_anon.errors import ConfigError, InputError
 
 logger = logging.getLogger("inpaint_anon")
@@ -126,11 +126,7 @@ class LiveSettings:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> LiveSettings:
         """Settings from the resolved ``live:`` config; an unknown key is a ConfigError naming the known ones."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(str(key) for key in values if key not in known)
-        if unknown:
-            raise ConfigError(f"unknown live setting live.{unknown[0]}; known: "
-                              f"{', '.join(f'live.{key}' for key in known)}")
+        check_keys("live", values, (f.name for f in fields(cls)))
         return cls(**values)
 
     def backoff(self, attempt: int) -> float:

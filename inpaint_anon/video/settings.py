@@ -9,6 +9,7 @@ from typing import Any
 
 import av
 
+from inpaint_anon.checks import check_keys
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.video.formats import DEFAULT_MAX_PIXELS, ENCODERS, X264_PRESETS
 
@@ -55,13 +56,7 @@ class VideoSettings:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> VideoSettings:
         """Settings from a plain mapping (the resolved ``video:`` config); an unknown key is a ConfigError."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(str(key) for key in values if key not in known)
-        if unknown:
-            raise ConfigError(
-                f"unknown video setting {', '.join(f'video.{key}' for key in unknown)}; "
-                f"known: {', '.join(f'video.{key}' for key in known)}"
-            )
+        check_keys("video", values, (f.name for f in fields(cls)))
         return cls(**values)
 
     def with_overrides(
