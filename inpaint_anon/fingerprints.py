@@ -36,6 +36,16 @@ SAMPLE_BLOCK_BYTES = 64 << 10
 # -- content fingerprints ---------------------------------------------------------------------------------
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a whole file, read in 1 MiB chunks (model files: a packaged or exported model is used only
+    when it matches)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _sample_spans(size: int) -> list[tuple[int, int]]:
     """(offset, length) byte spans hashed by :func:`file_fingerprint` for a file of ``size`` bytes."""
     if size <= 2 * HEAD_TAIL_BYTES + SAMPLE_BLOCKS * SAMPLE_BLOCK_BYTES:

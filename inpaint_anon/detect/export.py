@@ -47,6 +47,7 @@ from ultralytics.utils import LOGGER, ROOT
 
 from inpaint_anon.atomic import AtomicPath, remove_stale_partials
 from inpaint_anon.errors import ConfigError, WeightsError, one_line
+from inpaint_anon.fingerprints import file_sha256
 from inpaint_anon.tokenizer import default_cache_dir
 
 BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
@@ -111,15 +112,6 @@ def resolve_backend(backend: str, precision: str, device: str) -> str:
     return backend
 
 
-def file_digest(path: str | Path) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_digest(model: torch.nn.Module) -> str:
     """SHA-256 (hex) of a module's state (parameter and buffer names, dtypes, shapes and values).
 
@@ -140,7 +132,7 @@ def images_digest(paths: Sequence[Path]) -> str:
     for path in paths:
         if not Path(path).is_file():
             raise ConfigError(f"calibration image {path} not found; pass existing image files in detector.calibration")
-        digest.update(bytes.fromhex(file_digest(path)))
+        digest.update(bytes.fromhex(file_sha256(path)))
     return digest.hexdigest()
 
 

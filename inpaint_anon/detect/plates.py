@@ -96,6 +96,7 @@ from inpaint_anon.detect.yolo_seg import (
 )
 from inpaint_anon.device import onnx_providers
 from inpaint_anon.errors import ConfigError, InpaintAnonError, InputError, WeightsError, one_line
+from inpaint_anon.fingerprints import file_sha256
 from inpaint_anon.tokenizer import default_cache_dir
 from inpaint_anon.types import Detections, Frame
 
@@ -179,17 +180,6 @@ def plate_weights_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 def cached_model_path(model: PackagedModel = PLATEDET, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the cached copy of ``model`` lives (it may not exist)."""
     return plate_weights_dir(cache_dir) / model.file_name
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 
 
 def _fetch_hint(model: PackagedModel, target: Path) -> str:

@@ -42,7 +42,6 @@ from inpaint_anon.detect.export import (
     ExportKey,
     default_calibration_images,
     exported_model,
-    file_digest,
     images_digest,
     model_digest,
     resolve_backend,
@@ -50,6 +49,7 @@ from inpaint_anon.detect.export import (
 from inpaint_anon.detect.shapes import box_masks
 from inpaint_anon.device import resolve_device
 from inpaint_anon.errors import ConfigError, WeightsError, one_line
+from inpaint_anon.fingerprints import file_sha256
 from inpaint_anon.types import Detections, Frame
 
 DEFAULT_CLASSES: tuple[str, ...] = ("person", "bicycle", "car", "motorcycle", "bus", "truck")
@@ -332,7 +332,7 @@ class YoloSegDetector:
                 f"exported model ({backend_of(self.model_path)}); use detector.backend=torch to run it as it is"
             )
         images = [Path(p) for p in calibration] if calibration else default_calibration_images()
-        source = model_digest(self.model.model) if self.model_path is None else file_digest(self.model_path)
+        source = model_digest(self.model.model) if self.model_path is None else file_sha256(self.model_path)
         key = ExportKey(
             source=source, backend=backend, precision=self.precision, imgsz=imgsz, batch=self.batch_size,
             calibration=images_digest(images) if self.precision == "int8" else "",
