@@ -5,6 +5,11 @@ decode -> detect -> track -> prepare -> the inpainter's steps -> composite -> en
 Stages are joined by bounded queues, so decoding and detection run ahead of anonymization (prefetch)
 and encoding runs behind it, while memory stays flat however long the video is: at most
 ``queue_size`` frames wait between two stages.
+
+With :class:`~inpaint_anon.realtime.RealtimeSettings` (``realtime=true``) the run keeps a latency bound instead:
+the decoder never waits (a full queue loses its oldest frame), the detection stage drops frames that could not
+be written in time and detects only when the budget allows, the tracker's held masks covering the frames in
+between (see :mod:`inpaint_anon.realtime`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from inpaint_anon.errors import ConfigError, InputError, one_line
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput
 from inpaint_anon.inpaint.fallback import fail_closed_fills
 from inpaint_anon.inpaint.fast import FALLBACK_RGB, solid_fills
+from inpaint_anon.realtime import RealtimeSettings, RealtimeStats
 from inpaint_anon.records import DetectionWriter
 from inpaint_anon.timing import Timings
 from inpaint_anon.track import Tracker
@@ -40,6 +46,7 @@ from inpaint_anon.video.live import LiveSource
 logger = logging.getLogger(__name__)
 
 _END = object()  # end-of-stream marker passed through the queues
+_DROPPED = object()  # realtime: in place of a frame's detections, the frame was dropped before detection
 _SIGNAL_POLL_S = 0.1  # how often the main thread wakes to run signal handlers while the stages work
 
 
@@ -64,6 +71,20 @@ class _Channel:
                 return
             except queue.Full:
                 continue
+        raise _Stopped
+
+    def put_latest(self, item: Any, dropped: Callable[[Any], None]) -> None:
+        """Put without waiting: when the queue is full its oldest item makes room and is handed to ``dropped``
+        (for one producer: the realtime decoder, which must never fall behind its source)."""
+        while not self.stop.is_set():
+            try:
+                self._queue.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    dropped(self._queue.get_nowait())
+                except queue.Empty:
+                    continue
         raise _Stopped
 
     def get(self) -> Any:
@@ -114,6 +135,8 @@ class AnonymizePipeline:
         batch_frames: frames per inpainter call (>= 1).
         queue_size: frames that may wait between two stages (>= 1); bounds memory.
         progress: show a tqdm progress bar (frames, fps) on stderr.
+        realtime: keep a latency bound by dropping frames before detection (``enabled``; see
+            :mod:`inpaint_anon.realtime`); None or not enabled = every frame is processed.
 
     Privacy fails closed: if the inpainter raises on a batch, that batch's regions are filled by a
     blur fallback (solid black if that fails too) and the run records the event. After the paste, every
@@ -134,6 +157,7 @@ class AnonymizePipeline:
         batch_frames: int = 4,
         queue_size: int = 8,
         progress: bool = True,
+        realtime: RealtimeSettings | None = None,
     ) -> None:
         if batch_frames < 1:
             raise ConfigError(f"batch_frames must be >= 1, got {batch_frames}")
@@ -152,6 +176,7 @@ class AnonymizePipeline:
         self.batch_frames = batch_frames
         self.queue_size = queue_size
         self.progress = progress
+        self.realtime = realtime if realtime is not None and realtime.enabled else None
 
     # -- public entry ---------------------------------------------------------------------------------
 
@@ -183,6 +208,9 @@ class AnonymizePipeline:
         ``video:`` config block; defaults when None); ``crf`` / ``preset`` replace its values when given.
         ``record_detections``: also write each frame's final (tracked, not yet dilated) detections there
         (:class:`~inpaint_anon.records.DetectionWriter` format), for evaluation; kept only on success.
+
+        In a realtime run (``realtime`` enabled) frames may be dropped before detection: ``frames_out`` is then
+        ``frames_in`` minus the dropped ones, and ``RunResult.realtime`` holds the latency stats.
         """
         started = time.perf_counter()
         timings = Timings()  # this run's stages
@@ -190,6 +218,12 @@ class AnonymizePipeline:
         events: list[dict[str, Any]] = []
         stop = threading.Event()
         counts = {"in": 0, "out": 0}
+        realtime = self.realtime
+        stats = RealtimeStats(realtime.stats_seconds) if realtime is not None else None
+        clock = time.monotonic
+        arrived: dict[int, float] = {}  # realtime: frame index -> when it was decoded (its latency starts there)
+        left_detect: dict[int, float] = {}  # realtime: frame index -> when it left the detection stage
+        estimate = {"detect": 0.0, "tail": 0.0}  # realtime: seconds per detection, and from detection to encoder
         steps = self.inpainter.stages()
         channels = [_Channel(stop, self.queue_size) for _ in range(5 + len(steps))]
         decoded, detected, tracked, prepared, *inpainted, composited = channels
@@ -201,15 +235,29 @@ class AnonymizePipeline:
         ) as writer, _detections_writer(record_detections, source, self.detector.names) as recorder:
             meta = reader.meta
             tracker = self.tracker(fps=float(meta.fps or 30)) if self.tracker is not None else None
+            if realtime is not None:
+                self._check_realtime(realtime, tracker, float(meta.fps or 30))
             bar = tqdm(total=meta.n_frames, unit="frame", disable=not self.progress, desc="anonymize",
                        dynamic_ncols=True)
 
             def decode() -> None:
+                if realtime is None:
+                    for frame in self._timed_iter(reader, timings, "decode"):
+                        counts["in"] += 1
+                        decoded.put(frame)
+                    return
+                paced = None if isinstance(source, LiveSource) else clock()  # a file is read at its frame rate
                 for frame in self._timed_iter(reader, timings, "decode"):
+                    if paced is not None and frame.pts is not None:
+                        time.sleep(max(0.0, paced + float(frame.pts * meta.time_base) - clock()))
                     counts["in"] += 1
-                    decoded.put(frame)
+                    arrived[frame.index] = clock()
+                    stats.arrived()
+                    decoded.put_latest(frame, lambda old: stats.drop())  # the detect stage fills its index in
 
             def detect() -> None:
+                if realtime is not None:
+                    return detect_realtime()
                 for frames in _batched_strided(decoded, self.detector.batch_size, self.detect_stride):
                     chosen = [f for f in frames if f.index % self.detect_stride == 0]
                     with timings("detect"):
@@ -219,6 +267,39 @@ class AnonymizePipeline:
                     for frame in frames:
                         detected.put((frame, by_index.get(frame.index)))  # None: the detector did not run
 
+            def detect_realtime() -> None:
+                """One frame at a time: drop it (too late to be written within the bound), detect on it (at least
+                ``detect_stride`` frames after the last detection and the budget allows, or ``max_detect_gap``
+                frames after it whatever the budget), or pass it on to the tracker's held masks."""
+                budget, gap = realtime.max_latency_s, realtime.max_detect_gap if tracker is not None else 1
+                expected, last_detected = None, None  # next frame index; index of the last detected frame
+                for frame in decoded:
+                    for index in range(expected if expected is not None else frame.index, frame.index):
+                        detected.put((index, _DROPPED))  # pushed out of the full queue by the decoder
+                        arrived.pop(index, None)
+                    expected = frame.index + 1
+                    age, tail = clock() - arrived[frame.index], min(estimate["tail"], budget / 2)
+                    if age + tail > budget:  # cannot be written in time: dropped, never shown
+                        stats.drop()
+                        arrived.pop(frame.index)
+                        detected.put((frame.index, _DROPPED))
+                        continue
+                    since = None if last_detected is None else frame.index - last_detected
+                    due = since is None or since >= gap  # a hold must never run out
+                    wanted = since is None or since >= self.detect_stride
+                    if due or (wanted and age + estimate["detect"] + tail <= budget):
+                        started_at = clock()
+                        with timings("detect"):
+                            found = self.detector([frame])
+                        _check_detected([frame], found)
+                        estimate["detect"] = _ewma(estimate["detect"], clock() - started_at)
+                        last_detected, dets = frame.index, found[0]
+                    else:
+                        dets = None  # the tracker's held masks cover it
+                    stats.passed(detected=dets is not None)
+                    left_detect[frame.index] = clock()
+                    detected.put((frame, dets))
+
             def emit(frame: Frame, dets: Detections) -> None:
                 if recorder is not None:
                     recorder.write(frame.index, dets)
@@ -226,20 +307,27 @@ class AnonymizePipeline:
 
             def track() -> None:
                 if tracker is None:
-                    for pair in detected:
-                        emit(*pair)
+                    for frame, dets in detected:
+                        if dets is not _DROPPED:
+                            emit(frame, dets)
                     return
                 waiting: dict[int, Frame] = {}  # frames held back for the tracker's look-ahead
                 for frame, dets in detected:
-                    waiting[frame.index] = frame
+                    if dets is _DROPPED:  # frame is its index: pushed so the tracker's clock counts it
+                        index, dets = frame, None
+                    else:
+                        index = frame.index
+                        waiting[index] = frame
                     with timings("track"):
-                        final = tracker.push(frame.index, dets)
-                    for index, tracked_dets in final:
-                        emit(waiting.pop(index), tracked_dets)
+                        final = tracker.push(index, dets)
+                    for done, tracked_dets in final:
+                        if done in waiting:  # not a dropped frame
+                            emit(waiting.pop(done), tracked_dets)
                 with timings("track"):
                     final = tracker.flush()
-                for index, tracked_dets in final:
-                    emit(waiting.pop(index), tracked_dets)
+                for done, tracked_dets in final:
+                    if done in waiting:
+                        emit(waiting.pop(done), tracked_dets)
 
             def prepare() -> None:
                 for pairs in _batched(tracked, self.batch_frames):
@@ -265,11 +353,20 @@ class AnonymizePipeline:
                         composited.put(frame)
 
             def encode() -> None:
+                shown = clock()
                 for frame in composited:
                     with timings("encode"):
                         writer.write(frame)
                     counts["out"] += 1
                     bar.update(1)
+                    if stats is None:
+                        continue
+                    now = clock()
+                    stats.written(now - arrived.pop(frame.index))
+                    estimate["tail"] = _ewma(estimate["tail"], now - left_detect.pop(frame.index))
+                    if now - shown >= 1.0:
+                        bar.set_postfix(stats.postfix(), refresh=False)
+                        shown = now
 
             # 2. run every stage in its own thread
             stages = [("decode", decode, decoded), ("detect", detect, detected), ("track", track, tracked),
@@ -281,8 +378,9 @@ class AnonymizePipeline:
             finally:
                 bar.close()
             # 3. a failure anywhere has aborted the output (the writer deletes its temporary file)
-            if counts["out"] != counts["in"]:
-                raise RuntimeError(f"wrote {counts['out']} frames but decoded {counts['in']}")
+            dropped = stats.dropped if stats is not None else 0
+            if counts["out"] + dropped != counts["in"]:
+                raise RuntimeError(f"wrote {counts['out']} frames and dropped {dropped} but decoded {counts['in']}")
             if counts["in"] == 0:
                 raise InputError(f"no frames could be decoded from {source}; check the file plays in a video player")
             if tracker is not None:
@@ -299,7 +397,26 @@ class AnonymizePipeline:
             timings=dict(timings),
             wall_seconds=time.perf_counter() - started,
             events=events,
+            realtime=stats.summary(realtime) if stats is not None else None,
         )
+
+    @staticmethod
+    def _check_realtime(realtime: RealtimeSettings, tracker: Tracker | None, fps: float) -> None:
+        """ConfigError when the tracker cannot serve the latency bound: its look-ahead alone is longer, or its
+        holds end before ``max_detect_gap`` frames without detection."""
+        if tracker is None:
+            return
+        look_ahead_ms = tracker.delay / fps * 1000.0
+        if look_ahead_ms >= realtime.max_latency_ms:
+            raise ConfigError(
+                f"the tracker's look-ahead of {tracker.delay} frames ({look_ahead_ms:.0f} ms at {fps:g} fps) is "
+                f"longer than realtime.max_latency_ms={realtime.max_latency_ms:g}; lower tracker.max_gap and "
+                "tracker.backfill_frames (realtime.tracker sets both to 0) or raise realtime.max_latency_ms")
+        if realtime.max_detect_gap > tracker.hold_frames:
+            raise ConfigError(
+                f"realtime.max_detect_gap={realtime.max_detect_gap} is more than tracker.hold_frames="
+                f"{tracker.hold_frames}: frames that far from a detection would have no held mask; lower "
+                "realtime.max_detect_gap or raise tracker.hold_frames")
 
     # -- stages ---------------------------------------------------------------------------------------
 
@@ -508,6 +625,11 @@ def _batched_strided(channel: _Channel, size: int, stride: int) -> Iterator[list
             group, chosen = [], 0
     if group:
         yield group
+
+
+def _ewma(previous: float, value: float, weight: float = 0.2) -> float:
+    """An exponentially weighted moving average (the first value is taken as it is)."""
+    return value if previous == 0.0 else previous + weight * (value - previous)
 
 
 def _batched(channel: _Channel, size: int) -> Iterator[list[Any]]:

@@ -16,6 +16,11 @@ Exit codes and the last line on stderr:
 - 130 / 143 / 129, ``interrupted: no output written``: SIGINT (Ctrl-C) / SIGTERM (``kill``, ``timeout``, docker,
   SLURM) / SIGHUP. The signal is raised in the main thread as :class:`Interrupted`, so every ``with`` block on the
   way out deletes its partial file and the pipeline's stage threads stop.
+- A live source (camera, URL, stdin) runs until it is stopped, and stopping is its normal end: the first of those
+  signals ends the stream (the frames received are finished, ``run.json`` is written, exit 0); a second one
+  interrupts as above, keeping the recording.
+
+``realtime=true`` / ``realtime=false`` are short for ``realtime.enabled=...`` (the ``realtime:`` block).
 
 Run folders (:class:`RunFolder`, a Hydra callback in ``conf/hydra/default.yaml``): a folder that already holds a
 ``run.json`` is refused before anything is written into it; a failed run removes the folder it created (unless
@@ -62,6 +67,7 @@ from inpaint_anon.versions import versions
 
 if TYPE_CHECKING:
     from inpaint_anon.inpaint.base import Inpainter
+    from inpaint_anon.realtime import RealtimeSettings
     from inpaint_anon.video import VideoSettings
     from inpaint_anon.video.live import LiveSource
 
@@ -167,7 +173,7 @@ def hydra_command(app: Callable[[], Any], args: Sequence[str]) -> int:
     """
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's printer
     saved = sys.argv
-    sys.argv = [saved[0] if saved else "inpaint-anon", *(quote_non_ascii(arg) for arg in args)]
+    sys.argv = [saved[0] if saved else "inpaint-anon", *(quote_non_ascii(short_realtime(arg)) for arg in args)]
     try:
         with interruptible():
             app()
@@ -198,6 +204,15 @@ def hydra_command(app: Callable[[], Any], args: Sequence[str]) -> int:
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
     return 2
+
+
+def short_realtime(arg: str) -> str:
+    """``realtime=true`` -> ``realtime.enabled=true`` (and ``false``, any case): the switch of the ``realtime:``
+    block, which also holds its settings (``realtime.max_latency_ms=100``)."""
+    key, sep, value = arg.partition("=")
+    if sep and key.lstrip("+") == "realtime" and value.lower() in ("true", "false"):
+        return f"realtime.enabled={value.lower()}"
+    return arg
 
 
 def quote_non_ascii(arg: str) -> str:
@@ -317,6 +332,7 @@ def run(cfg: DictConfig) -> float | None:
     source, target = _resolve_paths(cfg, lossless)
     output = Path(target)  # for its suffix and folder; a stream URL (a str target) has neither
     live = isinstance(source, LiveSource)
+    realtime = _realtime_settings(cfg)
     video = _video_settings(cfg, output, lossless)
     meta = None if live else probe(source, max_pixels=video.max_pixels)  # a live source is opened once
     if live and OmegaConf.select(cfg, "detector.cache", default=False):
@@ -340,7 +356,7 @@ def run(cfg: DictConfig) -> float | None:
         settings = {**detector_cfg, "stride": stride}
         detector = CachedDetector(detector, cfg.paths.cache, source, settings)
     pipe = AnonymizePipeline(detector=detector, inpainter=inpainter, compositor=compositor, tracker=tracker,
-                             detect_stride=stride, **_plain(cfg.pipeline))
+                             detect_stride=stride, realtime=realtime, **_plain(cfg.pipeline))
     # a scramble records the exact pixels it changed in each frame: what unscrambling needs besides the key
     used = inpainter.inpainters if isinstance(inpainter, ClassRouter) else (inpainter,)
     scrambler = next((each for each in used if isinstance(each, ScrambleInpainter)), None)
@@ -353,8 +369,9 @@ def run(cfg: DictConfig) -> float | None:
 
     # 3. run (a detection cache and the scrambled pixel record are finished only when the whole run succeeded)
     try:
-        result = pipe(source, target, overwrite=cfg.overwrite, keep_metadata=cfg.keep_metadata,
-                      record_detections=run_dir / "detections.dets", video=video)
+        with _stopping_live(source):
+            result = pipe(source, target, overwrite=cfg.overwrite, keep_metadata=cfg.keep_metadata,
+                          record_detections=run_dir / "detections.dets", video=video)
     except BaseException as stopped:
         if isinstance(stopped, Interrupted) and live and output.is_file():  # stopping a live source: kept
             stopped.written = output
@@ -374,6 +391,12 @@ def run(cfg: DictConfig) -> float | None:
     try:
         record = {**_run_record(cfg, result, source, inpainter), "detector_backends": backends}
         record["output"] = str(target)  # a stream URL as given (result.out_path is a Path)
+        if result.realtime is not None:
+            record["realtime"] = result.realtime
+            _log_realtime(result.realtime)
+        if live:
+            record["live"] = {"frames": source.frames, "reconnects": source.reconnects,
+                              "ended": "lost" if source.lost is not None else "stopped" if source.stopping else "end"}
         if recorder is not None:
             record["scramble"].update(pixels=PIXELS_FILE, lossless_output=_lossless_output(output, video),
                                       codec=video.codec)
@@ -393,6 +416,60 @@ def run(cfg: DictConfig) -> float | None:
         raise
     print(target, flush=True)
     return _optimized_value(cfg.get("optimized_metric"), record, result.metrics)
+
+
+@contextmanager
+def _stopping_live(source: Path | LiveSource) -> Iterator[None]:
+    """Within, for a live source: the first SIGINT / SIGTERM / SIGHUP ends its stream (:meth:`LiveSource.stop`:
+    the run finishes normally with the frames received); the next one raises :class:`Interrupted`. A file source
+    (or a thread other than the main one) keeps the handlers of :func:`interruptible`."""
+    from inpaint_anon.video.live import LiveSource
+
+    if not isinstance(source, LiveSource) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        logger.warning("%s: stopping %s; the recording so far is finished (send it again to abort)",
+                       signal.Signals(signum).name, source)
+        source.stop()
+        for name in INTERRUPT_SIGNALS:
+            signal.signal(getattr(signal, name), previous[name])
+
+    previous = {name: signal.signal(getattr(signal, name), stop) for name in INTERRUPT_SIGNALS}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
+def _realtime_settings(cfg: DictConfig) -> RealtimeSettings:
+    """The ``realtime:`` block as RealtimeSettings. When enabled, its ``tracker`` and ``pipeline`` settings are
+    merged into ``cfg.tracker`` / ``cfg.pipeline`` (no look-ahead, one frame per batch, short queues), so run.json
+    records what ran; evaluation (``metrics``) is refused, since a realtime run may drop frames."""
+    from inpaint_anon.realtime import RealtimeSettings
+
+    block = _plain(cfg.realtime) if cfg.get("realtime") is not None else {}
+    overrides = {group: block.pop(group, None) or {} for group in ("tracker", "pipeline")}
+    settings = RealtimeSettings.from_dict(block)
+    if not settings.enabled:
+        return settings
+    if cfg.get("metrics") is not None:
+        raise ConfigError("metrics need every frame, and a realtime run may drop frames; run the evaluation "
+                          "without realtime (realtime=false) or pass metrics=none")
+    if cfg.get("tracker") is not None:
+        cfg.tracker = OmegaConf.merge(cfg.tracker, overrides["tracker"])
+    cfg.pipeline = OmegaConf.merge(cfg.pipeline, overrides["pipeline"])
+    return settings
+
+
+def _log_realtime(stats: dict[str, Any]) -> None:
+    latency = stats["latency_ms"]
+    logger.info("realtime: %d frames in, %d out, %d dropped before detection (%d detected, %d on held masks); "
+                "%.1f fps out; latency p50 %s ms, p99 %s ms (bound %g ms)", stats["frames_in"], stats["frames_out"],
+                stats["dropped"], stats["detected"], stats["held_only"], stats["fps_out"], latency["p50"],
+                latency["p99"], stats["max_latency_ms"])
 
 
 def _optimized_value(name: str | None, record: dict[str, Any], metrics: dict[str, Any]) -> float | None:

@@ -267,12 +267,14 @@ class RunResult:
 
     out_path: the output file (already renamed to its final name).
     meta: the source's VideoMeta.
-    frames_in, frames_out: frames decoded and frames written (equal on success).
+    frames_in, frames_out: frames decoded and frames written (equal on success, unless a realtime run dropped
+        frames before detection: ``realtime['dropped']``).
     timings: stage name -> seconds spent in that stage (stages overlap, so they may add up to more
         than ``wall_seconds``).
     wall_seconds: elapsed time of the whole run.
     metrics: class name -> metric name -> value (filled by the evaluation module).
     events: notable things that happened (fallbacks, padding, warnings) as plain dicts.
+    realtime: a realtime run's stats (:meth:`inpaint_anon.realtime.RealtimeStats.summary`), else None.
     """
 
     out_path: Path
@@ -283,6 +285,7 @@ class RunResult:
     wall_seconds: float = 0.0
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    realtime: dict[str, Any] | None = None
 
     @property
     def fps_processing(self) -> float:

@@ -286,24 +286,32 @@ def test_live_udp_run_source_dropped(tmp_path: Path) -> None:
 
 
 def test_live_run_sigint_keeps_a_playable_recording(tmp_path: Path) -> None:
-    """Ctrl-C during a live run: exit 130 and the recording of the frames so far is finalized, not deleted."""
+    """Ctrl-C during a live realtime run is its normal end: exit 0, the recording of the frames so far is
+    finalized and playable, and run.json says the stream was stopped and holds the realtime stats (frames out
+    plus frames dropped before detection = frames in)."""
     port = free_udp_port()
     publisher = UdpPublisher(port, 100_000, fps=10)
     publisher.start()
-    run = start_live_run(tmp_path, port, "live.timeout_s=5")
+    run = start_live_run(tmp_path, port, "live.timeout_s=5", "realtime=true", "realtime.max_latency_ms=2000")
     try:
         wait_for(lambda: has_partial(tmp_path) or run.poll() is not None, 90, "the run to start writing")
         time.sleep(1.0)
         run.send_signal(signal.SIGINT)
-        _, stderr = run.communicate(timeout=60)
+        stdout, stderr = run.communicate(timeout=60)
     finally:
         publisher.stop()
         publisher.join(5)
         if run.poll() is None:
             run.kill()
-    assert run.returncode == 130, stderr[-2000:]
-    assert f"interrupted: {tmp_path / 'out.mp4'} was written" in stderr
-    assert count_frames(tmp_path / "out.mp4") > 0
+    assert run.returncode == 0, stderr[-2000:]
+    assert stdout.strip().splitlines()[-1] == str(tmp_path / "out.mp4")
+    assert "SIGINT: stopping udp://127.0.0.1" in stdout + stderr
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["live"]["ended"] == "stopped" and record["live"]["frames"] == record["frames_in"]
+    stats = record["realtime"]
+    assert stats["frames_out"] == record["frames_out"] == count_frames(tmp_path / "out.mp4") > 0
+    assert stats["frames_out"] + stats["dropped"] == stats["frames_in"] == record["frames_in"]
+    assert record["config"]["tracker"]["max_gap"] == 0 and record["config"]["pipeline"]["batch_frames"] == 1
     assert not [p for p in tmp_path.iterdir() if partial_owner(p) is not None]
 
 

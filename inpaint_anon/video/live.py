@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -165,6 +166,8 @@ class LiveSource:
     Pass it wherever a source path goes (``VideoReader``, ``VideoWriter(source=...)``, the pipeline): the
     reader opens it with :meth:`connect` and records ``frames``, ``reconnects`` and ``lost`` here, so the
     caller can tell, after the run, that the stream ended by dropping (``lost`` is the error to report).
+    :meth:`stop` (from any thread, e.g. a signal handler) ends the stream as if the source had ended: the reader
+    stops after the frame it is decoding, and the run finishes normally with the frames received.
     """
 
     spec: StreamSpec
@@ -172,6 +175,20 @@ class LiveSource:
     frames: int = 0
     reconnects: int = 0
     lost: StreamLost | None = None
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    def stop(self) -> None:
+        """Ask the reader to end the stream (the normal end of a live run: what was received is kept)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` (a reconnect's backoff), cut short by :meth:`stop`; True when stopped."""
+        return self._stop.wait(seconds)
 
     @classmethod
     def parse(cls, value: str, settings: LiveSettings | None = None) -> LiveSource:

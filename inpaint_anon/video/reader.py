@@ -9,7 +9,6 @@ before any is decoded.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from fractions import Fraction
 from itertools import chain
@@ -261,6 +260,8 @@ class _LiveVideoSource:
     def _reconnect(self, error: Exception) -> bool:
         """Reopen a dropped network source; False (and ``source.lost`` set) when every attempt failed."""
         source, settings = self.source, self.source.settings
+        if source.stopping:  # asked to stop: the read that failed was the last one
+            return False
         reason = source.reason(error)
         if not source.spec.reconnects:
             raise InputError(f"{source} stopped after {source.frames} frames ({reason}); check the camera or "
@@ -270,7 +271,8 @@ class _LiveVideoSource:
             wait = settings.backoff(attempt)
             logger.warning("live: %s dropped after %d frames (%s); reconnect attempt %d of %d in %.1f s",
                            source, source.frames, reason, attempt, settings.retries, wait)
-            time.sleep(wait)
+            if source.wait(wait):
+                return False  # stopped while waiting: the normal end
             try:
                 container = source.connect()
             except InputError as failed:
@@ -304,6 +306,8 @@ class _LiveVideoSource:
             try:
                 for frame in chain([self._first], self._decoded):
                     self._first = None
+                    if self.source.stopping:
+                        return  # stopped (LiveSource.stop): the normal end, like the end of the stream
                     if frame.pts is None:
                         pts = last + tick
                     else:
