@@ -15,6 +15,7 @@ between (see :mod:`inpaint_anon.realtime`).
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -225,8 +226,6 @@ class AnonymizePipeline:
         left_detect: dict[int, float] = {}  # realtime: frame index -> when it left the detection stage
         estimate = {"detect": 0.0, "tail": 0.0}  # realtime: seconds per detection, and from detection to encoder
         steps = self.inpainter.stages()
-        channels = [_Channel(stop, self.queue_size) for _ in range(5 + len(steps))]
-        decoded, detected, tracked, prepared, *inpainted, composited = channels
 
         # 1. open source and output; both raise InputError before any work starts
         video = (video if video is not None else VideoSettings()).with_overrides(crf=crf, preset=preset)
@@ -237,6 +236,11 @@ class AnonymizePipeline:
             tracker = self.tracker(fps=float(meta.fps or 30)) if self.tracker is not None else None
             if realtime is not None:
                 self._check_realtime(realtime, tracker, float(meta.fps or 30))
+            channels = [_Channel(stop, self.queue_size) for _ in range(5 + len(steps))]
+            decoded, detected, tracked, prepared, *inpainted, composited = channels
+            if realtime is not None:  # room for the frames that arrive during one detection within the bound
+                decoded = _Channel(stop, max(self.queue_size, math.ceil(realtime.max_latency_s * float(meta.fps or 30))
+                                             + 2))
             bar = tqdm(total=meta.n_frames, unit="frame", disable=not self.progress, desc="anonymize",
                        dynamic_ncols=True)
 
@@ -313,21 +317,18 @@ class AnonymizePipeline:
                     return
                 waiting: dict[int, Frame] = {}  # frames held back for the tracker's look-ahead
                 for frame, dets in detected:
-                    if dets is _DROPPED:  # frame is its index: pushed so the tracker's clock counts it
-                        index, dets = frame, None
-                    else:
-                        index = frame.index
-                        waiting[index] = frame
                     with timings("track"):
-                        final = tracker.push(index, dets)
-                    for done, tracked_dets in final:
-                        if done in waiting:  # not a dropped frame
-                            emit(waiting.pop(done), tracked_dets)
+                        if dets is _DROPPED:  # frame is the dropped frame's index: it moves the tracker's clock
+                            final = tracker.drop(frame)
+                        else:
+                            waiting[frame.index] = frame
+                            final = tracker.push(frame.index, dets)
+                    for index, tracked_dets in final:
+                        emit(waiting.pop(index), tracked_dets)
                 with timings("track"):
                     final = tracker.flush()
-                for done, tracked_dets in final:
-                    if done in waiting:
-                        emit(waiting.pop(done), tracked_dets)
+                for index, tracked_dets in final:
+                    emit(waiting.pop(index), tracked_dets)
 
             def prepare() -> None:
                 for pairs in _batched(tracked, self.batch_frames):

@@ -8,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from inpaint_anon.composite import Compositor
@@ -18,6 +19,7 @@ from inpaint_anon.pipeline import AnonymizePipeline
 from inpaint_anon.realtime import RealtimeSettings, RealtimeStats
 from inpaint_anon.run import _realtime_settings, short_realtime
 from inpaint_anon.track import Tracker
+from inpaint_anon.types import Detections
 from inpaint_anon.video import VideoReader, VideoSettings
 from inpaint_anon.video.live import LiveSettings, LiveSource
 from tests.clips import make_clip, object_masks
@@ -204,3 +206,27 @@ def test_stop_ends_a_live_stream_as_its_normal_end() -> None:
         publisher.stop()
         publisher.join(5)
     assert received == 5 and source.lost is None and source.stopping
+
+
+def test_tracker_drop_moves_the_clock_and_never_emits_the_frame() -> None:
+    """A dropped frame counts for the holds (a held mask two frames after its sighting is moved two frames along
+    the track's velocity) but comes out of neither push nor flush."""
+    size = (64, 48)
+
+    def box_mask(x: int) -> Detections:
+        masks = torch.zeros(1, size[1], size[0], dtype=torch.bool)
+        masks[0, 10:20, x:x + 10] = True
+        return Detections.from_masks(masks, class_ids=[0], names={0: "person"})
+
+    for delay_settings in ({"backfill_frames": 0, "max_gap": 0}, {"backfill_frames": 0, "max_gap": 2}):
+        tracker = Tracker(smooth=0.0, hold_dilate=0, fps=30, **delay_settings)
+        out = [*tracker.push(0, box_mask(4)), *tracker.push(1, box_mask(8)), *tracker.drop(2), *tracker.drop(3),
+               *tracker.push(4, None)]
+        out += tracker.flush()
+        assert [index for index, _ in out] == [0, 1, 4]
+        held = out[-1][1]
+        assert held.masks.shape[0] == 1
+        # moved 4 px per frame for 3 frames from frame 1 (x 8..18 -> 20..30) and grown by 3 * 4 px
+        assert held.masks[0, 15, 20 - 12].item() and held.masks[0, 15, 29 + 12].item()
+        assert not held.masks[0, 15, 20 - 14].item()
+        assert tracker.stats["held"] == 1 and tracker.stats["detected"] == 2

@@ -149,6 +149,7 @@ class _Slot:
 
     index: int
     track_ids: list[int] | None
+    dropped: bool = False
 
 
 # -- the stage --------------------------------------------------------------------------------------------
@@ -262,14 +263,33 @@ class Tracker:
             self._buffer.append(_Slot(index, None))
         else:
             self._buffer.append(_Slot(index, self._record(index, detections.cpu())))
+        return self._ready()
+
+    def drop(self, index: int) -> list[tuple[int, Detections]]:
+        """Frame ``index`` was dropped before detection (a realtime run): it counts in the tracker's clock like a
+        frame without detection, but never comes out (no regions are made for it). Returns the frames that are
+        now final, as :meth:`push` does."""
+        self._check_push(index, None)
+        index = self._last_index = int(index)
+        self._association.skip()
+        self._buffer.append(_Slot(index, None, dropped=True))
+        return self._ready()
+
+    def _ready(self) -> list[tuple[int, Detections]]:
+        """Emit the buffered frames beyond the look-ahead (a dropped one only moves the clock on)."""
         emitted = []
         while len(self._buffer) > self.delay:
-            emitted.append(self._emit(self._buffer.popleft()))
+            slot = self._buffer.popleft()
+            if slot.dropped:
+                self._forget(slot.index + 1)
+            else:
+                emitted.append(self._emit(slot))
         return emitted
 
     def flush(self) -> list[tuple[int, Detections]]:
         """End of stream: the remaining frames, in order. The Tracker takes no more frames afterwards."""
-        emitted = [self._emit(self._buffer.popleft()) for _ in range(len(self._buffer))]
+        emitted = [self._emit(slot) for slot in self._buffer if not slot.dropped]
+        self._buffer.clear()
         self._flushed = True
         return emitted
 
