@@ -181,13 +181,39 @@ def test_openvino_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> 
         export.resolve_backend("openvino", "fp32", "cpu")
 
 
-def test_auto_picks_the_fastest_available(monkeypatch: pytest.MonkeyPatch) -> None:
-    for installed, cpu, cuda in [((), "onnxruntime", "torch"), (("openvino",), "openvino", "torch"),
-                                 (("openvino", "tensorrt"), "openvino", "tensorrt")]:
+def test_auto_candidates_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    for installed, cpu, cuda in [((), ["torch", "onnxruntime"], ["torch"]),
+                                 (("openvino",), ["torch", "onnxruntime", "openvino"], ["torch"]),
+                                 (("openvino", "tensorrt"), ["torch", "onnxruntime", "openvino"], ["tensorrt"])]:
         monkeypatch.setattr(export, "_importable", lambda module, installed=installed: module in installed)
-        assert export.resolve_backend("auto", "fp32", "cpu") == cpu
-        assert export.resolve_backend("auto", "fp32", "cuda:0") == cuda
+        assert export.auto_candidates("fp32", "cpu") == cpu and export.auto_candidates("fp32", "cuda:0") == cuda
+        assert export.resolve_backend("auto", "fp32", "cpu") == "auto"  # several: measured by the detector
+        assert export.resolve_backend("auto", "fp32", "cuda:0") == cuda[0]  # one: taken as it is
         assert export.resolve_backend("auto", "int8", "cpu") == "onnxruntime"
+
+
+def test_auto_measures_the_candidates_once_and_runs_the_fastest(
+        onnx_detector: YoloSegDetector, weights: str, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` times torch and onnxruntime (the export is the cached one), runs the faster, and caches the
+    choice: a second detector takes it without timing; a cached choice for onnxruntime runs onnxruntime."""
+    monkeypatch.setattr(export, "_importable", lambda module: module != "openvino")
+    measured = YoloSegDetector(weights, **RANDOM, backend="auto")
+    timings = measured.backend_ms
+    assert sorted(timings) == ["onnxruntime", "torch"] and all(0 < ms < float("inf") for ms in timings.values())
+    assert measured.backend_used == min(timings, key=timings.get)
+    key = export.AutoKey.for_model(hashlib.sha256(Path(weights).read_bytes()).hexdigest(), "fp32", 64, 4, "cpu")
+    assert key.path().parent == cache / "exports" / "auto" and export.cached_choice(key) == timings
+
+    def no_timing(self: YoloSegDetector, imgsz: int, rounds: int = 3) -> float:
+        raise AssertionError("a cached choice was measured again")
+
+    monkeypatch.setattr(YoloSegDetector, "_time_model", no_timing)
+    export.save_choice(key, {"torch": 9.0, "onnxruntime": 3.0})
+    chosen = YoloSegDetector(weights, **RANDOM, backend="auto")
+    assert (chosen.backend_used, chosen.model_path) == ("onnxruntime", onnx_detector.model_path)
+    assert chosen.backend_ms == {"torch": 9.0, "onnxruntime": 3.0}
+    built = YoloSegDetector("yolov8n-seg.yaml", **RANDOM, backend="auto")  # random weights: torch, not timed
+    assert (built.backend_used, built.backend_ms) == ("torch", {})
 
 
 def test_exported_file_is_not_exported_again(onnx_detector: YoloSegDetector) -> None:

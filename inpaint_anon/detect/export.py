@@ -12,8 +12,12 @@ openvino      ``openvino``    fp32, fp16 (CUDA)        the ``openvino`` extra (`
 tensorrt      ``engine``      fp32, fp16               a CUDA GPU and the ``tensorrt`` package
 ============  ==============  =======================  ===========================================
 
-``auto`` picks the fastest one available: on CUDA tensorrt when importable, else torch; on CPU openvino when
-importable, else onnxruntime.
+``auto`` picks the fastest one available **by measuring it** on this machine: every candidate (on CUDA tensorrt
+when importable, else torch alone; on CPU torch, onnxruntime and openvino when importable; int8: onnxruntime) is
+exported (cached), warmed up and timed on a frame of the model's input size, and the fastest one runs. The choice
+and the timings are cached as an :class:`AutoKey` file beside the exports, so a later run on the same machine
+(cores, threads, library versions), model and settings takes it at once. A model built from a ``.yaml`` has
+random weights (tests): ``auto`` runs it with torch, without exporting.
 
 INT8 is ONNX Runtime static quantization (``onnxruntime.quantization.quantize_static``, QDQ), calibrated on
 RGB images (by default the two photos that ship inside ultralytics, so it works offline), with only the
@@ -30,9 +34,11 @@ place when complete, and reused by every later run with the same key.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -45,7 +51,7 @@ from ultralytics import YOLO
 from ultralytics.cfg import DEFAULT_CFG_DICT
 from ultralytics.utils import LOGGER, ROOT
 
-from inpaint_anon.atomic import AtomicPath, remove_stale_partials
+from inpaint_anon.atomic import AtomicPath, remove_stale_partials, write_atomic
 from inpaint_anon.errors import ConfigError, WeightsError, one_line
 from inpaint_anon.fingerprints import file_sha256
 from inpaint_anon.tokenizer import default_cache_dir
@@ -69,10 +75,79 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def auto_candidates(precision: str, device: str) -> list[str]:
+    """The backends ``auto`` chooses among on ``device`` at ``precision``, in order of preference on a tie."""
+    if precision == "int8":
+        return ["onnxruntime"]
+    if device.startswith("cuda"):
+        return ["tensorrt"] if _importable("tensorrt") else ["torch"]
+    return ["torch", "onnxruntime", *(["openvino"] if _importable("openvino") else [])]
+
+
+@dataclass(frozen=True)
+class AutoKey:
+    """What ``auto``'s measured choice depends on; :meth:`path` is where it is cached.
+
+    source: SHA-256 hex of the weights file. precision, imgsz, batch: as in :class:`ExportKey`. device: the torch
+    device string. cpus / threads: the machine's cores and torch's intra-op threads. candidates: the backends
+    timed. versions: of torch, ultralytics, onnxruntime and openvino (absent ones: "").
+    """
+
+    source: str
+    precision: str
+    imgsz: int
+    batch: int
+    device: str
+    cpus: int
+    threads: int
+    candidates: tuple[str, ...]
+    versions: tuple[str, ...]
+
+    @classmethod
+    def for_model(cls, source: str, precision: str, imgsz: int, batch: int, device: str) -> AutoKey:
+        versions = tuple(_version(name) for name in ("torch", "ultralytics", "onnxruntime", "openvino"))
+        return cls(source=source, precision=precision, imgsz=imgsz, batch=batch, device=device,
+                   cpus=os.cpu_count() or 1, threads=torch.get_num_threads(),
+                   candidates=tuple(auto_candidates(precision, device)), versions=versions)
+
+    def path(self) -> Path:
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:24]
+        return exports_dir() / "auto" / f"{self.source[:16]}-{digest}.json"
+
+
+def _version(module: str) -> str:
+    try:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def cached_choice(key: AutoKey) -> dict[str, float] | None:
+    """The timings (backend -> ms per frame) of an earlier measured choice for ``key``, or None."""
+    try:
+        record = json.loads(key.path().read_text())
+    except (OSError, ValueError):
+        return None
+    timings = record.get("ms_per_frame") if record.get("key") == json.loads(json.dumps(asdict(key))) else None
+    return {str(k): float(v) for k, v in timings.items()} if isinstance(timings, dict) and timings else None
+
+
+def save_choice(key: AutoKey, timings: dict[str, float]) -> None:
+    """Cache ``auto``'s measured timings for ``key`` (atomic write)."""
+    key.path().parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(key.path(), json.dumps({"key": asdict(key), "ms_per_frame": timings}, indent=2) + "\n")
+
+
+def fastest(timings: dict[str, float]) -> str:
+    """The backend with the lowest time (the first listed on a tie)."""
+    return min(timings, key=lambda backend: timings[backend])
+
+
 def resolve_backend(backend: str, precision: str, device: str) -> str:
     """Check ``backend`` and ``precision`` for ``device`` (a torch device string) and return the backend to run.
 
-    ``auto`` becomes the fastest backend available (see the module docstring). Raises ConfigError for an
+    ``auto`` stays ``auto`` when several backends are candidates (the detector measures them, see the module
+    docstring), else becomes the only one. Raises ConfigError for an
     unknown name, fp16 off CUDA, tensorrt off CUDA or not installed, openvino not installed, and int8 on a
     backend without it.
     """
@@ -89,11 +164,8 @@ def resolve_backend(backend: str, precision: str, device: str) -> str:
             "backend=onnxruntime on CPU"
         )
     if backend == "auto":
-        if precision == "int8":
-            return "onnxruntime"
-        if cuda:
-            return "tensorrt" if _importable("tensorrt") else "torch"
-        return "openvino" if _importable("openvino") else "onnxruntime"
+        candidates = auto_candidates(precision, device)
+        return candidates[0] if len(candidates) == 1 else "auto"  # "auto": measured by the detector
     if backend == "tensorrt" and not (cuda and _importable("tensorrt")):
         raise ConfigError(
             f"detector.backend=tensorrt needs a CUDA GPU and the tensorrt package (device is {device}); "

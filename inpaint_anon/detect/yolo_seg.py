@@ -24,7 +24,9 @@ Such a yaml build, like a third-party ONNX export without metadata, has placehol
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,18 +41,24 @@ from ultralytics.utils import ROOT, SETTINGS, downloads, env_bool
 from inpaint_anon.checks import check_bool, check_number
 from inpaint_anon.detect.base import check_frames
 from inpaint_anon.detect.export import (
+    AutoKey,
     ExportKey,
+    cached_choice,
     default_calibration_images,
     exported_model,
+    fastest,
     images_digest,
     model_digest,
     resolve_backend,
+    save_choice,
 )
 from inpaint_anon.detect.shapes import box_masks
 from inpaint_anon.device import resolve_device
 from inpaint_anon.errors import ConfigError, WeightsError, one_line
 from inpaint_anon.fingerprints import file_sha256
 from inpaint_anon.types import Detections, Frame
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CLASSES: tuple[str, ...] = ("person", "bicycle", "car", "motorcycle", "bus", "truck")
 SUPPORTED_TASKS: tuple[str, ...] = ("segment", "detect")
@@ -303,6 +311,9 @@ class YoloSegDetector:
         self.task: str = self.model.task
         self.model_path: str | None = None if self.weights.lower().endswith(_CONFIG_SUFFIXES) else locate_weights(
             self.weights)
+        self.backend_ms: dict[str, float] = {}  # auto: the measured ms per frame of each candidate
+        if backend == "auto":
+            backend = self._measured_backend(imgsz, calibration)
         if backend != "torch":
             self._load_export(backend, imgsz, calibration)
         self.backend_used: str = backend_of(self.model_path or self.weights)
@@ -344,6 +355,55 @@ class YoloSegDetector:
             torch.set_num_threads(threads)
         self.model_path = str(path)
         self.model = YOLO(str(path), task=self.task, verbose=False)
+
+    def _measured_backend(self, imgsz: int, calibration: Sequence[str] | None) -> str:
+        """``auto``: the fastest candidate backend, timed here (or taken from the cache of an earlier choice).
+
+        1. a yaml build (random weights, a test model) or an already exported file: run as it is (torch);
+        2. a cached choice for this model, settings and machine (:class:`~inpaint_anon.detect.export.AutoKey`);
+        3. else each candidate is loaded (exported once, cached), warmed up and timed on ``ROUNDS`` noise frames of
+           ``imgsz``; the timings are cached and logged, and the fastest is returned.
+        """
+        # 1. Nothing to choose
+        if self.model_path is None or not self.model_path.lower().endswith(_EXPORTABLE_SUFFIXES):
+            return "torch"
+        # 2. Chosen before
+        key = AutoKey.for_model(file_sha256(self.model_path), self.precision, imgsz, self.batch_size, self.device)
+        timings = cached_choice(key)
+        # 3. Measured now
+        if timings is None:
+            original, original_path, timings = self.model, self.model_path, {}
+            for candidate in key.candidates:
+                if candidate != "torch":
+                    self._load_export(candidate, imgsz, calibration)
+                timings[candidate] = round(self._time_model(imgsz), 2)
+                self.model, self.model_path = original, original_path
+            save_choice(key, timings)
+        chosen = fastest(timings)
+        self.backend_ms = timings
+        logger.info("detector.backend=auto: %s (ms per frame at imgsz %d: %s)", chosen, imgsz,
+                    ", ".join(f"{name} {ms:g}" for name, ms in timings.items()))
+        return chosen
+
+    def _time_model(self, imgsz: int, rounds: int = 3) -> float:
+        """Median ms per frame of ``self.model`` on a noise frame of ``imgsz`` (after one warm-up run)."""
+        frame = np.random.default_rng(0).integers(0, 256, (imgsz, imgsz, 3), dtype=np.uint8)
+        args = dict(imgsz=imgsz, device=self.device, verbose=False, retina_masks=True)
+        threads = torch.get_num_threads()
+        try:
+            self.model.predict([frame], **args)
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                self.model.predict([frame], **args)
+                times.append((time.perf_counter() - start) * 1000.0)
+        except Exception as error:  # an export that does not run here is not a candidate worth an error
+            logger.warning("detector.backend=auto: %s did not run (%s); not chosen", backend_of(
+                self.model_path or self.weights), one_line(error, 160))
+            return float("inf")
+        finally:
+            torch.set_num_threads(threads)
+        return float(np.median(times))
 
     def _warm_up(self) -> None:
         """Set the predictor up (load exported weights on the device) with one blank frame.
