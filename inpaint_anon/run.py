@@ -332,7 +332,7 @@ def run(cfg: DictConfig) -> float | None:
     source, target = _resolve_paths(cfg, lossless)
     output = Path(target)  # for its suffix and folder; a stream URL (a str target) has neither
     live = isinstance(source, LiveSource)
-    realtime = _realtime_settings(cfg)
+    realtime = _realtime_settings(cfg, scrambles=lossless)
     video = _video_settings(cfg, output, lossless)
     meta = None if live else probe(source, max_pixels=video.max_pixels)  # a live source is opened once
     if live and OmegaConf.select(cfg, "detector.cache", default=False):
@@ -444,10 +444,11 @@ def _stopping_live(source: Path | LiveSource) -> Iterator[None]:
             signal.signal(getattr(signal, name), handler)
 
 
-def _realtime_settings(cfg: DictConfig) -> RealtimeSettings:
+def _realtime_settings(cfg: DictConfig, scrambles: bool = False) -> RealtimeSettings:
     """The ``realtime:`` block as RealtimeSettings. When enabled, its ``tracker`` and ``pipeline`` settings are
     merged into ``cfg.tracker`` / ``cfg.pipeline`` (no look-ahead, one frame per batch, short queues), so run.json
-    records what ran; evaluation (``metrics``) is refused, since a realtime run may drop frames."""
+    records what ran. What needs every frame is refused, since a realtime run may drop frames: evaluation
+    (``metrics``), the detection cache, and a scramble (``scrambles``: its record must hold every frame)."""
     from inpaint_anon.realtime import RealtimeSettings
 
     block = _plain(cfg.realtime) if cfg.get("realtime") is not None else {}
@@ -458,6 +459,12 @@ def _realtime_settings(cfg: DictConfig) -> RealtimeSettings:
     if cfg.get("metrics") is not None:
         raise ConfigError("metrics need every frame, and a realtime run may drop frames; run the evaluation "
                           "without realtime (realtime=false) or pass metrics=none")
+    if OmegaConf.select(cfg, "detector.cache", default=False):
+        raise ConfigError("detector.cache=true records every frame's detections, and a realtime run detects only "
+                          "some frames; pass detector.cache=false or realtime=false")
+    if scrambles:
+        raise ConfigError("a scramble records every frame's pixels to be undone, and a realtime run may drop frames; "
+                          "pass realtime=false, or choose another method")
     if cfg.get("tracker") is not None:
         cfg.tracker = OmegaConf.merge(cfg.tracker, overrides["tracker"])
     cfg.pipeline = OmegaConf.merge(cfg.pipeline, overrides["pipeline"])

@@ -96,6 +96,12 @@ def test_realtime_block_merges_tracker_and_pipeline_settings_and_refuses_metrics
     cfg.metrics = {"lpips": True}
     with pytest.raises(ConfigError, match="realtime run may drop frames"):
         _realtime_settings(cfg)
+    cfg.metrics, cfg.detector = None, {"cache": True}
+    with pytest.raises(ConfigError, match="detector.cache=true records every frame's detections"):
+        _realtime_settings(cfg)
+    cfg.detector = {"cache": False}
+    with pytest.raises(ConfigError, match="a scramble records every frame's pixels"):
+        _realtime_settings(cfg, scrambles=True)
     off = OmegaConf.create({"pipeline": {"batch_frames": 4}, "realtime": {"enabled": False, "pipeline": {
         "batch_frames": 1}}})
     assert not _realtime_settings(off).enabled and off.pipeline.batch_frames == 4
