@@ -13,6 +13,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from inpaint_anon.atomic import partial_owner
 from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.types import Frame, VideoMeta
-from inpaint_anon.video import VideoReader, VideoWriter, check_output
+from inpaint_anon.video import VideoReader, VideoSettings, VideoWriter, check_output
 from inpaint_anon.video.live import (
     LiveSettings,
     LiveSource,
@@ -386,3 +387,41 @@ def test_run_resolves_live_inputs_and_stream_outputs() -> None:
 def test_run_yaml_live_block_matches_the_defaults() -> None:
     """conf/run.yaml's ``live:`` block holds every LiveSettings field, at the dataclass defaults."""
     assert LiveSettings.from_dict(OmegaConf.to_container(compose_run().live)) == LiveSettings()
+
+
+def test_live_audio_is_carried_into_the_recording(tmp_path: Path) -> None:
+    """A loopback stream with AAC audio, read live and recorded: the recording has the audio stream, its packets
+    on the video's clock (rebased to start at 0) and covering the video up to the stop."""
+    from evaluation.bench.realtime import Publisher
+
+    clip = make_clip(tmp_path / "clip.mp4", n_frames=60, size=SIZE, fps=20, audio=True)
+    stream = tmp_path / "clip.ts"
+    with av.open(str(clip)) as src, av.open(str(stream), "w", format="mpegts") as out:
+        copies = {s.index: out.add_stream_from_template(s) for s in src.streams if s.type in ("video", "audio")}
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = copies[packet.stream_index]
+                out.mux(packet)
+    port = free_udp_port()
+    source = LiveSource.parse(f"udp://127.0.0.1:{port}", FAST)
+    publisher = Publisher(stream, port)
+    threading.Timer(0.5, publisher.start).start()
+    out = tmp_path / "rec.mp4"
+    try:
+        with VideoReader(source) as reader, VideoWriter(out, reader.meta, source=source,
+                                                        video=VideoSettings(preset="ultrafast")) as writer:
+            assert reader.meta.has_audio and source.audio is not None
+            for count, frame in enumerate(reader, start=1):
+                writer.write(frame)
+                if count == 30:
+                    source.stop()
+    finally:
+        publisher.join(10)
+    with av.open(str(out)) as result:
+        video_s = float(result.streams.video[0].duration * result.streams.video[0].time_base)
+        audio = result.streams.audio[0]
+        assert audio.codec_context.name == "aac"
+        starts = [float(p.pts * p.time_base) for p in result.demux(audio) if p.size]
+    assert source.audio.copied == len(starts) > 10 and source.audio.dropped == 0
+    assert starts == sorted(starts) and 0 <= starts[0] < 0.2
+    assert abs(starts[-1] - video_s) < 0.5, (starts[-1], video_s)

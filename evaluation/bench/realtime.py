@@ -85,7 +85,8 @@ def stream_file(clip: Path, path: Path, fps: int) -> Path:
 
 
 class Publisher(threading.Thread):
-    """Sends the packets of an MPEG-TS file to ``udp://127.0.0.1:port`` paced by their timestamps."""
+    """Sends the packets of an MPEG-TS file (its video and audio streams) to ``udp://127.0.0.1:port``, paced by
+    their timestamps (like ``ffmpeg -re``). ``sent`` counts video packets."""
 
     def __init__(self, path: Path, port: int) -> None:
         super().__init__(daemon=True)
@@ -95,19 +96,20 @@ class Publisher(threading.Thread):
 
     def run(self) -> None:
         with av.open(str(self.path)) as source, av.open(self.url, "w", format="mpegts") as out:
-            video = source.streams.video[0]
-            stream = out.add_stream_from_template(video)
+            streams = [s for s in source.streams if s.type in ("video", "audio")]
+            copies = {s.index: out.add_stream_from_template(s) for s in streams}
             self.started = time.monotonic()
             first = None
-            for packet in source.demux(video):
-                if packet.pts is None:
+            for packet in source.demux(*streams):
+                if packet.pts is None or not packet.size:
                     continue
                 seconds = float(packet.pts * packet.time_base)
                 first = seconds if first is None else first
                 time.sleep(max(0.0, self.started + seconds - first - time.monotonic()))
-                packet.stream = stream
+                video = packet.stream.type == "video"
+                packet.stream = copies[packet.stream_index]
                 out.mux(packet)
-                self.sent += 1
+                self.sent += video
         self.ended = time.monotonic()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -159,6 +160,43 @@ class StreamLost(InputError):
     """A live network source dropped and every reconnect attempt failed."""
 
 
+class LiveAudio:
+    """Audio packets of a live source on their way from the reader (decode thread) to the writer (encode thread).
+
+    template: the first connection's audio stream: the output's audio stream is made from it (codec parameters).
+    Packets arrive with pts and dts already rebased onto the video's clock (seconds since the first frame, in
+    the packet's time base); :meth:`take_until` hands the writer those that start at or before a time, so the
+    output stays interleaved. At most ``max_packets`` wait (about 40 s of AAC): beyond that the oldest are
+    dropped and counted in ``dropped`` (a writer that far behind has lost its audio, never its video).
+    Thread-safe.
+    """
+
+    def __init__(self, template: av.audio.stream.AudioStream, max_packets: int = 2000) -> None:
+        self.template = template
+        self.codec = (template.codec_context.name, template.codec_context.sample_rate)
+        self.dropped = 0
+        self.copied = 0
+        self._packets: deque[av.Packet] = deque()
+        self._max = max_packets
+        self._lock = threading.Lock()
+
+    def put(self, packet: av.Packet) -> None:
+        with self._lock:
+            if len(self._packets) >= self._max:
+                self._packets.popleft()
+                self.dropped += 1
+            self._packets.append(packet)
+
+    def take_until(self, seconds: float) -> list[av.Packet]:
+        """The waiting packets that start at or before ``seconds`` (all of them for ``inf``), in order."""
+        taken = []
+        with self._lock:
+            while self._packets and float(self._packets[0].pts * self._packets[0].time_base) <= seconds:
+                taken.append(self._packets.popleft())
+        self.copied += len(taken)
+        return taken
+
+
 @dataclass
 class LiveSource:
     """A live input (camera, network stream, stdin) and what happened to it during a run.
@@ -166,6 +204,7 @@ class LiveSource:
     Pass it wherever a source path goes (``VideoReader``, ``VideoWriter(source=...)``, the pipeline): the
     reader opens it with :meth:`connect` and records ``frames``, ``reconnects`` and ``lost`` here, so the
     caller can tell, after the run, that the stream ended by dropping (``lost`` is the error to report).
+    ``audio``: the source's first audio stream on its way to the writer (:class:`LiveAudio`), or None.
     :meth:`stop` (from any thread, e.g. a signal handler) ends the stream as if the source had ended: the reader
     stops after the frame it is decoding, and the run finishes normally with the frames received.
     """
@@ -175,6 +214,7 @@ class LiveSource:
     frames: int = 0
     reconnects: int = 0
     lost: StreamLost | None = None
+    audio: LiveAudio | None = None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     def stop(self) -> None:

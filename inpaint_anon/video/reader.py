@@ -23,7 +23,7 @@ from inpaint_anon.errors import InputError
 from inpaint_anon.types import Frame, VideoMeta
 from inpaint_anon.video.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from inpaint_anon.video.images import ImageSource
-from inpaint_anon.video.live import LiveSource, StreamLost, StreamSpec
+from inpaint_anon.video.live import LiveAudio, LiveSource, StreamLost, StreamSpec
 from inpaint_anon.video.settings import check_frame_size
 
 if TYPE_CHECKING:
@@ -211,21 +211,30 @@ class _LiveVideoSource:
     than ``live.timeout_s`` of a network source starts up to ``live.retries`` reconnect attempts with doubling
     backoff, each logged; when all fail the iteration ends (what was received is kept) and ``source.lost`` holds
     the error to report. A camera or stdin that fails mid-stream raises InputError.
+
+    Audio: the first audio stream's packets go to ``source.audio`` (:class:`~inpaint_anon.video.live.LiveAudio`)
+    for the writer to copy, their timestamps moved by the same offset as the video's; packets from before the first
+    video frame of a connection are left out. A reconnection whose audio has another codec or sample rate carries
+    no more audio (logged).
     """
 
     def __init__(self, source: LiveSource, max_pixels: int) -> None:
         self.source, self.max_pixels = source, max_pixels
+        self._offset_s: Fraction | None = None  # this connection's pts offset in seconds, known at its first frame
+        self._audio_ok = True
         self.container = source.connect()
         try:
             self.stream, first = self._first_frame(self.container)
             self._first: av.VideoFrame | None = first
+            if self.container.streams.audio:
+                source.audio = LiveAudio(self.container.streams.audio[0])
             self.meta = VideoMeta(
                 width=first.width,
                 height=first.height,
                 fps=Fraction(self.stream.average_rate or self.stream.guessed_rate or 25),
                 time_base=Fraction(self.stream.time_base or Fraction(1, 90000)),
                 n_frames=None,
-                has_audio=False,  # audio of a live source is not carried over
+                has_audio=source.audio is not None,
                 codec=self.stream.codec_context.name,
                 is_image=False,
             )
@@ -237,7 +246,14 @@ class _LiveVideoSource:
         if not container.streams.video:
             raise InputError(f"no video stream in {self.source}; check that it sends video")
         stream = container.streams.video[0]
-        self._decoded = self._decode(container, stream)
+        audio = container.streams.audio[0] if container.streams.audio else None
+        if audio is not None and self.source.audio is not None and self._audio_ok and (
+                audio.codec_context.name, audio.codec_context.sample_rate) != self.source.audio.codec:
+            self._audio_ok = False
+            logger.warning("live: %s came back with audio %s at %s Hz instead of %s at %s Hz; no more audio is "
+                           "copied", self.source, audio.codec_context.name, audio.codec_context.sample_rate,
+                           *self.source.audio.codec)
+        self._decoded = self._decode(container, stream, audio)
         try:
             first = next(self._decoded, None)
         except av.FFmpegError as error:
@@ -249,13 +265,29 @@ class _LiveVideoSource:
         check_frame_size(first.width, first.height, self.max_pixels, Path(str(self.source)))
         return stream, first
 
-    def _decode(self, container: InputContainer, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
-        for packet in container.demux(stream):
+    def _decode(self, container: InputContainer, stream: av.video.stream.VideoStream,
+                audio: av.audio.stream.AudioStream | None) -> Iterator[av.VideoFrame]:
+        for packet in container.demux(*(s for s in (stream, audio) if s is not None)):
+            if audio is not None and packet.stream_index == audio.index:
+                self._audio_packet(packet)
+                continue
             try:
                 frames = packet.decode()
             except av.InvalidDataError:  # a packet damaged in transit (UDP loss): the decoder resyncs
                 continue
             yield from frames
+
+    def _audio_packet(self, packet: av.Packet) -> None:
+        """Hand an audio packet to the writer, on the video's clock (left out before the first frame)."""
+        if self.source.audio is None or not self._audio_ok or self._offset_s is None or not packet.size \
+                or packet.pts is None:
+            return
+        shift = round(self._offset_s / Fraction(packet.time_base))
+        packet.pts += shift
+        if packet.dts is not None:
+            packet.dts += shift
+        if packet.pts >= 0:
+            self.source.audio.put(packet)
 
     def _reconnect(self, error: Exception) -> bool:
         """Reopen a dropped network source; False (and ``source.lost`` set) when every attempt failed."""
@@ -315,6 +347,7 @@ class _LiveVideoSource:
                             / self.meta.time_base
                         if offset is None:
                             offset = -raw if last < 0 else last + tick - raw
+                            self._offset_s = offset * self.meta.time_base
                         pts = raw + offset
                     last = pts
                     rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
@@ -327,7 +360,7 @@ class _LiveVideoSource:
             except av.FFmpegError as error:
                 if not self._reconnect(error):
                     return
-                offset = None  # the new connection's clock starts elsewhere: continue after the last frame
+                offset = self._offset_s = None  # the new connection's clock starts elsewhere
 
     def close(self) -> None:
         self._decoded.close()

@@ -25,7 +25,7 @@ from inpaint_anon.errors import ConfigError, InputError
 from inpaint_anon.types import Frame, VideoMeta
 from inpaint_anon.video.formats import ENCODERS, IMAGE_SUFFIXES, VIDEO_OUTPUT_FORMATS
 from inpaint_anon.video.images import open_image_header, rgb_icc_profile
-from inpaint_anon.video.live import LiveSource, OutputSpec, StreamSpec, missing_protocol, output_spec
+from inpaint_anon.video.live import LiveAudio, LiveSource, OutputSpec, StreamSpec, missing_protocol, output_spec
 from inpaint_anon.video.reader import existing_input, ffmpeg_reason, open_container
 from inpaint_anon.video.settings import VideoSettings
 from inpaint_anon.video.streams import AudioCopy, copied_tags, muxer_options
@@ -156,7 +156,8 @@ def _pad_to_even(rgb: np.ndarray) -> np.ndarray:
 
 
 class _VideoSink:
-    """Encodes frames into a video container (PyAV), copying the source's audio alongside."""
+    """Encodes frames into a video container (PyAV), copying the source's audio alongside (a file's streams, or a
+    live source's :class:`~inpaint_anon.video.live.LiveAudio`)."""
 
     def __init__(
         self,
@@ -168,6 +169,7 @@ class _VideoSink:
         source: InputContainer | None,
         keep_metadata: bool,
         muxer_extra: dict[str, str] | None = None,
+        live_audio: LiveAudio | None = None,
     ) -> None:
         encoder = ENCODERS[codec]
         self.meta = meta
@@ -199,6 +201,13 @@ class _VideoSink:
                 self.stream.metadata.update(copied_tags(source.streams.video[0].metadata, keep_metadata))
             if source.streams.audio:
                 self.audio = AudioCopy(source, self.container, keep_metadata)
+        self.live_audio, self.live_audio_stream = live_audio, None
+        if live_audio is not None:
+            try:
+                self.live_audio_stream = self.container.add_stream_from_template(live_audio.template)
+            except ValueError as error:
+                raise InputError(f"the live source's audio ({live_audio.codec[0]}) cannot be stored in a "
+                                 f"{self.container.format.name} output; choose a .mkv or .ts output") from error
 
     def _pts(self, frame: Frame) -> int:
         """The frame's pts, or its nominal time when it has none; nudged forward if not increasing."""
@@ -221,11 +230,20 @@ class _VideoSink:
         self.container.mux(self.stream.encode(video_frame))
         if self.audio is not None:
             self.audio.copy_until(float(video_frame.pts * self.meta.time_base))
+        self._copy_live_audio(float(video_frame.pts * self.meta.time_base))
+
+    def _copy_live_audio(self, seconds: float) -> None:
+        if self.live_audio is None:
+            return
+        for packet in self.live_audio.take_until(seconds):
+            packet.stream = self.live_audio_stream
+            self.container.mux(packet)
 
     def finish(self) -> None:
         self.container.mux(self.stream.encode(None))
         if self.audio is not None:
             self.audio.copy_until(float("inf"))
+        self._copy_live_audio(float("inf"))
         self.container.close()
 
     def discard(self) -> None:
@@ -280,8 +298,9 @@ class VideoWriter(CommitOnExit):
         refuses the stream is an InputError.
     meta: the source's VideoMeta (size, fps, time base).
     source: the input file: its audio streams are copied unchanged, and its tags when ``keep_metadata``. A
-        live source (a :class:`~inpaint_anon.video.live.LiveSource`, or a camera/URL/``-`` string) has no audio
-        copied, and a stop (Ctrl-C, a signal) ends its recording cleanly instead of deleting it.
+        live source (a :class:`~inpaint_anon.video.live.LiveSource`, or a camera/URL/``-`` string) has its first
+        audio stream copied when the reader found one (``LiveSource.audio``; open the reader first), and a stop
+        (Ctrl-C, a signal) ends its recording cleanly instead of deleting it.
     video: encoder settings (:class:`VideoSettings`: codec, crf, preset); ``codec``, ``crf`` and ``preset``
         given as keywords replace its values. ``codec=ffv1`` (.mkv) and ``libx264rgb`` at ``crf=0`` are
         lossless; in a .webm output libx264 is replaced by VP9 (webm cannot hold H.264).
@@ -315,6 +334,7 @@ class VideoWriter(CommitOnExit):
         self.overwrite = overwrite
         self.source = _source_file(source)
         self.live_source = source is not None and self.source is None
+        self._live_audio = source.audio if isinstance(source, LiveSource) else None
         self.frames_written = 0
         self._source_container: InputContainer | None = None
         self._temp: AtomicPath | None = None
@@ -323,7 +343,8 @@ class VideoWriter(CommitOnExit):
             options = _live_encoder_options(ENCODERS[self.codec].options(self.settings.crf, self.settings.preset),
                                             float(meta.fps))
             self._sink: _VideoSink | _ImageSink = _VideoSink(
-                self.spec.target, meta, self.spec.muxer, self.codec, options, None, keep_metadata, self.spec.options)
+                self.spec.target, meta, self.spec.muxer, self.codec, options, None, keep_metadata, self.spec.options,
+                live_audio=self._live_audio)
             self._closed = False
             return
         kind = _output_kind(self.path)
@@ -350,7 +371,8 @@ class VideoWriter(CommitOnExit):
             self._source_container = open_container(self.source)
         options = ENCODERS[self.codec].options(self.settings.crf, self.settings.preset)
         return _VideoSink(
-            self._temp.temp, self.meta, kind, self.codec, options, self._source_container, keep_metadata
+            self._temp.temp, self.meta, kind, self.codec, options, self._source_container, keep_metadata,
+            live_audio=self._live_audio,
         )
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
