@@ -288,6 +288,9 @@ def test_a_lossless_inpainter_gets_a_lossless_output_by_default_and_refuses_loss
     with_codec = OmegaConf.create({**OmegaConf.to_container(cfg), "video": {**video, "codec": "libx264"}})
     with pytest.raises(ConfigError, match="video.codec=libx264 in a .mkv output is lossy"):
         _video_settings(with_codec, tmp_path / "x.mkv", lossless=True)
+    with_foo = OmegaConf.create({**OmegaConf.to_container(cfg), "video": {**video, "foo": 1}})  # +video.foo=1
+    with pytest.raises(ConfigError, match="^unknown video setting video.foo; known: video.codec, "):
+        _video_settings(with_foo, tmp_path / "x.mp4", lossless=False)
 
 
 def test_keys_are_redacted_from_overrides_the_run_record_and_hydra_s_files() -> None:
