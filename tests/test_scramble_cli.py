@@ -26,6 +26,7 @@ from inpaint_anon.run import (
     REDACTED,
     _check_key_file,
     _needs_lossless,
+    _redact_hydra_files,
     _redact_text,
     _redacted,
     _redacted_override,
@@ -340,3 +341,31 @@ def test_a_generated_key_is_shown_once_and_saved_only_where_asked(tmp_path: Path
     with pytest.raises(ConfigError, match="lies in the run folder"):
         _scramble_key(None, str(run_dir / "video.key"), run_dir, output)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["keys", "keys/video.key"]
+
+
+def test_the_files_hydra_saved_are_rewritten_without_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process, with a stand-in for Hydra's job state: .hydra/config.yaml, hydra.yaml, overrides.yaml and a
+    multirun's multirun.yaml lose the key; other files and other values stay byte for byte."""
+    from hydra.types import RunMode
+
+    import inpaint_anon.run as run_module
+
+    job, sweep = tmp_path / "sweep" / "0", tmp_path / "sweep"
+    (job / ".hydra").mkdir(parents=True)
+    texts = {job / ".hydra" / "config.yaml": f"inpainter:\n  key: {KEY}\n  nonce: null\ninput: x.mp4\n",
+             job / ".hydra" / "hydra.yaml": f"hydra:\n  overrides:\n    task:\n    - inpainter.key={KEY}\n",
+             job / ".hydra" / "overrides.yaml": f"- inpainter.key={KEY}\n- input=x.mp4\n",
+             sweep / "multirun.yaml": f"task:\n- inpainter.key={KEY}\n",
+             job / "notes.txt": f"not Hydra's: {KEY}\n"}
+    for path, text in texts.items():
+        path.write_text(text)
+    state = OmegaConf.create({"overrides": {"task": [f"inpainter.key={KEY}", "input=x.mp4"]}, "output_subdir": ".hydra",
+                              "runtime": {"output_dir": str(job)}, "mode": RunMode.MULTIRUN,
+                              "sweep": {"dir": str(sweep)}})
+    monkeypatch.setattr(run_module.HydraConfig, "get", staticmethod(lambda: state))
+    _redact_hydra_files(OmegaConf.create({"inpainter": {"key": KEY}, "input": "x.mp4"}))
+    for path, text in texts.items():
+        expected = text if path.name == "notes.txt" else text.replace(KEY, REDACTED)
+        assert path.read_text() == expected, path.name
+    assert files_containing(job / ".hydra", KEY) == [] and files_containing(sweep, KEY) == [str(job / "notes.txt")]
+    assert sorted(p.name for p in (job / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
