@@ -1,4 +1,5 @@
-"""The package's one set of value validators (inpaint_anon/checks.py) and its one versions table."""
+"""The package's one set of value validators (inpaint_anon/checks.py), its one one-line error formatter
+(inpaint_anon/errors.py) and its one versions table."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from inpaint_anon import checks, composite
 from inpaint_anon.checks import check_bool, check_float, check_int
-from inpaint_anon.errors import ConfigError
+from inpaint_anon.errors import ConfigError, one_line
 from inpaint_anon.versions import VERSIONED_PACKAGES, versions
 
 
@@ -60,3 +61,12 @@ def test_versions_table() -> None:
     assert table["python"] == platform.python_version()
     assert table["torch"] == metadata.version("torch") and table["hydra-core"] == metadata.version("hydra-core")
     assert set(table) - {"python"} <= set(VERSIONED_PACKAGES)
+
+
+def test_one_line_is_type_and_first_line_cut_to_the_limit() -> None:
+    assert one_line(OSError("Name or service not known\nsecond line")) == "OSError: Name or service not known"
+    assert one_line(RuntimeError()) == one_line(RuntimeError("  \n ")) == "RuntimeError"
+    assert one_line("  left nearly unchanged\nmore") == "left nearly unchanged" and one_line("") == "no message"
+    long = one_line(ValueError("x" * 300))
+    assert len(long) == 200 and long == "ValueError: " + "x" * 185 + "..."
+    assert one_line(ValueError("x" * 300), limit=20) == "ValueError: xxxxx..."

@@ -95,9 +95,10 @@ def test_detector_instantiates_without_its_run_settings() -> None:
 
 
 def test_face_and_plate_detectors_instantiate(tmp_path: Path) -> None:
-    """detector=centerface builds the shipped face detector; detector=platedet with local weights (no download)."""
+    """detector=centerface builds the shipped face detector, detector=plate_cascade the shipped plate cascade;
+    detector=platedet with local weights (no download)."""
     from inpaint_anon.detect.faces import FaceDetector
-    from inpaint_anon.detect.plates import PlateDetector
+    from inpaint_anon.detect.plates import PlateDetector, shipped_plate_cascade
     from tests.test_plates import end2end_onnx
 
     faces = build(compose_run("detector=centerface", "device=cpu").detector)
@@ -106,6 +107,9 @@ def test_face_and_plate_detectors_instantiate(tmp_path: Path) -> None:
     node = compose_run("detector=platedet", f"detector.weights={weights}", "device=cpu").detector
     plates = build(node)
     assert type(plates) is PlateDetector and plates.names == {0: "plate"} and plates.batch_size == 4
+    cascade = build(compose_run("detector=plate_cascade", "device=cpu").detector)  # shipped: no download
+    assert type(cascade) is PlateDetector and cascade.names == {0: "plate"} and cascade.batch_size == 4
+    assert cascade.weights == str(shipped_plate_cascade())
 
 
 def test_compositor_instantiates() -> None:

@@ -22,8 +22,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from inpaint_anon.detect.scripted import ScriptedDetector
 from inpaint_anon.errors import ConfigError
-from inpaint_anon.run import _check_key_file, _needs_lossless, _resolve_paths, _video_settings
-from inpaint_anon.scramble import PIXELS_FILE, key_fingerprint, new_key
+from inpaint_anon.run import (
+    REDACTED,
+    _check_key_file,
+    _needs_lossless,
+    _redact_hydra_files,
+    _redact_text,
+    _redacted,
+    _redacted_override,
+    _resolve_paths,
+    _scramble_key,
+    _secret_values,
+    _video_settings,
+)
+from inpaint_anon.scramble import PIXELS_FILE, key_fingerprint, new_key, read_key_file
 from inpaint_anon.unscramble import main as unscramble_main
 from inpaint_anon.video import VideoReader, VideoSettings
 from tests.clips import make_clip, object_masks
@@ -277,3 +289,83 @@ def test_a_lossless_inpainter_gets_a_lossless_output_by_default_and_refuses_loss
     with_codec = OmegaConf.create({**OmegaConf.to_container(cfg), "video": {**video, "codec": "libx264"}})
     with pytest.raises(ConfigError, match="video.codec=libx264 in a .mkv output is lossy"):
         _video_settings(with_codec, tmp_path / "x.mkv", lossless=True)
+    with_foo = OmegaConf.create({**OmegaConf.to_container(cfg), "video": {**video, "foo": 1}})  # +video.foo=1
+    with pytest.raises(ConfigError, match="^unknown video setting video.foo; known: video.codec, "):
+        _video_settings(with_foo, tmp_path / "x.mp4", lossless=False)
+
+
+def test_keys_are_redacted_from_overrides_the_run_record_and_hydra_s_files() -> None:
+    """In process, the pieces of :func:`test_keys_never_reach_the_run_folder` (slow): a key given as an override
+    or found in the config is replaced by a marker in run.json's overrides and config and in the text of the files
+    Hydra saved; a key from ``${oc.env:...}`` stays an interpolation (Hydra saves it as one)."""
+    other = new_key()
+    assert [_redacted_override(o) for o in (f"inpainter.key={KEY}", f"+methods.scramble.key='{other}'",
+                                            "inpainter.key_file=/k/v.key", "input=x.mp4")] == [
+        f"inpainter.key={REDACTED}", f"+methods.scramble.key={REDACTED}", "inpainter.key_file=/k/v.key", "input=x.mp4"]
+    config = {"inpainter": {"key": KEY, "key_file": "/k/v.key"}, "methods": [{"key": other}, {"key": None}],
+              "input": "x.mp4"}
+    assert _redacted(config) == {"inpainter": {"key": REDACTED, "key_file": "/k/v.key"},
+                                 "methods": [{"key": REDACTED}, {"key": None}], "input": "x.mp4"}
+    assert config["inpainter"]["key"] == KEY, "a copy: the run still gets its key"
+    unresolved = {"inpainter": {"key": "${oc.env:INPAINT_ANON_KEY,null}"}, "methods": {"scramble": {"key": other}}}
+    assert _secret_values([f"inpainter.key='{KEY}'", "input=x.mp4"], unresolved) == {KEY, other}
+    assert _secret_values(["input=x.mp4"], {"inpainter": {"key": None}}) == set()
+    saved = f"inpainter:\n  key: {KEY}\n- inpainter.key={KEY}\n- +methods.scramble.key='{other}'\nid: a{KEY}\n"
+    assert _redact_text(saved, {KEY, other}) == (f"inpainter:\n  key: {REDACTED}\n- inpainter.key={REDACTED}\n"
+                                                 f"- +methods.scramble.key='{REDACTED}'\nid: a{KEY}\n")
+
+
+def test_a_generated_key_is_shown_once_and_saved_only_where_asked(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """In process, the pieces of the slow key-file runs: no key -> a new one on stderr only, nothing written; a
+    key_file that does not exist -> a new key saved there (mode 600) and not shown; one that exists -> read back;
+    a given key is returned as it is, or refused when it differs from the key file's."""
+    run_dir, output = tmp_path / "run", tmp_path / "out" / "video.mkv"
+    key = _scramble_key(None, None, run_dir, output)
+    shown = capsys.readouterr()
+    assert re.fullmatch(r"[0-9a-f]{64}", key) and shown.out == ""
+    assert shown.err.count(key) == 1 and shown.err.strip().splitlines()[-1] == key
+    assert list(tmp_path.iterdir()) == []
+    assert _scramble_key(KEY, None, run_dir, output) == KEY and capsys.readouterr().err == ""
+
+    key_file = tmp_path / "keys" / "video.key"
+    key_file.parent.mkdir()
+    saved = _scramble_key(None, str(key_file), run_dir, output)
+    err = capsys.readouterr().err
+    assert read_key_file(key_file) == saved and key_file.stat().st_mode & 0o777 == 0o600
+    assert saved not in err and f"saved to {key_file} (mode 600" in err
+    assert _scramble_key(None, str(key_file), run_dir, output) == saved, "an existing key file is read back"
+    assert _scramble_key(saved.upper(), str(key_file), run_dir, output) == saved
+    with pytest.raises(ConfigError, match="inpainter.key differs from the key in inpainter.key_file"):
+        _scramble_key(KEY, str(key_file), run_dir, output)
+    with pytest.raises(ConfigError, match="lies in the run folder"):
+        _scramble_key(None, str(run_dir / "video.key"), run_dir, output)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["keys", "keys/video.key"]
+
+
+def test_the_files_hydra_saved_are_rewritten_without_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process, with a stand-in for Hydra's job state: .hydra/config.yaml, hydra.yaml, overrides.yaml and a
+    multirun's multirun.yaml lose the key; other files and other values stay byte for byte."""
+    from hydra.types import RunMode
+
+    import inpaint_anon.run as run_module
+
+    job, sweep = tmp_path / "sweep" / "0", tmp_path / "sweep"
+    (job / ".hydra").mkdir(parents=True)
+    texts = {job / ".hydra" / "config.yaml": f"inpainter:\n  key: {KEY}\n  nonce: null\ninput: x.mp4\n",
+             job / ".hydra" / "hydra.yaml": f"hydra:\n  overrides:\n    task:\n    - inpainter.key={KEY}\n",
+             job / ".hydra" / "overrides.yaml": f"- inpainter.key={KEY}\n- input=x.mp4\n",
+             sweep / "multirun.yaml": f"task:\n- inpainter.key={KEY}\n",
+             job / "notes.txt": f"not Hydra's: {KEY}\n"}
+    for path, text in texts.items():
+        path.write_text(text)
+    state = OmegaConf.create({"overrides": {"task": [f"inpainter.key={KEY}", "input=x.mp4"]}, "output_subdir": ".hydra",
+                              "runtime": {"output_dir": str(job)}, "mode": RunMode.MULTIRUN,
+                              "sweep": {"dir": str(sweep)}})
+    monkeypatch.setattr(run_module.HydraConfig, "get", staticmethod(lambda: state))
+    _redact_hydra_files(OmegaConf.create({"inpainter": {"key": KEY}, "input": "x.mp4"}))
+    for path, text in texts.items():
+        expected = text if path.name == "notes.txt" else text.replace(KEY, REDACTED)
+        assert path.read_text() == expected, path.name
+    assert files_containing(job / ".hydra", KEY) == [] and files_containing(sweep, KEY) == [str(job / "notes.txt")]
+    assert sorted(p.name for p in (job / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]

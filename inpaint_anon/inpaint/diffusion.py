@@ -354,7 +354,7 @@ class LatentInpainter(Inpainter):
 
     def stages(self) -> tuple[Callable[[Any], Any], ...]:
         """Three steps the pipeline runs in overlapping threads: steps 1-3 (crop, VAE-encode) of batch k+1
-        while step 4 (the U-Net) denoises batch k and steps 5-7 decode and paste back batch k-1. The threads
+        while step 4 (the U-Net) denoises batch k and steps 5-7 decode batch k-1 into fills. The threads
         share the models but no scheduler. On CUDA they share the default stream too, so the GPU work
         itself does not overlap (only the Python and CPU work around it)."""
         return (self.encode_step, self.denoise_step, self.decode_step)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from inpaint_anon.errors import WeightsError
+from inpaint_anon.errors import WeightsError, one_line
 
 LPIPS_BACKBONE_URLS = {
     "alex": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
@@ -65,9 +65,8 @@ def resolve_checkpoint(url: str, local: str | None, *, metric: str, key: str, do
         torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False,
                                            check_hash="download.pytorch.org" in url, weights_only=True)
     except Exception as error:  # noqa: BLE001 - offline: URLError, OSError, RuntimeError (hash), ...
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise WeightsError(f"{metric}: weights {filename} are not cached in {cache_dir} and the download failed "
-                           f"({reason}); {fix}") from error
+                           f"({one_line(error)}); {fix}") from error
     return cached
 
 
@@ -102,8 +101,7 @@ def load_lpips(net: str = "alex", weights: str | None = None, *, download: bool 
     try:
         backbone.load_state_dict(state)
     except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise WeightsError(f"{metric}: {path} is not a torchvision {net} state dict ({first}); "
+        raise WeightsError(f"{metric}: {path} is not a torchvision {net} state dict ({one_line(error)}); "
                            f"give the file {LPIPS_BACKBONE_URLS[net].rsplit('/', 1)[-1]} in {key}") from error
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's deprecation of lpips' pretrained= argument
@@ -165,8 +163,7 @@ def load_inception(features: int = 2048, weights: str | None = None, *, download
         model = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(features)],
                                    feature_extractor_weights_path=str(path))
     except Exception as error:  # noqa: BLE001 - unpickling or state-dict mismatch
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise WeightsError(f"{metric}: {path} is not the FID InceptionV3 weights ({first}); give "
+        raise WeightsError(f"{metric}: {path} is not the FID InceptionV3 weights ({one_line(error)}); give "
                            f"{FID_INCEPTION_URL.rsplit('/', 1)[-1]} in {key}") from error
     model.num_features = features
     return model.to(device).eval()
