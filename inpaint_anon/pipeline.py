@@ -233,6 +233,7 @@ class AnonymizePipeline:
             output, reader.meta, source=source, video=video, keep_metadata=keep_metadata, overwrite=overwrite,
         ) as writer, _detections_writer(record_detections, source, self.detector.names) as recorder:
             meta = reader.meta
+            self.inpainter.start_video()  # e.g. a scramble refuses a second video (its keystream)
             tracker = self.tracker(fps=float(meta.fps or 30)) if self.tracker is not None else None
             if realtime is not None:
                 self._check_realtime(realtime, tracker, float(meta.fps or 30))

@@ -335,3 +335,23 @@ def test_pipeline_then_unscramble_video_restores_every_pixel(tmp_path, one_threa
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["clip.mkv", "scrambled.mkv", PIXELS_FILE,
                                                                  "restored.mkv"])
     assert result.frames_out == n
+
+
+def test_one_instance_scrambles_one_video_a_second_is_refused(tmp_path):
+    """Run twice with one ScrambleInpainter, the second video would reuse the first one's keystream: it is one
+    ConfigError before any frame, and no output is left; through a ClassRouter too."""
+    from inpaint_anon.inpaint import BlurInpainter
+    from inpaint_anon.inpaint.router import ClassRouter
+
+    n, size = 3, (64, 48)
+    source = make_clip(tmp_path / "clip.mkv", n_frames=n, size=size, lossless=True)
+    detector = ScriptedDetector(lambda i: object_masks(i, size, n), names=["person", "car"])
+    scramble = ScrambleInpainter(KEY, device="cpu")
+    for inpainter in (scramble, ClassRouter({"person": ScrambleInpainter(KEY, device="cpu")},
+                                            BlurInpainter(device="cpu"))):
+        pipe = AnonymizePipeline(detector=detector, inpainter=inpainter, progress=False)
+        first = pipe(source, tmp_path / "first.mkv", video=VideoSettings(codec="ffv1"), overwrite=True)
+        assert first.frames_out == n
+        with pytest.raises(ConfigError, match="already scrambled a video.*make a new ScrambleInpainter"):
+            pipe(source, tmp_path / "second.mkv", video=VideoSettings(codec="ffv1"))
+        assert not (tmp_path / "second.mkv").exists() and not list(tmp_path.glob("*partial*"))

@@ -131,6 +131,11 @@ class Inpainter(ABC):
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    def start_video(self) -> None:
+        """Called by the pipeline once per video, before its first frame. Default: nothing. An inpainter whose
+        fills must differ between videos (a scramble's keystream) refuses a second video here (ConfigError)."""
+        return None
+
     def stages(self) -> tuple[Callable[[Any], Any], ...]:
         """This inpainter's work as consecutive steps the pipeline may run in overlapping threads.
 

@@ -253,8 +253,8 @@ class ScrambleInpainter(_TorchInpainter):
     hide_colors: also add a keyed offset mod 256 to every value (hides the colour histogram; default).
     nonce: public per-video nonce (hex, >= 8 bytes); None draws a fresh one (:func:`new_nonce`), exposed as
         ``nonce``. Frames are scrambled with ``video_key(key, nonce)``, so one secret can serve many videos.
-        The keystream is a function of (key, nonce, frame index): use one instance (or one nonce) per video;
-        scrambling a second video with the same instance would reuse it (the command line builds one per run).
+        The keystream is a function of (key, nonce, frame index): one instance (one nonce) scrambles one video:
+        :meth:`start_video` refuses a second one (the command line builds one per run).
     The scrambled area of a frame is the union of its fill regions, scrambled with the frame's index as
     tweak. ``feather = False``: the compositor pastes it with hard edges, so :func:`unscramble` with the
     same mask restores the frame exactly; ``lossless = True``: that holds only on a lossless output (FFV1).
@@ -275,11 +275,19 @@ class ScrambleInpainter(_TorchInpainter):
         self.hide_colors = check_bool("inpainter.hide_colors", hide_colors)
         self._key = video_key(key, self.nonce)
         self._tag = key_tag(key, self.nonce, self.hide_colors)
+        self._videos = 0
         self._recorder: ScrambledPixelsWriter | None = None
 
     def __repr__(self) -> str:
         return (f"ScrambleInpainter(key=<fingerprint {self.key_fingerprint}>, nonce={self.nonce!r}, "
                 f"hide_colors={self.hide_colors})")
+
+    def start_video(self) -> None:
+        """One video per instance: a second one would be scrambled with the same keystream (same key and nonce)."""
+        if self._videos:
+            raise ConfigError("this ScrambleInpainter already scrambled a video, and a second one would reuse its "
+                              "keystream; make a new ScrambleInpainter (a fresh nonce) for each video")
+        self._videos += 1
 
     def run_record(self) -> dict[str, Any]:
         """``{"scramble": {scheme, nonce, key_fingerprint, hide_colors}}``: public, safe for run.json."""

@@ -57,6 +57,10 @@ class ClassRouter(Inpainter):
     def device(self) -> torch.device:
         return self.default.device
 
+    def start_video(self) -> None:
+        for inpainter in self.inpainters:
+            inpainter.start_video()
+
     def run_record(self) -> dict[str, Any]:
         """The inpainters' records merged (later ones win on a shared key), plus ``anonymize``: class -> method."""
         record: dict[str, Any] = {}
