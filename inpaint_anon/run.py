@@ -74,7 +74,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("inpaint_anon")
 
 RUN_RECORD = "run.json"
-LOSSLESS_IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
 DETECTION_RUN_KEYS = ("stride", "cache")  # detector config keys that set up the detection stage, not the model
 INPAINTER_RUN_KEYS = ("key_file", "allow_lossy")  # inpainter config keys read by this module, not the inpainter
 SUBCOMMANDS = {"evaluate": "inpaint_anon.evaluate", "unscramble": "inpaint_anon.unscramble"}
@@ -510,7 +509,7 @@ def _resolve_paths(cfg: DictConfig, lossless: bool = False) -> tuple[Path | Live
     if not source.exists():
         raise InputError(f"input not found: {source}; check the path")
     if cfg.output is None:
-        from inpaint_anon.video import IMAGE_SUFFIXES
+        from inpaint_anon.video import IMAGE_SUFFIXES, LOSSLESS_IMAGE_SUFFIXES
 
         suffix = source.suffix.lower()
         if suffix not in IMAGE_SUFFIXES:
@@ -586,7 +585,7 @@ def _video_settings(cfg: DictConfig, output: Path, lossless: bool) -> VideoSetti
 def _lossless_output(output: Path, video: VideoSettings) -> bool:
     """True when ``output`` written with ``video`` decodes to exactly the frames written: a lossless still format,
     or a lossless video codec (:attr:`VideoSettings.lossless`)."""
-    from inpaint_anon.video import IMAGE_SUFFIXES
+    from inpaint_anon.video import IMAGE_SUFFIXES, LOSSLESS_IMAGE_SUFFIXES
 
     suffix = output.suffix.lower()
     if suffix in IMAGE_SUFFIXES:

@@ -760,6 +760,7 @@ def test_one_image_suffix_table() -> None:
 
     assert video.IMAGE_SUFFIXES is formats.IMAGE_SUFFIXES is reader.IMAGE_SUFFIXES is writer.IMAGE_SUFFIXES
     assert sorted(IMAGE_SUFFIXES) == [".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"]
+    assert sorted(video.LOSSLESS_IMAGE_SUFFIXES) == [".bmp", ".png", ".tif", ".tiff"]  # derived from that table
     assert (video.VideoReader, video.probe, video.VideoWriter, video.check_output, video.VideoSettings) == (
         reader.VideoReader, reader.probe, writer.VideoWriter, writer.check_output, settings.VideoSettings)
     assert sorted(name for name in video.__all__ if not hasattr(video, name)) == []

@@ -20,6 +20,10 @@ IMAGE_SUFFIXES: dict[str, str] = {
 """Image suffixes (read and written with Pillow) -> Pillow format name. An animated PNG or WebP is read as a
 multi-frame video; a GIF (not listed) is decoded by FFmpeg like any video."""
 
+LOSSLESS_IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    suffix for suffix, image_format in IMAGE_SUFFIXES.items() if image_format in ("PNG", "BMP", "TIFF"))
+"""The image suffixes whose format Pillow writes losslessly (what a reversible scramble of a photo needs)."""
+
 VIDEO_OUTPUT_FORMATS: dict[str, str] = {
     ".mp4": "mp4",
     ".m4v": "mp4",
