@@ -52,7 +52,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from inpaint_anon.atomic import write_atomic
-from inpaint_anon.errors import ConfigError, InputError
+from inpaint_anon.errors import ConfigError, InputError, one_line
 from inpaint_anon.metrics.config import METRICS, MetricsConfig
 from inpaint_anon.metrics.evaluator import ALL, RunEvaluator
 from inpaint_anon.types import Detections
@@ -153,7 +153,7 @@ def _stored_metrics(record: Mapping[str, Any], skip: Collection[str]) -> dict[st
         return OmegaConf.to_container(root.metrics, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as error:
         raise ConfigError(f"run.json keeps metrics.{key}={values[key]!r} unresolved and it does not resolve here "
-                          f"({str(error).splitlines()[0]}); {fix}") from None
+                          f"({one_line(str(error), limit=10_000)}); {fix}") from None
 
 
 # -- streaming ------------------------------------------------------------------------------------------

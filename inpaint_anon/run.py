@@ -61,7 +61,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from inpaint_anon.atomic import remove_stale_partials, write_atomic
 from inpaint_anon.checks import check_bool
-from inpaint_anon.errors import ConfigError, InpaintAnonError, InputError
+from inpaint_anon.errors import ConfigError, InpaintAnonError, InputError, one_line
 from inpaint_anon.types import RunResult
 from inpaint_anon.versions import versions
 
@@ -193,7 +193,7 @@ def hydra_command(app: Callable[[], Any], args: Sequence[str]) -> int:
         return _error(f"cannot read the argument {err.override!r} ({reason[0].strip()}); write it as key=value, "
                       "quoting a value that holds spaces, brackets or quotes: key='value'")
     except (ConfigCompositionException, OmegaConfBaseException) as err:
-        lines = [str(e).splitlines()[0].rstrip(".") for e in (err, err.__cause__) if e is not None and str(e)]
+        lines = [one_line(str(e), limit=10_000).rstrip(".") for e in (err, err.__cause__) if e is not None and str(e)]
         return _error(f"{': '.join(lines)}; check the key and value (`--cfg job` prints the config)")
     finally:
         sys.argv = saved
@@ -235,7 +235,7 @@ def _explain_missing_choice(err: MissingConfigException) -> str:
     group, _, choice = missing.rpartition("/")
     if group and err.options:
         return f"unknown {group} '{choice}'; choose one of: {', '.join(sorted(err.options))}"
-    return f"{str(err).splitlines()[0]}; check the name"
+    return f"{one_line(str(err), limit=10_000)}; check the name"
 
 
 class ErrorLine(Callback):

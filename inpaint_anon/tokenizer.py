@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from inpaint_anon.atomic import AtomicPath
-from inpaint_anon.errors import ConfigError, InputError, WeightsError
+from inpaint_anon.errors import ConfigError, InputError, WeightsError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +155,7 @@ def _load_checked(folder: Path) -> Any:
             str(folder), model_max_length=CLIP_MODEL_MAX_LENGTH, local_files_only=True
         )
     except Exception as err:  # tokenizers/transformers raise many types for unreadable files
-        first_line = (str(err).strip().splitlines() or [""])[0]
-        raise ValueError(f"{type(err).__name__}: {first_line}") from err
+        raise ValueError(one_line(err, limit=10_000)) from err
     found = (len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
     wanted = (CLIP_VOCAB_SIZE, CLIP_BOS_TOKEN_ID, CLIP_EOS_TOKEN_ID, CLIP_EOS_TOKEN_ID)
     if found != wanted:
