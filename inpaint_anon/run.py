@@ -349,6 +349,7 @@ def run(cfg: DictConfig) -> float | None:
     detector, detector_cfg, detector_events = _build_detector(cfg)
     backends = _detector_backends(detector)
     tracker = _instantiate("tracker", cfg.tracker) if cfg.get("tracker") is not None else None
+    whitelist = _build_whitelist(cfg)
     inpainter = _build_inpainter(cfg, method_nodes, set(detector.names.values()), run_dir, output)
     compositor = _instantiate("compositor", cfg.compositor)
     metrics = _instantiate("metrics", cfg.metrics) if cfg.get("metrics") is not None else None  # checked now
@@ -356,7 +357,7 @@ def run(cfg: DictConfig) -> float | None:
         settings = {**detector_cfg, "stride": stride}
         detector = CachedDetector(detector, cfg.paths.cache, source, settings)
     pipe = AnonymizePipeline(detector=detector, inpainter=inpainter, compositor=compositor, tracker=tracker,
-                             detect_stride=stride, realtime=realtime, **_plain(cfg.pipeline))
+                             detect_stride=stride, realtime=realtime, whitelist=whitelist, **_plain(cfg.pipeline))
     # a scramble records the exact pixels it changed in each frame: what unscrambling needs besides the key
     used = inpainter.inpainters if isinstance(inpainter, ClassRouter) else (inpainter,)
     scrambler = next((each for each in used if isinstance(each, ScrambleInpainter)), None)
@@ -391,6 +392,8 @@ def run(cfg: DictConfig) -> float | None:
     try:
         record = {**_run_record(cfg, result, source, inpainter), "detector_backends": backends}
         record["output"] = str(target)  # a stream URL as given (result.out_path is a Path)
+        if result.whitelist is not None:
+            record["whitelist"] = result.whitelist
         if result.realtime is not None:
             record["realtime"] = result.realtime
             _log_realtime(result.realtime)
@@ -419,6 +422,26 @@ def run(cfg: DictConfig) -> float | None:
 
 
 @contextmanager
+def _build_whitelist(cfg: DictConfig) -> Any:
+    """``whitelist=FOLDER`` (``FOLDER/<person>/*.jpg|png``): a :class:`~inpaint_anon.whitelist.Whitelist` whose
+    photos' faces are found by the shipped CenterFace detector and embedded with SFace (``whitelist_weights``:
+    null = ``face_recognition_sface_2021dec.onnx`` looked up in the weights folder), cached under
+    ``paths.cache``; None without a whitelist."""
+    folder = cfg.get("whitelist")
+    if folder is None:
+        return None
+    if not isinstance(folder, str) or not folder:
+        raise ConfigError(f"whitelist={folder!r} is not a folder path; pass whitelist=FOLDER (FOLDER/<person>/*.jpg)")
+    if cfg.get("tracker") is None:
+        raise ConfigError("a whitelist matches face tracks and needs a tracker; drop tracker=null or the whitelist")
+    from inpaint_anon.detect.faces import face_detector
+    from inpaint_anon.whitelist import Whitelist, load_embedder
+
+    embedder = load_embedder(cfg.get("whitelist_weights"), device=cfg.device)
+    return Whitelist.from_folder(folder, embedder, face_detector(device=cfg.device),
+                                 cache_dir=Path(cfg.paths.cache) / "whitelist")
+
+
 def _stopping_live(source: Path | LiveSource) -> Iterator[None]:
     """Within, for a live source: the first SIGINT / SIGTERM / SIGHUP ends its stream (:meth:`LiveSource.stop`:
     the run finishes normally with the frames received); the next one raises :class:`Interrupted`. A file source
