@@ -421,7 +421,6 @@ def run(cfg: DictConfig) -> float | None:
     return _optimized_value(cfg.get("optimized_metric"), record, result.metrics)
 
 
-@contextmanager
 def _build_whitelist(cfg: DictConfig) -> Any:
     """``whitelist=FOLDER`` (``FOLDER/<person>/*.jpg|png``): a :class:`~inpaint_anon.whitelist.Whitelist` whose
     photos' faces are found by the shipped CenterFace detector and embedded with SFace (``whitelist_weights``:
@@ -432,8 +431,6 @@ def _build_whitelist(cfg: DictConfig) -> Any:
         return None
     if not isinstance(folder, str) or not folder:
         raise ConfigError(f"whitelist={folder!r} is not a folder path; pass whitelist=FOLDER (FOLDER/<person>/*.jpg)")
-    if cfg.get("tracker") is None:
-        raise ConfigError("a whitelist matches face tracks and needs a tracker; drop tracker=null or the whitelist")
     from inpaint_anon.detect.faces import face_detector
     from inpaint_anon.whitelist import Whitelist, load_embedder
 
@@ -442,6 +439,7 @@ def _build_whitelist(cfg: DictConfig) -> Any:
                                  cache_dir=Path(cfg.paths.cache) / "whitelist")
 
 
+@contextmanager
 def _stopping_live(source: Path | LiveSource) -> Iterator[None]:
     """Within, for a live source: the first SIGINT / SIGTERM / SIGHUP ends its stream (:meth:`LiveSource.stop`:
     the run finishes normally with the frames received); the next one raises :class:`Interrupted`. A file source

