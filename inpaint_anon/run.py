@@ -74,6 +74,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("inpaint_anon")
 
 RUN_RECORD = "run.json"
+PHOTO_DETECT_SIZE = 1024  # longest side (px) whitelist reference photos are searched for their face at
 LOSSLESS_IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
 DETECTION_RUN_KEYS = ("stride", "cache")  # detector config keys that set up the detection stage, not the model
 INPAINTER_RUN_KEYS = ("key_file", "allow_lossy")  # inpainter config keys read by this module, not the inpainter
@@ -435,7 +436,8 @@ def _build_whitelist(cfg: DictConfig) -> Any:
     from inpaint_anon.whitelist import Whitelist, load_embedder
 
     embedder = load_embedder(cfg.get("whitelist_weights"), device=cfg.device)
-    return Whitelist.from_folder(folder, embedder, face_detector(device=cfg.device),
+    photos = face_detector(device=cfg.device, input_size=PHOTO_DETECT_SIZE)  # large photos are downscaled
+    return Whitelist.from_folder(folder, embedder, photos,
                                  cache_dir=Path(cfg.paths.cache) / "whitelist")
 
 

@@ -384,6 +384,7 @@ class _TrackState:
 
     window: deque
     confirmed: int | None = None
+    last_shown: bool = False  # the decision of the track's latest detected frame
     ever: int | None = None
     score: float = 0.0
     judged: int = 0
@@ -407,7 +408,8 @@ class TrackMatcher:
     4. a judged region is shown while its track is confirmed and its own similarity to that person is >= ``threshold``
        (one frame that stops matching is anonymized at once, before the window drops the confirmation); a region
        without landmarks (held or interpolated by the
-       tracker in a frame without detection) follows its track's current decision.
+       tracker in a frame without detection) is shown only when its track is confirmed and its latest detected
+       frame was shown.
 
     Any exception while judging a frame anonymizes every face of that frame, resets those tracks' windows and is
     logged and recorded in :attr:`record`.
@@ -434,7 +436,7 @@ class TrackMatcher:
             for i in faces:
                 state = self._state(int(ids[i]))
                 state.window.clear()
-                state.confirmed, state.error = None, message
+                state.confirmed, state.last_shown, state.error = None, False, message
             return torch.zeros(len(detections), dtype=torch.bool)
 
     def _state(self, track_id: int) -> _TrackState:
@@ -451,8 +453,9 @@ class TrackMatcher:
             state = self._state(int(ids[i]))
             landmarks = None if detections.landmarks is None else detections.landmarks[i]
             if landmarks is None or not torch.isfinite(landmarks).all():
-                shown[i] = state.confirmed is not None  # held / interpolated: the track's decision
+                shown[i] = state.confirmed is not None and state.last_shown  # held / interpolated
                 continue
+            state.last_shown = False  # until judged below
             if _box_side(detections.boxes_xyxy[i]) < self.settings.min_face_size:
                 continue
             crop = align_face(frame.rgb, landmarks.numpy())
@@ -468,7 +471,8 @@ class TrackMatcher:
             per_person = np.stack([similarity[:, self.whitelist.owner == p].max(axis=1)
                                    for p in range(len(self.whitelist.persons))], axis=1)  # (K, P)
             for (i, _), row in zip(judged, per_person):
-                shown[i] = self._judge(self._state(int(ids[i])), row)
+                state = self._state(int(ids[i]))
+                shown[i] = state.last_shown = self._judge(state, row)
         for i in faces:
             if shown[i]:
                 self._state(int(ids[i])).shown += 1

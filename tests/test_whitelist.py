@@ -360,6 +360,16 @@ def test_held_regions_follow_the_tracks_decision(tmp_path: Path, embedder) -> No
     assert matcher.record["1"]["shown"] == 2
 
 
+def test_a_held_region_after_a_frame_that_stopped_matching_stays_anonymized(tmp_path: Path, embedder) -> None:
+    whitelist = whitelist_of(tmp_path, embedder, {"alice": ["alice"]})
+    matcher = whitelist.tracker()
+    assert reveals(matcher, [frame_and_dets(i, "alice", 1) for i in range(4)]) == [False, False, True, True]
+    assert reveals(matcher, [frame_and_dets(4, "carol", 1)]) == [False]  # still confirmed by the window
+    assert reveals(matcher, [frame_and_dets(5, "carol", 1, landmarks=False)]) == [False]  # so held: anonymized
+    assert reveals(matcher, [frame_and_dets(6, "alice", 1, side=32)]) == [False]  # too small: anonymized
+    assert reveals(matcher, [frame_and_dets(7, "alice", 1, landmarks=False)]) == [False]
+
+
 def test_non_face_regions_are_never_revealed(tmp_path: Path, embedder) -> None:
     whitelist = whitelist_of(tmp_path, embedder, {"alice": ["alice"]})
     matcher = whitelist.tracker()
