@@ -407,9 +407,8 @@ class TrackMatcher:
        confirmed track whose recent frames stop matching is anonymized again);
     4. a judged region is shown while its track is confirmed and its own similarity to that person is >= ``threshold``
        (one frame that stops matching is anonymized at once, before the window drops the confirmation); a region
-       without landmarks (held or interpolated by the
-       tracker in a frame without detection) is shown only when its track is confirmed and its latest detected
-       frame was shown.
+       without landmarks (held or interpolated by the tracker in a frame without detection) is shown only when its
+       track is confirmed and its latest detected frame was shown.
 
     Any exception while judging a frame anonymizes every face of that frame, resets those tracks' windows and is
     logged and recorded in :attr:`record`.
