@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from inpaint_anon.track import Tracker
 from inpaint_anon.types import Detections, Frame, RunResult
 from inpaint_anon.video import VideoReader, VideoSettings, VideoWriter
 from inpaint_anon.video.live import LiveSource
+
+if TYPE_CHECKING:
+    from inpaint_anon.whitelist import Whitelist
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +141,9 @@ class AnonymizePipeline:
         progress: show a tqdm progress bar (frames, fps) on stderr.
         realtime: keep a latency bound by dropping frames before detection (``enabled``; see
             :mod:`inpaint_anon.realtime`); None or not enabled = every frame is processed.
+        whitelist: authorised faces (:class:`~inpaint_anon.whitelist.Whitelist`; needs a tracker): after tracking,
+            the face regions whose track is confirmed as a whitelisted person are left visible (still in the
+            recorded detections); ``RunResult.whitelist`` records each face track's match. None = no whitelist.
 
     Privacy fails closed: if the inpainter raises on a batch, that batch's regions are filled by a
     blur fallback (solid black if that fails too) and the run records the event. After the paste, every
@@ -159,6 +165,7 @@ class AnonymizePipeline:
         queue_size: int = 8,
         progress: bool = True,
         realtime: RealtimeSettings | None = None,
+        whitelist: Whitelist | None = None,
     ) -> None:
         if batch_frames < 1:
             raise ConfigError(f"batch_frames must be >= 1, got {batch_frames}")
@@ -169,6 +176,10 @@ class AnonymizePipeline:
         if detect_stride > 1 and tracker is None:
             raise ConfigError(f"detect_stride={detect_stride} needs a tracker to carry masks between detections; "
                               "enable tracking (tracker=default) or use detect_stride=1")
+        if whitelist is not None and tracker is None:
+            raise ConfigError("a whitelist matches face tracks and needs a tracker; enable tracking (tracker=default) "
+                              "or remove the whitelist")
+        self.whitelist = whitelist
         self.detector = detector
         self.tracker = tracker
         self.detect_stride = detect_stride
@@ -235,6 +246,7 @@ class AnonymizePipeline:
             meta = reader.meta
             self.inpainter.start_video()  # e.g. a scramble refuses a second video (its keystream)
             tracker = self.tracker(fps=float(meta.fps or 30)) if self.tracker is not None else None
+            matcher = self.whitelist.tracker() if self.whitelist is not None else None
             if realtime is not None:
                 self._check_realtime(realtime, tracker, float(meta.fps or 30))
             channels = [_Channel(stop, self.queue_size) for _ in range(5 + len(steps))]
@@ -308,6 +320,9 @@ class AnonymizePipeline:
             def emit(frame: Frame, dets: Detections) -> None:
                 if recorder is not None:
                     recorder.write(frame.index, dets)
+                if matcher is not None:  # confirmed whitelisted faces are left out of what is anonymized
+                    with timings("whitelist"):
+                        dets = dets[~matcher.reveal(frame, dets)]
                 tracked.put((frame, dets))
 
             def track() -> None:
@@ -400,6 +415,7 @@ class AnonymizePipeline:
             wall_seconds=time.perf_counter() - started,
             events=events,
             realtime=stats.summary(realtime) if stats is not None else None,
+            whitelist=matcher.record if matcher is not None else None,
         )
 
     @staticmethod

@@ -74,6 +74,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("inpaint_anon")
 
 RUN_RECORD = "run.json"
+PHOTO_DETECT_SIZE = 1024  # longest side (px) whitelist reference photos are searched for their face at
 DETECTION_RUN_KEYS = ("stride", "cache")  # detector config keys that set up the detection stage, not the model
 INPAINTER_RUN_KEYS = ("key_file", "allow_lossy")  # inpainter config keys read by this module, not the inpainter
 SUBCOMMANDS = {"evaluate": "inpaint_anon.evaluate", "unscramble": "inpaint_anon.unscramble"}
@@ -348,6 +349,7 @@ def run(cfg: DictConfig) -> float | None:
     detector, detector_cfg, detector_events = _build_detector(cfg)
     backends = _detector_backends(detector)
     tracker = _instantiate("tracker", cfg.tracker) if cfg.get("tracker") is not None else None
+    whitelist = _build_whitelist(cfg)
     inpainter = _build_inpainter(cfg, method_nodes, set(detector.names.values()), run_dir, output)
     compositor = _instantiate("compositor", cfg.compositor)
     metrics = _instantiate("metrics", cfg.metrics) if cfg.get("metrics") is not None else None  # checked now
@@ -355,7 +357,7 @@ def run(cfg: DictConfig) -> float | None:
         settings = {**detector_cfg, "stride": stride}
         detector = CachedDetector(detector, cfg.paths.cache, source, settings)
     pipe = AnonymizePipeline(detector=detector, inpainter=inpainter, compositor=compositor, tracker=tracker,
-                             detect_stride=stride, realtime=realtime, **_plain(cfg.pipeline))
+                             detect_stride=stride, realtime=realtime, whitelist=whitelist, **_plain(cfg.pipeline))
     # a scramble records the exact pixels it changed in each frame: what unscrambling needs besides the key
     used = inpainter.inpainters if isinstance(inpainter, ClassRouter) else (inpainter,)
     scrambler = next((each for each in used if isinstance(each, ScrambleInpainter)), None)
@@ -390,6 +392,8 @@ def run(cfg: DictConfig) -> float | None:
     try:
         record = {**_run_record(cfg, result, source, inpainter), "detector_backends": backends}
         record["output"] = str(target)  # a stream URL as given (result.out_path is a Path)
+        if result.whitelist is not None:
+            record["whitelist"] = result.whitelist
         if result.realtime is not None:
             record["realtime"] = result.realtime
             _log_realtime(result.realtime)
@@ -415,6 +419,25 @@ def run(cfg: DictConfig) -> float | None:
         raise
     print(target, flush=True)
     return _optimized_value(cfg.get("optimized_metric"), record, result.metrics)
+
+
+def _build_whitelist(cfg: DictConfig) -> Any:
+    """``whitelist=FOLDER`` (``FOLDER/<person>/*.jpg|png``): a :class:`~inpaint_anon.whitelist.Whitelist` whose
+    photos' faces are found by the shipped CenterFace detector and embedded with SFace (``whitelist_weights``:
+    null = ``face_recognition_sface_2021dec.onnx`` looked up in the weights folder), cached under
+    ``paths.cache``; None without a whitelist."""
+    folder = cfg.get("whitelist")
+    if folder is None:
+        return None
+    if not isinstance(folder, str) or not folder:
+        raise ConfigError(f"whitelist={folder!r} is not a folder path; pass whitelist=FOLDER (FOLDER/<person>/*.jpg)")
+    from inpaint_anon.detect.faces import face_detector
+    from inpaint_anon.whitelist import Whitelist, load_embedder
+
+    embedder = load_embedder(cfg.get("whitelist_weights"), device=cfg.device)
+    photos = face_detector(device=cfg.device, input_size=PHOTO_DETECT_SIZE)  # large photos are downscaled
+    return Whitelist.from_folder(folder, embedder, photos,
+                                 cache_dir=Path(cfg.paths.cache) / "whitelist")
 
 
 @contextmanager

@@ -275,6 +275,8 @@ class RunResult:
     metrics: class name -> metric name -> value (filled by the evaluation module).
     events: notable things that happened (fallbacks, padding, warnings) as plain dicts.
     realtime: a realtime run's stats (:meth:`inpaint_anon.realtime.RealtimeStats.summary`), else None.
+    whitelist: with a whitelist, per face track id (str) -> {"person", "score", "frames", "shown"}
+        (:attr:`inpaint_anon.whitelist.TrackMatcher.record`: names and scores, never embeddings), else None.
     """
 
     out_path: Path
@@ -286,6 +288,7 @@ class RunResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     realtime: dict[str, Any] | None = None
+    whitelist: dict[str, Any] | None = None
 
     @property
     def fps_processing(self) -> float:

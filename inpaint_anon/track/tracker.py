@@ -90,13 +90,15 @@ _BORDER = 1.0  # a box edge within this many pixels of the frame border touches 
 
 @dataclass(frozen=True)
 class _Sighting:
-    """One detection of a track: frame index, float64 (4,) xyxy box, mask patch, class id and score."""
+    """One detection of a track: frame index, float64 (4,) xyxy box, mask patch, class id, score and the
+    detector's float32 (5, 2) landmarks (None when it gives none)."""
 
     frame: int
     box: np.ndarray
     patch: MaskPatch
     class_id: int
     score: float
+    landmarks: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ class _Region:
     box: np.ndarray
     patch: MaskPatch
     kind: str
+    landmarks: np.ndarray | None = None  # float32 (5, 2) of a detected region; None for a synthetic one
 
 
 @dataclass(frozen=True)
@@ -322,6 +325,7 @@ class Tracker:
         boxes = detections.boxes_xyxy.double().numpy()
         ids = self._association.update(boxes, detections.scores.numpy(), detections.class_ids.numpy())
         masks, class_ids, scores = detections.masks.numpy(), detections.class_ids.tolist(), detections.scores.tolist()
+        landmarks = None if detections.landmarks is None else detections.landmarks.numpy()
         for i, (box, class_id, score) in enumerate(zip(boxes, class_ids, scores)):
             if ids[i] < 0:
                 ids[i] = self._next_untracked
@@ -331,7 +335,8 @@ class Tracker:
             if track_id not in self._histories:
                 self._histories[track_id] = _History()
                 self._counts["tracks"] += 1
-            sighting = _Sighting(index, box, MaskPatch.from_mask(masks[i]), int(class_id), float(score))
+            sighting = _Sighting(index, box, MaskPatch.from_mask(masks[i]), int(class_id), float(score),
+                                 None if landmarks is None else landmarks[i])
             self._histories[track_id].sightings.append(sighting)
         return [int(i) for i in ids]
 
@@ -355,7 +360,7 @@ class Tracker:
         sighting = self._histories[track_id].at(frame)
         smoothed = self._smoothed_box(self._histories[track_id], frame)
         box = sighting.box if smoothed is None else smoothed
-        return _Region(track_id, sighting.class_id, sighting.score, box, sighting.patch, "detected")
+        return _Region(track_id, sighting.class_id, sighting.score, box, sighting.patch, "detected", sighting.landmarks)
 
     def _synthetic_region(self, track_id: int, frame: int) -> _Region | None:
         """The held, interpolated or backfilled region of a track missed in ``frame``, or None (not covered, or
@@ -486,7 +491,17 @@ class Tracker:
             ),
             names=dict(self._names),
             track_ids=torch.tensor([r.track_id for r in regions], dtype=torch.int64),
+            landmarks=_landmarks(regions),
         )
+
+
+def _landmarks(regions: list[_Region]) -> torch.Tensor | None:
+    """float32 (N, 5, 2): the detector's landmarks of the detected regions, NaN rows for the others (held,
+    interpolated, backfilled: no landmarks were seen in that frame); None when no region has any."""
+    if all(r.landmarks is None for r in regions):
+        return None
+    nan = np.full((5, 2), np.nan, dtype=np.float32)
+    return torch.from_numpy(np.stack([nan if r.landmarks is None else r.landmarks for r in regions]).astype(np.float32))
 
 
 def track_all(tracker: Tracker, stream: Iterable[tuple[int, Detections | None]]) -> Iterator[tuple[int, Detections]]:
