@@ -568,7 +568,7 @@ def test_the_cli_whitelist_key_records_each_face_track_in_run_json(tmp_path: Pat
 
     from skimage import data
 
-    from tests.test_cli import assert_user_error, run_cli
+    from tests.test_cli import run_cli
 
     astronaut = data.astronaut()[:256, 96:352]  # (256, 256, 3) RGB, one face
     (tmp_path / "staff" / "eileen").mkdir(parents=True)
@@ -588,5 +588,12 @@ def test_the_cli_whitelist_key_records_each_face_track_in_run_json(tmp_path: Pat
     (entry,) = record.values()  # one face track: judged in all 8 frames, confirmed after min_frames=5, then shown
     assert entry == {"person": "eileen", "score": 1.0, "frames": 8, "shown": 4}
     assert list((tmp_path / "experiments" / "cache" / "whitelist").glob("*.npy"))  # the photo's embedding
-    missing = run_cli(*args, "output=anon2.mkv", "whitelist=nobody", cwd=tmp_path, run_dir=tmp_path / "run2")
-    assert_user_error(missing, "whitelist folder", "nobody", "does not exist")
+    from omegaconf import OmegaConf
+
+    from inpaint_anon.run import _build_whitelist
+
+    cfg = OmegaConf.create({"whitelist": str(tmp_path / "nobody"), "device": "cpu",
+                            "whitelist_weights": str(tmp_path / "recognizer.onnx"),
+                            "paths": {"cache": str(tmp_path / "cache")}})
+    with pytest.raises(InputError, match="whitelist folder .*nobody.* does not exist"):  # in-process: one start less
+        _build_whitelist(cfg)
