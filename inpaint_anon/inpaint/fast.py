@@ -530,7 +530,7 @@ def _region_fills(regions: _Regions, values: Sequence[torch.Tensor]) -> tuple[li
         mask, window = regions.masks[m], values[m]
         if not bool(mask.any()):
             continue
-        if not bool(torch.isfinite(window).all(dim=0)[mask].all()):
+        if bool((mask & ~torch.isfinite(window).all(dim=0)).any()):
             bad[m] = True
             window = fallback.expand_as(window)
         pixels = window.round().clamp_(0, 255).to(torch.uint8)
