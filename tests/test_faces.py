@@ -590,3 +590,12 @@ def test_bad_backends_are_one_config_error(monkeypatch: pytest.MonkeyPatch) -> N
         "tensorrt",
         ["TensorrtExecutionProvider", ("CUDAExecutionProvider", {"device_id": "0"}), "CPUExecutionProvider"])
     assert face_backend("auto", "auto")[0] == "onnxruntime"  # on a GPU: ONNX Runtime with CUDA
+
+
+def test_run_record_lists_the_face_detector_backend(centerface: CenterFaceModel) -> None:
+    from inpaint_anon import run as run_module
+    from inpaint_anon.detect.multi import MultiDetector
+
+    faces = FaceDetector(centerface)
+    assert run_module._detector_backends(faces) == {"detector": "onnxruntime"}
+    assert run_module._detector_backends(MultiDetector({"faces": faces})) == {"detectors.faces": "onnxruntime"}
