@@ -659,12 +659,14 @@ def _build_detector(cfg: DictConfig) -> tuple[Any, dict[str, Any], list[dict[str
 def _detector_backends(detector: Any) -> dict[str, str]:
     """Detector key (``detector`` or ``detectors.<name>``) -> the runtime its ultralytics model runs on
     (:attr:`~inpaint_anon.detect.yolo_seg.YoloSegDetector.backend_used`: torch, onnxruntime, ...)."""
+    from inpaint_anon.detect.faces import FaceDetector
     from inpaint_anon.detect.multi import MultiDetector
     from inpaint_anon.detect.yolo_seg import YoloSegDetector
 
     children = ({f"detectors.{k}": d for k, d in detector.detectors.items()} if isinstance(detector, MultiDetector)
                 else {"detector": detector})
-    return {key: child.backend_used for key, child in children.items() if isinstance(child, YoloSegDetector)}
+    faces = {key: child.backend for key, child in children.items() if isinstance(child, FaceDetector)}
+    return {key: child.backend_used for key, child in children.items() if isinstance(child, YoloSegDetector)} | faces
 
 
 def _model_fallback(key: str, detector: Any, settings: dict[str, Any]) -> list[dict[str, Any]]:

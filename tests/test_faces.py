@@ -27,6 +27,7 @@ from inpaint_anon.detect.faces import (
     FaceCandidates,
     FaceDetector,
     YuNetModel,
+    face_backend,
     face_detector,
     load_face_model,
     nms,
@@ -87,6 +88,7 @@ class CountingModel:
     def __init__(self, inner: CenterFaceModel | YuNetModel) -> None:
         self.inner = inner
         self.name = inner.name
+        self.backend = inner.backend
         self.default_conf = inner.default_conf
         self.calls: list[list[tuple[int, ...]]] = []
         self.found: list[int] = []
@@ -497,3 +499,103 @@ def test_yunet_is_found_in_the_weights_folder(tmp_path: Path, monkeypatch: pytes
     save_tiny_yunet(tmp_path / "weights" / YUNET_FILE)
     detector = face_detector("yunet", device="cpu")
     assert isinstance(detector.model, YuNetModel) and detector.model.path == tmp_path / "weights" / YUNET_FILE
+
+
+# --- backends: ONNX Runtime (default), OpenVINO, auto --------------------------------------------------------
+
+
+def _openvino_missing() -> str | None:
+    """Why the OpenVINO tests cannot run here, or None when they can (openvino is an optional extra)."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError as error:
+        return f"the optional openvino extra is not installed ({error}); pip install -e '.[openvino]'"
+    return None
+
+
+def ultralytics_photo(name: str) -> np.ndarray:
+    from ultralytics.utils import ASSETS
+
+    return np.ascontiguousarray(np.asarray(Image.open(ASSETS / name).convert("RGB")))
+
+
+@pytest.mark.skipif(_openvino_missing() is not None, reason=str(_openvino_missing()))
+@pytest.mark.parametrize("name", ["zidane.jpg", "bus.jpg"])
+def test_openvino_gives_onnxruntime_candidates(centerface: CenterFaceModel, name: str) -> None:
+    """The shipped CenterFace on OpenVINO (fp32) finds the same faces as on ONNX Runtime in a real photo: same
+    count, scores within 1e-3, boxes and landmarks within 0.5 px; and the detector reports its backend."""
+    openvino = CenterFaceModel(device="cpu", backend="openvino", threads=1)
+    assert (openvino.backend, openvino.session, openvino.providers) == ("openvino", None, [])
+    rgb = ultralytics_photo(name)
+    height, width = (side // 32 * 32 for side in rgb.shape[:2])
+    image = np.ascontiguousarray(rgb[:height, :width])
+    ours, theirs = centerface.detect([image], 0.2)[0], openvino.detect([image], 0.2)[0]
+    assert len(ours) == len(theirs) and len(ours) >= 2  # zidane: two faces; bus: three or four
+    np.testing.assert_allclose(theirs.scores, ours.scores, atol=1e-3)
+    np.testing.assert_allclose(theirs.boxes, ours.boxes, atol=0.5)
+    np.testing.assert_allclose(theirs.landmarks, ours.landmarks, atol=0.5)
+    detections = FaceDetector(openvino)([frame(rgb)])[0]
+    reference = FaceDetector(centerface)([frame(rgb)])[0]
+    assert FaceDetector(openvino).backend == "openvino" and FaceDetector(centerface).backend == "onnxruntime"
+    torch.testing.assert_close(detections.boxes_xyxy, reference.boxes_xyxy, atol=0.5, rtol=0)
+    mismatch = (detections.masks != reference.masks).float().mean().item()
+    assert mismatch < 1e-4  # the same ellipses, up to a pixel at the rim
+
+
+@pytest.mark.skipif(_openvino_missing() is not None, reason=str(_openvino_missing()))
+def test_auto_backend_is_openvino_on_the_cpu_when_installed() -> None:
+    assert face_detector(device="cpu", backend="auto").backend == "openvino"
+
+
+def test_auto_backend_is_onnxruntime_without_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert face_backend("auto", "cpu") == ("onnxruntime", ["CPUExecutionProvider"])
+    with pytest.raises(ConfigError, match=r"^detector.backend=openvino needs the openvino package; install it "
+                                          r"\(pip install 'inpaint_anon\[openvino\]'\) or use backend=onnxruntime$"):
+        face_backend("openvino", "cpu")
+
+
+def test_onnxruntime_threads_reach_the_session() -> None:
+    model = CenterFaceModel(device="cpu", threads=1)
+    assert (model.backend, model.threads) == ("onnxruntime", 1)
+    assert model.session is not None and model.session.get_session_options().intra_op_num_threads == 1
+    assert model.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_bad_backends_are_one_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    with pytest.raises(ConfigError, match=r"^detector.backend='tflite' is not a face detector backend; use one of "
+                                          r"auto, onnxruntime, openvino \(or tensorrt"):
+        face_detector(device="cpu", backend="tflite")
+    with pytest.raises(ConfigError, match=r"^detector.backend=torch: the face detector is an ONNX model and has no "
+                                          r"torch version; use backend=onnxruntime, openvino or auto$"):
+        face_detector(device="cpu", backend="torch")
+    with pytest.raises(ConfigError, match=r"^detector.backend=tensorrt for faces needs a CUDA GPU and an onnxruntime "
+                                          r"with the TensorRT execution provider \(device is cpu\)"):
+        face_detector(device="cpu", backend="tensorrt")
+    with pytest.raises(ConfigError, match=r"detector.threads=0 is invalid"):
+        face_detector(device="cpu", threads=0)
+    with pytest.raises(ConfigError, match=r"^detector.model=yunet runs on OpenCV: backend='openvino'"):
+        load_face_model("yunet", backend="openvino")
+    # On a GPU with ONNX Runtime's TensorRT provider: TensorRT, then CUDA, then the CPU.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert face_backend("tensorrt", "cuda") == (
+        "tensorrt",
+        ["TensorrtExecutionProvider", ("CUDAExecutionProvider", {"device_id": "0"}), "CPUExecutionProvider"])
+    assert face_backend("auto", "auto")[0] == "onnxruntime"  # on a GPU: ONNX Runtime with CUDA
+
+
+def test_run_record_lists_the_face_detector_backend(centerface: CenterFaceModel) -> None:
+    from inpaint_anon import run as run_module
+    from inpaint_anon.detect.multi import MultiDetector
+
+    faces = FaceDetector(centerface)
+    assert run_module._detector_backends(faces) == {"detector": "onnxruntime"}
+    assert run_module._detector_backends(MultiDetector({"faces": faces})) == {"detectors.faces": "onnxruntime"}

