@@ -304,6 +304,15 @@ class AnonymizeUI:
     def people(self) -> list[str]:
         return list(self.whitelist.people) if self.whitelist is not None else []
 
+    def gallery(self) -> list[tuple[str, str]]:
+        """(a photo, the name) of each person on the whitelist, for the page's gallery."""
+        shown = []
+        for name in self.people():
+            photos = sorted((self.work_dir / "whitelist" / name).iterdir())
+            if photos:
+                shown.append((str(photos[0]), name))
+        return shown
+
 
 def summary(result: RunResult) -> str:
     """One line about a finished run: frames, speed, regions per class and fallbacks."""
@@ -413,13 +422,14 @@ def build_app(components: UIComponents, settings: UISettings) -> tuple[gr.Blocks
             person = gr.Textbox(label="person name")
             photos = gr.File(label="photos of their face", file_count="multiple", file_types=list(IMAGE_SUFFIXES))
             add = gr.Button("Add to whitelist")
-            authorised = gr.JSON(label="authorised people", value=[])
+            authorised = gr.Gallery(label="authorised people", columns=6, height=220)
 
-            def do_add(name: str, files: list[str] | None) -> list[str]:
+            def do_add(name: str, files: list[str] | None) -> list[tuple[str, str]]:
                 try:
-                    return ui.add_person(name, files or [])
+                    ui.add_person(name, files or [])
                 except InpaintAnonError as err:
                     raise fail(err) from None
+                return ui.gallery()
 
             add.click(do_add, [person, photos], [authorised], api_name="whitelist")
     app.queue(default_concurrency_limit=1)

@@ -224,6 +224,8 @@ def test_whitelist_photos_saved_under_uuid_names(tmp_path: Path, astronaut: Path
     photos = sorted((ui.work_dir / "whitelist" / "bob").iterdir())
     assert len(photos) == 2 and all(len(p.stem) == 32 and p.suffix == ".png" for p in photos)
     assert ui.people() == ["Ada Lovelace", "bob"]
+    assert [(Path(photo).parent.name, name) for photo, name in ui.gallery()] == [("Ada Lovelace", "Ada Lovelace"),
+                                                                                  ("bob", "bob")]
     for bad in ("../evil", ".hidden", "a/b", ""):
         with pytest.raises(InputError, match="is not a plain name; use letters, digits, spaces, _ or -"):
             ui.add_person(bad, [astronaut])
