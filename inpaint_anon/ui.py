@@ -24,6 +24,7 @@ Safety of the server:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -367,7 +368,7 @@ def build_app(components: UIComponents, settings: UISettings) -> tuple[gr.Blocks
             image_file = gr.File(label="download")
             image_info = gr.Textbox(label="run", interactive=False)
 
-            def do_image(path: str | None, *values: Any, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Any:  # noqa: B008
+            def do_image(path: str | None, *values: Any) -> Any:
                 if not path:
                     raise gr.Error("no image uploaded; choose an image file first", print_exception=False)
                 try:
@@ -376,7 +377,8 @@ def build_app(components: UIComponents, settings: UISettings) -> tuple[gr.Blocks
                     raise fail(err) from None
                 return (str(before), str(after)), str(after), info
 
-            image_go.click(do_image, [image_in, *settings_inputs], [image_view, image_file, image_info],
+            image_go.click(with_progress(do_image, 1 + len(settings_inputs)), [image_in, *settings_inputs],
+                           [image_view, image_file, image_info],
                            api_name="image")
 
         with gr.Tab("Video"):
@@ -388,7 +390,7 @@ def build_app(components: UIComponents, settings: UISettings) -> tuple[gr.Blocks
             video_file = gr.File(label="download")
             video_info = gr.Textbox(label="run", interactive=False)
 
-            def do_video(path: str | None, *values: Any, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Any:  # noqa: B008
+            def do_video(path: str | None, *values: Any) -> Any:
                 if not path:
                     raise gr.Error("no video uploaded; choose a video file first", print_exception=False)
                 try:
@@ -397,7 +399,8 @@ def build_app(components: UIComponents, settings: UISettings) -> tuple[gr.Blocks
                     raise fail(err) from None
                 return str(before), str(after), str(after), info
 
-            video_go.click(do_video, [video_in, *settings_inputs], [video_before, video_after, video_file, video_info],
+            video_go.click(with_progress(do_video, 1 + len(settings_inputs)), [video_in, *settings_inputs],
+                           [video_before, video_after, video_file, video_info],
                            api_name="video")
 
         with gr.Tab("Folder (zip)"):
@@ -406,7 +409,7 @@ def build_app(components: UIComponents, settings: UISettings) -> tuple[gr.Blocks
             zip_file = gr.File(label="download (.zip)")
             zip_info = gr.JSON(label="summary")
 
-            def do_folder(path: str | None, *values: Any, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Any:  # noqa: B008
+            def do_folder(path: str | None, *values: Any) -> Any:
                 if not path:
                     raise gr.Error("no .zip uploaded; choose a .zip file first", print_exception=False)
                 try:
@@ -415,7 +418,8 @@ def build_app(components: UIComponents, settings: UISettings) -> tuple[gr.Blocks
                     raise fail(err) from None
                 return str(archive), record
 
-            zip_go.click(do_folder, [zip_in, *settings_inputs], [zip_file, zip_info], api_name="folder")
+            zip_go.click(with_progress(do_folder, 1 + len(settings_inputs)), [zip_in, *settings_inputs],
+                         [zip_file, zip_info], api_name="folder")
 
         with gr.Tab("Whitelist", visible=c.embedder is not None):
             gr.Markdown("People on the whitelist stay visible; every other face is anonymized.")
@@ -444,6 +448,22 @@ def launch(app: gr.Blocks, ui: AnonymizeUI, host: str = "127.0.0.1", port: int =
     app.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, quiet=True,
                max_file_size=int(ui.settings.max_upload_mb * 1024 * 1024), allowed_paths=[str(ui.work_dir)],
                prevent_thread_lock=not block)
+
+
+def with_progress(work: Callable[..., Any], n_inputs: int) -> Callable[..., Any]:
+    """``work(*inputs)`` as a Gradio handler with a progress bar that follows the pipeline's tqdm bar (frames,
+    fps, ETA). Gradio finds ``gr.Progress`` only among positional parameters, and the UI's inputs vary with the
+    detector's classes, so the handler's signature is written out: ``n_inputs`` inputs, then ``progress``."""
+    import gradio as gr
+
+    def handler(*args: Any) -> Any:
+        return work(*args[:n_inputs])
+
+    parameters = [inspect.Parameter(f"input_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
+    parameters.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        default=gr.Progress(track_tqdm=True)))
+    handler.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    return handler
 
 
 # -- Hydra entry ----------------------------------------------------------------------------------------
@@ -511,6 +531,8 @@ def settings_from_config(cfg: DictConfig) -> tuple[UISettings, bool]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="ui")
 def _hydra_main(cfg: DictConfig) -> None:
+    from inpaint_anon.run import Interrupted
+
     for key in ("host", "port", "keep_minutes", "max_upload_mb"):
         if OmegaConf.select(cfg, key) is None:
             raise ConfigError(f"{key} is not set; pass {key}=VALUE (see conf/ui.yaml)")
@@ -521,14 +543,18 @@ def _hydra_main(cfg: DictConfig) -> None:
     print(f"inpaint_anon UI on http://{cfg.host}:{cfg.port} (work folder {ui.work_dir})", file=sys.stderr, flush=True)
     try:
         launch(app, ui, str(cfg.host), int(cfg.port))
+    except Interrupted as stopped:  # Ctrl-C / SIGTERM: the normal end of a server
+        print(f"inpaint_anon UI stopped ({stopped})", file=sys.stderr, flush=True)
     finally:
+        app.close()
         ui.stop()
         if temporary:
             shutil.rmtree(ui.work_dir, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``inpaint-anon ui ARGS`` / ``python -m inpaint_anon.ui ARGS``; returns the exit code (2: a user error)."""
+    """``inpaint-anon ui ARGS`` / ``python -m inpaint_anon.ui ARGS``; returns the exit code: 0 when stopped
+    (Ctrl-C, SIGTERM), 2 for a user error (one ``error:`` line)."""
     from inpaint_anon.run import hydra_command
 
     return hydra_command(_hydra_main, list(sys.argv[1:] if argv is None else argv))

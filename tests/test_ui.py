@@ -139,6 +139,40 @@ def test_video_through_gradio_client(server: tuple[str, AnonymizeUI], tmp_path: 
     assert 0 < data.find(b"moov") < data.find(b"mdat")
 
 
+def test_progress_bar_follows_the_pipeline(tmp_path: Path) -> None:
+    """The page's progress bar is the pipeline's tqdm bar (updated from its encode thread): frames done of all."""
+    from gradio_client import Client, handle_file
+
+    from tests.clips import make_clip
+
+    def slow_face(index: int) -> dict[str, np.ndarray]:
+        time.sleep(0.05)
+        mask = np.zeros((120, 160), dtype=bool)
+        mask[30:70, 40:90] = True
+        return {"face": mask}
+
+    detector = ScriptedDetector(slow_face, names=["face"], batch_size=1)
+    app, ui = build_app(UIComponents(detector=detector, device="cpu", batch_frames=1, queue_size=1),
+                        UISettings(tmp_path / "work"))
+    port = free_port()
+    launch(app, ui, "127.0.0.1", port, block=False)
+    try:
+        clip = make_clip(tmp_path / "in.mp4", n_frames=40)
+        job = Client(f"http://127.0.0.1:{port}/", verbose=False).submit(handle_file(str(clip)), 1.0, 8, 1.0, "blur",
+                                                                        api_name="/video")
+        seen = set()
+        while not job.done():
+            for unit in job.status().progress_data or []:
+                seen.add((unit.index, unit.length, unit.unit, unit.desc))
+            time.sleep(0.05)
+        job.result()
+    finally:
+        ui.stop()
+        app.close()
+    assert {(length, unit, desc) for _, length, unit, desc in seen} == {(40, "frame", "anonymize")}
+    assert any(0 < index < 40 for index, *_ in seen)
+
+
 def test_errors_reach_the_page_as_one_line(server: tuple[str, AnonymizeUI], tmp_path: Path) -> None:
     """A broken upload: the page shows the reader's one-line InputError, and no result is left behind."""
     from gradio_client import Client, handle_file
@@ -307,6 +341,7 @@ def test_cli_server_with_centerface(tmp_path: Path, astronaut: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
+    assert server.returncode == 0  # stopping is a server's normal end
     assert not any(tmp_path.glob("inpaint_anon_ui_*"))
 
 
