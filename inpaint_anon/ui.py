@@ -356,6 +356,8 @@ def build_app(components: UIComponents, settings: UISettings) -> tuple[gr.Blocks
                 dstrength = gr.Slider(0.1, 1.0, value=c.diffusion.strength if c.diffusion else 1.0, step=0.05,
                                       label="diffusion strength", visible=c.diffusion is not None)
         settings_inputs = [blur, blocks, dstrength, *method_boxes]
+        names = ["file", "blur_strength", "pixelate_blocks", "diffusion_strength",
+                 *(f"method_{re.sub(r'[^0-9A-Za-z_]', '_', name)}_{i}" for i, name in enumerate(c.classes))]
 
         def choice_of(values: Sequence[Any]) -> Choice:
             b, k, d, *methods = values
@@ -377,7 +379,7 @@ def build_app(components: UIComponents, settings: UISettings) -> tuple[gr.Blocks
                     raise fail(err) from None
                 return (str(before), str(after)), str(after), info
 
-            image_go.click(with_progress(do_image, 1 + len(settings_inputs)), [image_in, *settings_inputs],
+            image_go.click(with_progress(do_image, names), [image_in, *settings_inputs],
                            [image_view, image_file, image_info],
                            api_name="image")
 
@@ -399,7 +401,7 @@ def build_app(components: UIComponents, settings: UISettings) -> tuple[gr.Blocks
                     raise fail(err) from None
                 return str(before), str(after), str(after), info
 
-            video_go.click(with_progress(do_video, 1 + len(settings_inputs)), [video_in, *settings_inputs],
+            video_go.click(with_progress(do_video, names), [video_in, *settings_inputs],
                            [video_before, video_after, video_file, video_info],
                            api_name="video")
 
@@ -418,7 +420,7 @@ def build_app(components: UIComponents, settings: UISettings) -> tuple[gr.Blocks
                     raise fail(err) from None
                 return str(archive), record
 
-            zip_go.click(with_progress(do_folder, 1 + len(settings_inputs)), [zip_in, *settings_inputs],
+            zip_go.click(with_progress(do_folder, names), [zip_in, *settings_inputs],
                          [zip_file, zip_info], api_name="folder")
 
         with gr.Tab("Whitelist", visible=c.embedder is not None):
@@ -450,16 +452,17 @@ def launch(app: gr.Blocks, ui: AnonymizeUI, host: str = "127.0.0.1", port: int =
                prevent_thread_lock=not block)
 
 
-def with_progress(work: Callable[..., Any], n_inputs: int) -> Callable[..., Any]:
+def with_progress(work: Callable[..., Any], names: Sequence[str]) -> Callable[..., Any]:
     """``work(*inputs)`` as a Gradio handler with a progress bar that follows the pipeline's tqdm bar (frames,
     fps, ETA). Gradio finds ``gr.Progress`` only among positional parameters, and the UI's inputs vary with the
-    detector's classes, so the handler's signature is written out: ``n_inputs`` inputs, then ``progress``."""
+    detector's classes, so the handler's signature is written out: the inputs (``names``: the API's parameter
+    names), then ``progress``."""
     import gradio as gr
 
     def handler(*args: Any) -> Any:
-        return work(*args[:n_inputs])
+        return work(*args[:len(names)])
 
-    parameters = [inspect.Parameter(f"input_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
+    parameters = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names]
     parameters.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                         default=gr.Progress(track_tqdm=True)))
     handler.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
@@ -539,17 +542,20 @@ def _hydra_main(cfg: DictConfig) -> None:
     if not isinstance(cfg.port, int) or not 0 < cfg.port < 65536:
         raise ConfigError(f"port={cfg.port!r} is not a TCP port; pass port=7860 (1..65535)")
     settings, temporary = settings_from_config(cfg)
-    app, ui = build_app(components_from_config(cfg), settings)
-    print(f"inpaint_anon UI on http://{cfg.host}:{cfg.port} (work folder {ui.work_dir})", file=sys.stderr, flush=True)
     try:
-        launch(app, ui, str(cfg.host), int(cfg.port))
-    except Interrupted as stopped:  # Ctrl-C / SIGTERM: the normal end of a server
-        print(f"inpaint_anon UI stopped ({stopped})", file=sys.stderr, flush=True)
+        app, ui = build_app(components_from_config(cfg), settings)
+        print(f"inpaint_anon UI on http://{cfg.host}:{cfg.port} (work folder {ui.work_dir})", file=sys.stderr,
+              flush=True)
+        try:
+            launch(app, ui, str(cfg.host), int(cfg.port))
+        except Interrupted as stopped:  # Ctrl-C / SIGTERM: the normal end of a server
+            print(f"inpaint_anon UI stopped ({stopped})", file=sys.stderr, flush=True)
+        finally:
+            app.close()
+            ui.stop()
     finally:
-        app.close()
-        ui.stop()
         if temporary:
-            shutil.rmtree(ui.work_dir, ignore_errors=True)
+            shutil.rmtree(settings.work_dir, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -304,11 +304,18 @@ def test_folder_zip_goes_through_run_batch(tmp_path: Path, astronaut: Path, monk
     (["keep_minutes=0", "detector=centerface"], "error: keep_minutes=0 must be > 0"),
     (["inpainter=scramble", "detector=centerface"], "error: the web UI does not scramble"),
 ])
-def test_cli_errors(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """One error line, exit 2, and no work folder left behind."""
+    import tempfile
+
     from inpaint_anon.run import main
 
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     assert main(["ui", f"paths.experiments={tmp_path}", *args]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(message)
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_cli_server_with_centerface(tmp_path: Path, astronaut: Path) -> None:
