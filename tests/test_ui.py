@@ -389,3 +389,16 @@ def test_browser_upload_and_download(server: tuple[str, AnonymizeUI], astronaut:
     (result,) = [p for p in downloads.iterdir() if p.suffix == ".png"]
     check_anonymized(astronaut, result)
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_diffusion_strength_per_request(tmp_path: Path) -> None:
+    """With a diffusion model loaded, ``diffusion`` is offered and each request sets its strength."""
+    from tests.test_fail_closed import tiny_diffusion
+
+    diffusion = tiny_diffusion(steps=4)
+    ui = AnonymizeUI(components(diffusion=diffusion), UISettings(tmp_path))
+    assert ui.components.offered == ["blur", "pixelate", "solid", "diffusion", "none"]
+    router = ui.inpainter(Choice({"face": "diffusion"}, diffusion_strength=0.5))
+    assert router.methods["face"] is diffusion and diffusion.strength == 0.5
+    with pytest.raises(ConfigError, match="diffusion strength 0.2 leaves no denoising step of 4; raise it"):
+        ui.inpainter(Choice({"face": "diffusion"}, diffusion_strength=0.2))
