@@ -65,6 +65,8 @@ logger = logging.getLogger("inpaint_anon")
 UI_METHODS = ("blur", "pixelate", "solid", "diffusion", "none")
 """Methods a class may get in the UI (a scramble needs a key file and a lossless output: use the CLI)."""
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+WHITELIST_SUFFIXES = (".jpg", ".jpeg", ".png")
+"""Photo formats :meth:`inpaint_anon.whitelist.Whitelist.from_folder` reads."""
 PERSON_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$")
 """A whitelist person's name: it becomes a folder name, so letters, digits, space, _ and - only."""
 
@@ -290,16 +292,22 @@ class AnonymizeUI:
         if not photos:
             raise InputError(f"no photo of {name} given; upload one or more photos of their face")
         folder = self.work_dir / "whitelist" / name
+        saved = [self.save_upload(photo, WHITELIST_SUFFIXES) for photo in photos]
         folder.mkdir(exist_ok=True)
-        saved = [self.save_upload(photo, IMAGE_SUFFIXES) for photo in photos]
-        for photo in saved:
-            photo.replace(folder / photo.name)
-        if self._embedder is None:
-            self._embedder = c.embedder()
-        if self._face_detector is None:
-            self._face_detector = c.face_detector()
-        self.whitelist = Whitelist.from_folder(self.work_dir / "whitelist", self._embedder, self._face_detector,
-                                               cache_dir=self.work_dir / "whitelist_cache")
+        added = [photo.replace(folder / photo.name) for photo in saved]
+        try:
+            if self._embedder is None:
+                self._embedder = c.embedder()
+            if self._face_detector is None:
+                self._face_detector = c.face_detector()
+            self.whitelist = Whitelist.from_folder(self.work_dir / "whitelist", self._embedder, self._face_detector,
+                                                   cache_dir=self.work_dir / "whitelist_cache")
+        except BaseException:  # the photos that failed leave the folder, so the next person can still be added
+            for photo in added:
+                photo.unlink(missing_ok=True)
+            if not any(folder.iterdir()):
+                folder.rmdir()
+            raise
         return list(self.whitelist.people)
 
     def people(self) -> list[str]:
@@ -426,7 +434,7 @@ def build_app(components: UIComponents, settings: UISettings) -> tuple[gr.Blocks
         with gr.Tab("Whitelist", visible=c.embedder is not None):
             gr.Markdown("People on the whitelist stay visible; every other face is anonymized.")
             person = gr.Textbox(label="person name")
-            photos = gr.File(label="photos of their face", file_count="multiple", file_types=list(IMAGE_SUFFIXES))
+            photos = gr.File(label="photos of their face", file_count="multiple", file_types=list(WHITELIST_SUFFIXES))
             add = gr.Button("Add to whitelist")
             authorised = gr.Gallery(label="authorised people", columns=6, height=220)
 

@@ -264,6 +264,18 @@ def test_whitelist_photos_saved_under_uuid_names(tmp_path: Path, astronaut: Path
         with pytest.raises(InputError, match="is not a plain name; use letters, digits, spaces, _ or -"):
             ui.add_person(bad, [astronaut])
     assert sorted(p.name for p in (ui.work_dir / "whitelist").iterdir()) == ["Ada Lovelace", "bob"]
+    # a photo the whitelist refuses (no face, say) leaves the folder: the others stay usable
+    def refuse(cls: type, *args: object, **kwargs: object) -> FakeWhitelist:
+        raise InputError("no face found in the photo; upload a sharper one")
+
+    monkeypatch.setattr(FakeWhitelist, "from_folder", classmethod(refuse))
+    with pytest.raises(InputError, match="no face found in the photo"):
+        ui.add_person("carol", [astronaut])
+    with pytest.raises(InputError, match="no face found in the photo"):
+        ui.add_person("bob", [astronaut])
+    assert sorted(p.name for p in (ui.work_dir / "whitelist").iterdir()) == ["Ada Lovelace", "bob"]
+    assert len(list((ui.work_dir / "whitelist" / "bob").iterdir())) == 2
+    assert ui.people() == ["Ada Lovelace", "bob"]
 
 
 def test_folder_zip_goes_through_run_batch(tmp_path: Path, astronaut: Path, monkeypatch: pytest.MonkeyPatch) -> None:
