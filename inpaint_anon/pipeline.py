@@ -14,6 +14,7 @@ between (see :mod:`inpaint_anon.realtime`).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import queue
@@ -106,15 +107,17 @@ class _Channel:
 
 
 class _StageThread(threading.Thread):
-    """Runs one stage; on failure records the error and stops the whole run."""
+    """Runs one stage; on failure records the error and stops the whole run. The stage runs in a copy of the
+    caller's context variables (e.g. the web UI's progress bar follows the encode stage's tqdm updates)."""
 
     def __init__(self, name: str, work: Callable[[], None], stop: threading.Event) -> None:
         super().__init__(name=f"inpaint_anon-{name}", daemon=True)
         self._work, self._stop_event, self.error = work, stop, None
+        self._context = contextvars.copy_context()
 
     def run(self) -> None:
         try:
-            self._work()
+            self._context.run(self._work)
         except _Stopped:
             pass
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread

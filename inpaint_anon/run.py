@@ -77,7 +77,7 @@ RUN_RECORD = "run.json"
 PHOTO_DETECT_SIZE = 1024  # longest side (px) whitelist reference photos are searched for their face at
 DETECTION_RUN_KEYS = ("stride", "cache")  # detector config keys that set up the detection stage, not the model
 INPAINTER_RUN_KEYS = ("key_file", "allow_lossy")  # inpainter config keys read by this module, not the inpainter
-SUBCOMMANDS = {"evaluate": "inpaint_anon.evaluate", "unscramble": "inpaint_anon.unscramble"}
+SUBCOMMANDS = {"evaluate": "inpaint_anon.evaluate", "unscramble": "inpaint_anon.unscramble", "ui": "inpaint_anon.ui"}
 """``inpaint-anon NAME ARGS`` -> ``<module>.main(ARGS)`` (imported only when asked for)."""
 INTERRUPT_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 """Signals that end a run cleanly (partial files removed) with exit code 128 + the signal number."""
