@@ -275,6 +275,8 @@ class RunResult:
     metrics: class name -> metric name -> value (filled by the evaluation module).
     events: notable things that happened (fallbacks, padding, warnings) as plain dicts.
     realtime: a realtime run's stats (:meth:`inpaint_anon.realtime.RealtimeStats.summary`), else None.
+    regions: class name -> regions detected in the run: distinct track ids when tracked, else one per region
+        per frame (an image's count is its regions).
     """
 
     out_path: Path
@@ -286,6 +288,7 @@ class RunResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     realtime: dict[str, Any] | None = None
+    regions: dict[str, int] = field(default_factory=dict)
 
     @property
     def fps_processing(self) -> float:
