@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from inpaint_anon.atomic import AtomicPath, CommitOnExit
+from inpaint_anon.atomic import AtomicPath, CommitOnExit, remove_stale_partials
 from inpaint_anon.errors import InpaintAnonError, InputError, one_line
 from inpaint_anon.types import RunResult
 from inpaint_anon.video import IMAGE_SUFFIXES, VIDEO_OUTPUT_FORMATS
@@ -144,8 +144,8 @@ def default_output(source: Path) -> Path:
 
 def check_paths(source: Path, output: Path, *, overwrite: bool = False) -> None:
     """InputError unless ``source`` (a folder or an archive) and ``output`` (a folder or ``.zip``) can be used:
-    the input exists, the output is outside an input folder, its folder exists, and it is new (or empty, for a
-    folder) unless ``overwrite``."""
+    the input exists, neither holds the other nor is the other, the output's folder exists, and the output is new
+    (or an empty folder) unless ``overwrite``."""
     if not source.exists():
         raise InputError(f"input not found: {source}; check the path")
     if not source.is_dir() and source.suffix.lower() != ARCHIVE_SUFFIX:
@@ -154,6 +154,11 @@ def check_paths(source: Path, output: Path, *, overwrite: bool = False) -> None:
     if source.is_dir() and (there == here or here in there.parents):
         raise InputError(f"output {output} is inside the input folder {source}, so it would be read as input; "
                          "choose an output outside it")
+    if there == here:
+        raise InputError(f"output would overwrite the input: {output}; choose another output")
+    if source.is_dir() and output.suffix.lower() != ARCHIVE_SUFFIX and there in here.parents:
+        raise InputError(f"input folder {source} is inside the output folder {output}, so outputs could replace "
+                         "inputs; choose an output outside it")
     if not output.parent.is_dir():
         raise InputError(f"output folder does not exist: {output.parent}; create it or choose another output")
     if output.suffix.lower() == ARCHIVE_SUFFIX:
@@ -167,6 +172,15 @@ def check_paths(source: Path, output: Path, *, overwrite: bool = False) -> None:
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise InputError(f"output folder {output} is not empty; pass overwrite=true to replace its files or choose "
                          "another output")
+
+
+def remove_stale_partials_under(folder: Path) -> list[Path]:
+    """:func:`~inpaint_anon.atomic.remove_stale_partials` in ``folder`` and every folder below it (a killed
+    batch's partial files, at any depth of an output folder)."""
+    removed = []
+    for root, _, _ in os.walk(folder):
+        removed += remove_stale_partials(root)
+    return removed
 
 
 def output_name(name: PurePosixPath) -> PurePosixPath:

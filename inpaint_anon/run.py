@@ -478,18 +478,22 @@ def _run_batch(cfg: DictConfig, method_nodes: dict[str, DictConfig | None], loss
 
     import torch
 
-    from inpaint_anon.batch import BatchFailed, check_paths, default_output, run_batch
+    from inpaint_anon.batch import BatchFailed, check_paths, default_output, remove_stale_partials_under, run_batch
     from inpaint_anon.pipeline import AnonymizePipeline
 
-    # 1. check everything that can be checked without a model
+    # 1. check everything that can be checked without a model (a killed batch's partial files go first, so that
+    # an output folder holding only those counts as empty)
     max_unpacked_bytes, max_ratio = _batch_limits(cfg)
     _refuse_in_batch(cfg, lossless)
     source = Path(str(cfg.input)).expanduser()
     output = Path(str(cfg.output)).expanduser() if cfg.output is not None else default_output(source)
-    check_paths(source, output, overwrite=cfg.overwrite)
-    video = _video_settings(cfg, output.with_suffix(".mp4"), lossless)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     _remove_stale_partials(cfg, output, run_dir)
+    if output.is_dir():
+        for removed in remove_stale_partials_under(output):
+            logger.warning("removed %s, left by an interrupted run", removed)
+    check_paths(source, output, overwrite=cfg.overwrite)
+    video = _video_settings(cfg, output.with_suffix(".mp4"), lossless)
 
     # 2. the components, once
     torch.manual_seed(cfg.seed)
@@ -506,8 +510,13 @@ def _run_batch(cfg: DictConfig, method_nodes: dict[str, DictConfig | None], loss
 
     # 3. every file
     started = time.perf_counter()
-    summary = run_batch(source, output, anonymize, overwrite=cfg.overwrite, max_unpacked_bytes=max_unpacked_bytes,
-                        max_ratio=max_ratio, progress=bool(cfg.pipeline.get("progress", True)))
+    try:
+        summary = run_batch(source, output, anonymize, overwrite=cfg.overwrite, max_unpacked_bytes=max_unpacked_bytes,
+                            max_ratio=max_ratio, progress=bool(cfg.pipeline.get("progress", True)))
+    except Interrupted as interrupted:  # a folder keeps the files finished before the signal (a .zip: nothing)
+        if output.is_dir() and any(path.is_file() for path in output.rglob("*")):
+            interrupted.written = output
+        raise
 
     # 4. record and report
     record = {"input": str(source), "output": str(output), "wall_seconds": round(time.perf_counter() - started, 3),

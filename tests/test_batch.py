@@ -295,6 +295,28 @@ def test_output_inside_input_refused(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "in").rglob("*")) == ["x"]
 
 
+def test_output_holding_or_being_the_input_refused(tmp_path: Path) -> None:
+    (tmp_path / "out" / "photos").mkdir(parents=True)
+    with pytest.raises(InputError, match="input folder .* is inside the output folder"):
+        check_paths(tmp_path / "out" / "photos", tmp_path / "out", overwrite=True)
+    archive = zipped({"a.png": make_image(tmp_path / "a.png", SIZE)}, tmp_path / "in.zip")
+    with pytest.raises(InputError, match="output would overwrite the input"):
+        check_paths(archive, archive, overwrite=True)
+    check_paths(archive, tmp_path / "out", overwrite=True)  # an archive may lie anywhere
+
+
+def test_stale_partials_removed_at_any_depth(tmp_path: Path) -> None:
+    from inpaint_anon.batch import remove_stale_partials_under
+
+    (tmp_path / "out" / "a" / "b").mkdir(parents=True)
+    dead = tmp_path / "out" / "a" / "b" / ".x.99999999-0123abcd.partial.mp4"
+    dead.write_bytes(b"x")
+    kept = tmp_path / "out" / "a" / "y.mp4"
+    kept.write_bytes(b"y")
+    assert remove_stale_partials_under(tmp_path / "out") == [dead]
+    assert kept.exists() and not dead.exists()
+
+
 def test_existing_outputs_refused(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "out").mkdir()
