@@ -307,7 +307,8 @@ def _archive_inputs(archive: zipfile.ZipFile, work: Path) -> Iterator[_Input]:
         if refused is None and info.flag_bits & 0x1:
             refused = "encrypted in the archive; pack it without a password"
         name = "/".join(part for part in info.filename.replace("\\", "/").split("/") if part not in ("", "."))
-        yield _Input(name or info.filename, refused, _extracted(archive, info, work / f"in{number}"))
+        listed = info.filename if refused is not None or not name else name  # a refused name is shown as it is
+        yield _Input(listed, refused, _extracted(archive, info, work / f"in{number}"))
 
 
 def _extracted(archive: zipfile.ZipFile, info: zipfile.ZipInfo, stem: Path) -> Callable[[], Any]:
