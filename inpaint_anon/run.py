@@ -441,12 +441,14 @@ def _is_batch(cfg: DictConfig) -> bool:
 
 def _batch_limits(cfg: DictConfig) -> tuple[int, float]:
     """The ``batch:`` block, checked: (largest unpacked archive in bytes, largest compression ratio)."""
+    from inpaint_anon.batch import DEFAULT_MAX_RATIO, DEFAULT_MAX_UNPACKED_BYTES
     from inpaint_anon.checks import check_float, check_keys
 
     block = _plain(cfg.batch) if cfg.get("batch") is not None else {}
     check_keys("batch", block, BATCH_KEYS)
-    megabytes = check_float("", "batch.max_unpacked_mb", block.get("max_unpacked_mb", 4096), 1e-6)
-    ratio = check_float("", "batch.max_ratio", block.get("max_ratio", 200), 1.0)
+    given_mb = block.get("max_unpacked_mb", DEFAULT_MAX_UNPACKED_BYTES / 2**20)
+    megabytes = check_float("", "batch.max_unpacked_mb", given_mb, 1e-6)
+    ratio = check_float("", "batch.max_ratio", block.get("max_ratio", DEFAULT_MAX_RATIO), 1.0)
     return int(megabytes * 2**20), ratio
 
 

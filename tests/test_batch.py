@@ -417,7 +417,7 @@ def cli(tmp_path: Path, *args: str) -> int:
     return run_module.main([*SQUARE, f"hydra.run.dir={tmp_path / 'run'}", *args])
 
 
-@pytest.mark.parametrize("case", ["corrupt", "inside", "metrics", "bomb", "bad_key"])
+@pytest.mark.parametrize("case", ["corrupt", "inside", "metrics", "bomb", "bad_key", "bad_limit", "scramble"])
 def test_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
     (tmp_path / "in").mkdir()
     make_image(tmp_path / "in" / "a.png", SIZE)
@@ -429,6 +429,8 @@ def test_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], cas
         "metrics": ([f"input={tmp_path / 'in'}", "metrics=default"], "metrics evaluate one video per run"),
         "bomb": ([f"input={tmp_path / 'bomb.zip'}", "batch.max_unpacked_mb=1"], "batch.max_unpacked_mb=1"),
         "bad_key": ([f"input={tmp_path / 'in'}", "+batch.max_files=3"], "unknown batch setting batch.max_files"),
+        "bad_limit": ([f"input={tmp_path / 'in'}", "batch.max_unpacked_mb=0"], "batch.max_unpacked_mb=0 is invalid"),
+        "scramble": ([f"input={tmp_path / 'in'}", "inpainter=scramble"], "a scramble records one video's pixels"),
     }[case]
     assert cli(tmp_path, *args) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
