@@ -233,6 +233,7 @@ class AnonymizePipeline:
         events: list[dict[str, Any]] = []
         stop = threading.Event()
         counts = {"in": 0, "out": 0}
+        regions = _RegionCount()  # RunResult.regions
         realtime = self.realtime
         stats = RealtimeStats(realtime.stats_seconds) if realtime is not None else None
         clock = time.monotonic
@@ -323,6 +324,7 @@ class AnonymizePipeline:
             def emit(frame: Frame, dets: Detections) -> None:
                 if recorder is not None:
                     recorder.write(frame.index, dets)
+                regions.add(dets)
                 if matcher is not None:  # confirmed whitelisted faces are left out of what is anonymized
                     with timings("whitelist"):
                         dets = dets[~matcher.reveal(frame, dets)]
@@ -419,6 +421,7 @@ class AnonymizePipeline:
             events=events,
             realtime=stats.summary(realtime) if stats is not None else None,
             whitelist=matcher.record if matcher is not None else None,
+            regions=regions.counts,
         )
 
     @staticmethod
@@ -576,6 +579,24 @@ class _Work:
     done: bool = False
     members: list[int] = field(default_factory=list)
     pixels: np.ndarray | None = None
+
+
+class _RegionCount:
+    """Regions per class over a run (:attr:`RunResult.regions`): each track id once, untracked regions per frame."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._tracks: set[tuple[str, int]] = set()
+
+    def add(self, detections: Detections) -> None:
+        """Count one frame's final detections (``track_ids`` int (N,) or None)."""
+        ids = detections.track_ids.tolist() if detections.track_ids is not None else [None] * len(detections)
+        for name, track in zip(detections.class_names, ids, strict=True):
+            if track is not None and (name, track) in self._tracks:
+                continue
+            if track is not None:
+                self._tracks.add((name, track))
+            self.counts[name] = self.counts.get(name, 0) + 1
 
 
 def _run_stages(stages: list[tuple[str, Callable[[], None], _Channel | None]], stop: threading.Event) -> None:

@@ -11,6 +11,8 @@ ARGS to :func:`inpaint_anon.evaluate.main` and :func:`inpaint_anon.unscramble.ma
 Exit codes and the last line on stderr:
 
 - 0: done.
+- 1, ``error: N of M files failed ...``: a batch (a folder or .zip input, :mod:`inpaint_anon.batch`) in which some
+  files failed; the others were written, and run.json's ``batch`` block gives each file's status and reason.
 - 2, ``error: <problem>; <fix>``: a user error (:class:`~inpaint_anon.errors.InpaintAnonError`, an unknown config
   choice or key, an argument Hydra cannot read).
 - 130 / 143 / 129, ``interrupted: no output written``: SIGINT (Ctrl-C) / SIGTERM (``kill``, ``timeout``, docker,
@@ -184,9 +186,9 @@ def hydra_command(app: Callable[[], Any], args: Sequence[str]) -> int:
         print(interrupted.message, file=sys.stderr, flush=True)
         return interrupted.exit_code
     except _Abort as aborted:
-        return _error(str(aborted.error))
+        return _error(str(aborted.error), aborted.error.exit_code)
     except InpaintAnonError as err:
-        return _error(str(err))
+        return _error(str(err), err.exit_code)
     except MissingConfigException as err:
         return _error(_explain_missing_choice(err))
     except OverrideParseException as err:
@@ -201,9 +203,9 @@ def hydra_command(app: Callable[[], Any], args: Sequence[str]) -> int:
     return 0
 
 
-def _error(message: str) -> int:
+def _error(message: str, exit_code: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
-    return 2
+    return exit_code
 
 
 def short_realtime(arg: str) -> str:
@@ -329,6 +331,8 @@ def run(cfg: DictConfig) -> float | None:
     method_nodes = _method_nodes(cfg)
     lossless = _needs_lossless(cfg.inpainter) or any(
         _needs_lossless(node) for node in method_nodes.values() if node is not None)
+    if _is_batch(cfg):
+        return _run_batch(cfg, method_nodes, lossless)
     source, target = _resolve_paths(cfg, lossless)
     output = Path(target)  # for its suffix and folder; a stream URL (a str target) has neither
     live = isinstance(source, LiveSource)
@@ -438,6 +442,120 @@ def _build_whitelist(cfg: DictConfig) -> Any:
     photos = face_detector(device=cfg.device, input_size=PHOTO_DETECT_SIZE)  # large photos are downscaled
     return Whitelist.from_folder(folder, embedder, photos,
                                  cache_dir=Path(cfg.paths.cache) / "whitelist")
+
+
+# -- a batch: a folder or a .zip input (inpaint_anon.batch) ---------------------------------------------
+
+
+BATCH_KEYS = ("max_unpacked_mb", "max_ratio")
+
+
+def _is_batch(cfg: DictConfig) -> bool:
+    """True for a folder or .zip ``input`` (a missing ``input`` is reported by :func:`_resolve_paths`)."""
+    from inpaint_anon.batch import is_batch
+
+    try:
+        given = cfg.input
+    except MissingMandatoryValue:
+        return False
+    return given is not None and is_batch(str(given), None if cfg.output is None else str(cfg.output))
+
+
+def _batch_limits(cfg: DictConfig) -> tuple[int, float]:
+    """The ``batch:`` block, checked: (largest unpacked archive in bytes, largest compression ratio)."""
+    from inpaint_anon.batch import DEFAULT_MAX_RATIO, DEFAULT_MAX_UNPACKED_BYTES
+    from inpaint_anon.checks import check_float, check_keys
+
+    block = _plain(cfg.batch) if cfg.get("batch") is not None else {}
+    check_keys("batch", block, BATCH_KEYS)
+    given_mb = block.get("max_unpacked_mb", DEFAULT_MAX_UNPACKED_BYTES / 2**20)
+    megabytes = check_float("", "batch.max_unpacked_mb", given_mb, 1e-6)
+    ratio = check_float("", "batch.max_ratio", block.get("max_ratio", DEFAULT_MAX_RATIO), 1.0)
+    return int(megabytes * 2**20), ratio
+
+
+def _refuse_in_batch(cfg: DictConfig, lossless: bool) -> None:
+    """ConfigError for what works on one file per run only: realtime, metrics, the detection cache, scrambling."""
+    if OmegaConf.select(cfg, "realtime.enabled", default=False):
+        raise ConfigError("realtime=true is for live sources, not a folder or .zip input; pass realtime=false")
+    if cfg.get("metrics") is not None:
+        raise ConfigError("metrics evaluate one video per run, not a folder or .zip input; pass metrics=none, "
+                          "or run the files to evaluate one at a time")
+    if OmegaConf.select(cfg, "detector.cache", default=False):
+        raise ConfigError("detector.cache=true keys its cache by one input file, not a folder or .zip input; pass "
+                          "detector.cache=false")
+    if lossless:
+        raise ConfigError("a scramble records one video's pixels per run (for unscrambling), not a folder or .zip "
+                          "input; run the files one at a time, or choose another method")
+
+
+def _run_batch(cfg: DictConfig, method_nodes: dict[str, DictConfig | None], lossless: bool) -> float | None:
+    """A folder or .zip input into a folder or .zip output (:func:`inpaint_anon.batch.run_batch`).
+
+    1. check the ``batch:`` limits, the settings that are per file only, the paths and encoder settings, before
+       any model is loaded;
+    2. build the components once (one model load for the whole batch); 3. run every file through one pipeline;
+    4. write run.json with the ``batch`` block, print the summary on stderr and the output path last;
+       :class:`~inpaint_anon.batch.BatchFailed` (exit 1) when any file failed.
+    """
+    import time
+
+    import torch
+
+    from inpaint_anon.batch import BatchFailed, check_paths, default_output, remove_stale_partials_under, run_batch
+    from inpaint_anon.pipeline import AnonymizePipeline
+
+    # 1. check everything that can be checked without a model (a killed batch's partial files go first, so that
+    # an output folder holding only those counts as empty)
+    max_unpacked_bytes, max_ratio = _batch_limits(cfg)
+    _refuse_in_batch(cfg, lossless)
+    source = Path(str(cfg.input)).expanduser()
+    output = Path(str(cfg.output)).expanduser() if cfg.output is not None else default_output(source)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    _remove_stale_partials(cfg, output, run_dir)
+    if output.is_dir():
+        for removed in remove_stale_partials_under(output):
+            logger.warning("removed %s, left by an interrupted run", removed)
+    check_paths(source, output, overwrite=cfg.overwrite)
+    video = _video_settings(cfg, output.with_suffix(".mp4"), lossless)
+
+    # 2. the components, once
+    torch.manual_seed(cfg.seed)
+    detector, _, events = _build_detector(cfg)
+    backends = _detector_backends(detector)
+    tracker = _instantiate("tracker", cfg.tracker) if cfg.get("tracker") is not None else None
+    inpainter = _build_inpainter(cfg, method_nodes, set(detector.names.values()), run_dir, output)
+    compositor = _instantiate("compositor", cfg.compositor)
+    pipe = AnonymizePipeline(detector=detector, inpainter=inpainter, compositor=compositor, tracker=tracker,
+                             detect_stride=cfg.detector.get("stride", 1), whitelist=_build_whitelist(cfg),
+                             **_plain(cfg.pipeline))
+
+    def anonymize(in_file: Path, out_file: Path) -> RunResult:
+        return pipe(in_file, out_file, overwrite=cfg.overwrite, keep_metadata=cfg.keep_metadata, video=video)
+
+    # 3. every file
+    started = time.perf_counter()
+    try:
+        summary = run_batch(source, output, anonymize, overwrite=cfg.overwrite, max_unpacked_bytes=max_unpacked_bytes,
+                            max_ratio=max_ratio, progress=bool(cfg.pipeline.get("progress", True)))
+    except Interrupted as interrupted:  # a folder keeps the files finished before the signal (a .zip: nothing)
+        if output.is_dir() and any(path.is_file() for path in output.rglob("*")):
+            interrupted.written = output
+        raise
+
+    # 4. record and report
+    record = {"input": str(source), "output": str(output), "wall_seconds": round(time.perf_counter() - started, 3),
+              "device": str(inpainter.device), "inpainter": inpainter.name, **inpainter.run_record(),
+              "events": events, "detector_backends": backends, "batch": summary.as_dict(), **_provenance(cfg)}
+    write_atomic(run_dir / RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+    for line in summary.lines():
+        print(line, file=sys.stderr, flush=True)
+    print(output, flush=True)
+    if summary.failed:
+        first = next(result for result in summary.files if result.status == "failed")
+        raise BatchFailed(f"{summary.failed} of {len(summary.files)} files failed (the first: {first.source}: "
+                          f"{first.reason}); the others are in {output}, each file's reason in {run_dir / RUN_RECORD}")
+    return None
 
 
 @contextmanager
@@ -877,6 +995,13 @@ def _run_record(cfg: DictConfig, result: RunResult, source: Path, inpainter: Inp
         "events": result.events,
         "meta": {"width": meta.width, "height": meta.height, "fps": str(meta.fps), "n_frames": meta.n_frames,
                  "has_audio": meta.has_audio, "rotation": meta.rotation, "codec": meta.codec},
+        **_provenance(cfg),
+    }
+
+
+def _provenance(cfg: DictConfig) -> dict[str, Any]:
+    """What every run.json records about how it ran: package versions, overrides and config (secrets redacted)."""
+    return {
         "versions": versions(),
         "overrides": [_redacted_override(o) for o in HydraConfig.get().overrides.task],
         "config": _redacted(OmegaConf.to_container(cfg, resolve=True)),

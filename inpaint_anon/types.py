@@ -277,6 +277,8 @@ class RunResult:
     realtime: a realtime run's stats (:meth:`inpaint_anon.realtime.RealtimeStats.summary`), else None.
     whitelist: with a whitelist, per face track id (str) -> {"person", "score", "frames", "shown"}
         (:attr:`inpaint_anon.whitelist.TrackMatcher.record`: names and scores, never embeddings), else None.
+    regions: class name -> regions detected in the run: distinct track ids when tracked, else one per region
+        per frame (an image's count is its regions).
     """
 
     out_path: Path
@@ -289,6 +291,7 @@ class RunResult:
     events: list[dict[str, Any]] = field(default_factory=list)
     realtime: dict[str, Any] | None = None
     whitelist: dict[str, Any] | None = None
+    regions: dict[str, int] = field(default_factory=dict)
 
     @property
     def fps_processing(self) -> float:

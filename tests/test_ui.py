@@ -278,31 +278,19 @@ def test_whitelist_photos_saved_under_uuid_names(tmp_path: Path, astronaut: Path
     assert ui.people() == ["Ada Lovelace", "bob"]
 
 
-def test_folder_zip_goes_through_run_batch(tmp_path: Path, astronaut: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Folder tab calls run_batch(zip, out_dir, anonymize) and zips what it wrote (fake batch module)."""
-    seen = {}
-
-    class Summary:
-        def as_dict(self) -> dict:
-            return {"done": 1, "failed": 0, "skipped": 0}
-
-    def run_batch(source: Path, output: Path, anonymize, *, progress: bool = True) -> Summary:  # noqa: ANN001
-        seen["source"] = source
-        output.mkdir(parents=True)
-        with zipfile.ZipFile(source) as packed:
-            packed.extract("a.png", tmp_path / "unpacked")
-        result = anonymize(tmp_path / "unpacked" / "a.png", output / "a.png")
-        seen["frames"] = result.frames_out
-        return Summary()
-
-    monkeypatch.setitem(sys.modules, "inpaint_anon.batch", types.SimpleNamespace(run_batch=run_batch))
+def test_folder_zip_goes_through_run_batch(tmp_path: Path, astronaut: Path) -> None:
+    """The Folder tab runs inpaint_anon.batch.run_batch on the uploaded zip (saved under a uuid name), with one
+    pipeline per file, and zips what it wrote; a broken file in the middle is listed as failed, the rest done."""
     upload = tmp_path / "my photos.zip"
     with zipfile.ZipFile(upload, "w") as packed:
         packed.write(astronaut, "a.png")
+        packed.writestr("sub/broken.png", b"not a png")
     ui = AnonymizeUI(components(), UISettings(tmp_path / "work"))
     archive, record = ui.run_folder(upload, Choice({"face": "solid"}))
-    assert record == {"done": 1, "failed": 0, "skipped": 0} and seen["frames"] == 1
-    assert seen["source"].parent == ui.work_dir / "uploads" and seen["source"].name != upload.name
+    assert (record["done"], record["failed"]) == (1, 1)
+    failed = [f for f in record["files"] if f["status"] == "failed"]
+    assert [f["source"] for f in failed] == ["sub/broken.png"] and failed[0]["reason"]
+    assert not list((ui.work_dir / "uploads").glob("my photos*"))  # stored under a uuid name
     with zipfile.ZipFile(archive) as packed:
         assert packed.namelist() == ["a.png"]
         packed.extract("a.png", tmp_path / "back")
