@@ -239,12 +239,12 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """Tight box ``(x1, y1, x2, y2)`` (exclusive right/bottom edges, pixels) of a bool (H, W) numpy mask; None if
-    empty. The numpy twin of :func:`masks_to_boxes`, for code that works on one mask at a time."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
+    empty: :func:`masks_to_boxes` of that one mask, as ints (for code that works on one mask at a time)."""
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    if mask.size == 0:
         return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+    x1, y1, x2, y2 = (int(v) for v in masks_to_boxes(torch.from_numpy(mask)[None])[0].tolist())
+    return None if x2 <= x1 else (x1, y1, x2, y2)
 
 
 def cover_boxes(boxes: torch.Tensor, tight: torch.Tensor) -> torch.Tensor:
