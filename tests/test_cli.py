@@ -116,8 +116,10 @@ def test_street_reads_the_sample_clip_without_input(workdir: Path, tmp_path: Pat
     assert record["input"] == str(data / "street.mp4") and record["frames_out"] == 50
 
 
+@pytest.mark.slow
 def test_detection_cache_is_reused_by_the_next_run(workdir: Path, tmp_path: Path) -> None:
-    """A sweep over inpainting settings detects once: the second run reads the cache, stride 3 included."""
+    """A sweep over inpainting settings detects once: the second run reads the cache, stride 3 included. Slow: two
+    command starts; the cache itself (keys, reuse, stride) is tested in-process in tests/test_detection_cache.py."""
     common = ["input=street.mp4", *TINY_DETECTOR, "detector.cache=true", "detector.stride=3",
               f"paths.cache={tmp_path / 'cache'}", "video.preset=ultrafast", "overwrite=true"]
     hits = []
@@ -223,13 +225,21 @@ def test_existing_output_needs_overwrite(workdir: Path, tmp_path: Path) -> None:
     proc = run_cli(f"input={workdir / 'street.mp4'}", f"output={out}", *TINY_DETECTOR, cwd=tmp_path)
     assert_user_error(proc, "overwrite")
     assert out.read_bytes() == b"keep me"
-    proc = run_cli(f"input={workdir / 'street.mp4'}", f"output={out}", "overwrite=no", *TINY_DETECTOR, cwd=tmp_path)
-    assert_user_error(proc, "overwrite='no' is not a boolean")  # it used to mean yes
-    assert out.read_bytes() == b"keep me"
     proc = run_cli(f"input={workdir / 'street.mp4'}", f"output={out}", "overwrite=true", *TINY_DETECTOR,
                    "video.preset=ultrafast", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.read_bytes() != b"keep me"
+
+
+@pytest.mark.slow
+def test_overwrite_no_is_not_a_yes(workdir: Path, tmp_path: Path) -> None:
+    """Slow: one more command start; every boolean goes through checks.check_bool (tests/test_checks.py), and
+    keep_metadata=no is one of the default run's user_errors cases."""
+    out = tmp_path / "exists.mp4"
+    out.write_bytes(b"keep me")
+    proc = run_cli(f"input={workdir / 'street.mp4'}", f"output={out}", "overwrite=no", *TINY_DETECTOR, cwd=tmp_path)
+    assert_user_error(proc, "overwrite='no' is not a boolean")  # it used to mean yes
+    assert out.read_bytes() == b"keep me"
 
 
 # -- run folders -------------------------------------------------------------------------------------------
