@@ -299,8 +299,11 @@ class AnonymizePipeline:
                         detected.put((index, _DROPPED))  # pushed out of the full queue by the decoder
                         arrived.pop(index, None)
                     expected = frame.index + 1
-                    age, tail = clock() - arrived[frame.index], min(estimate["tail"], budget / 2)
-                    if age + tail > budget:  # cannot be written in time: dropped, never shown
+                    age, tail = clock() - arrived[frame.index], estimate["tail"]
+                    # cannot be written in time: dropped, never shown; but a frame is always let into an idle
+                    # pipeline (nothing in flight), so a pipeline slower than the bound still shows every frame
+                    # it can, each at the least latency it can
+                    if age + tail > budget and left_detect:
                         stats.drop()
                         arrived.pop(frame.index)
                         detected.put((frame.index, _DROPPED))

@@ -4,8 +4,10 @@ With ``realtime=true`` (:class:`RealtimeSettings`) the pipeline keeps every fram
 decoding to its hand-over to the encoder) under ``max_latency_ms``:
 
 - frames are dropped **before detection**, never after: a frame that waited so long that it cannot be written in
-  time, or that the decoder had to push out of a full queue, is counted and left out of the output; no frame is
-  ever written without its masks;
+  time (its wait plus the measured time from detection to the encoder is over the bound), or that the decoder had
+  to push out of a full queue, is counted and left out of the output; no frame is ever written without its masks.
+  A frame that finds the pipeline idle (no frame in flight) is always let in, so a pipeline that is slower than the
+  bound on its own still writes every frame it can, each at the least latency it can;
 - detection runs on a frame only when the budget allows (``age + detection time`` under the bound); the frames
   that piled up meanwhile pass with the tracker's held masks (moved along each track's velocity, grown with the
   time since the sighting; fail closed) until fresh detections arrive. ``max_detect_gap`` bounds the frames in a
