@@ -474,19 +474,22 @@ def _batch_limits(cfg: DictConfig) -> tuple[int, float]:
     return int(megabytes * 2**20), ratio
 
 
+def _refuse_whole_file_settings(cfg: DictConfig, scrambles: bool, run: str, fix: str) -> None:
+    """ConfigError for a setting that needs every frame of one input file per run, in a ``run`` that is not that
+    (a realtime run, a batch): metrics, the detection cache, a scramble (``scrambles``: its pixel record)."""
+    needs = (("metrics", cfg.get("metrics") is not None, "metrics=none"),
+             ("detector.cache=true", OmegaConf.select(cfg, "detector.cache", default=False), "detector.cache=false"),
+             ("a scramble", scrambles, "another method"))
+    for name, used, instead in needs:
+        if used:
+            raise ConfigError(f"{name} needs every frame of one input file per run, and {run}; pass {instead}{fix}")
+
+
 def _refuse_in_batch(cfg: DictConfig, lossless: bool) -> None:
     """ConfigError for what works on one file per run only: realtime, metrics, the detection cache, scrambling."""
     if OmegaConf.select(cfg, "realtime.enabled", default=False):
         raise ConfigError("realtime=true is for live sources, not a folder or .zip input; pass realtime=false")
-    if cfg.get("metrics") is not None:
-        raise ConfigError("metrics evaluate one video per run, not a folder or .zip input; pass metrics=none, "
-                          "or run the files to evaluate one at a time")
-    if OmegaConf.select(cfg, "detector.cache", default=False):
-        raise ConfigError("detector.cache=true keys its cache by one input file, not a folder or .zip input; pass "
-                          "detector.cache=false")
-    if lossless:
-        raise ConfigError("a scramble records one video's pixels per run (for unscrambling), not a folder or .zip "
-                          "input; run the files one at a time, or choose another method")
+    _refuse_whole_file_settings(cfg, lossless, "this is a folder or .zip input", ", or run the files one at a time")
 
 
 def _run_batch(cfg: DictConfig, method_nodes: dict[str, DictConfig | None], lossless: bool) -> float | None:
@@ -596,15 +599,7 @@ def _realtime_settings(cfg: DictConfig, scrambles: bool = False) -> RealtimeSett
     settings = RealtimeSettings.from_dict(block)
     if not settings.enabled:
         return settings
-    if cfg.get("metrics") is not None:
-        raise ConfigError("metrics need every frame, and a realtime run may drop frames; run the evaluation "
-                          "without realtime (realtime=false) or pass metrics=none")
-    if OmegaConf.select(cfg, "detector.cache", default=False):
-        raise ConfigError("detector.cache=true records every frame's detections, and a realtime run detects only "
-                          "some frames; pass detector.cache=false or realtime=false")
-    if scrambles:
-        raise ConfigError("a scramble records every frame's pixels to be undone, and a realtime run may drop frames; "
-                          "pass realtime=false, or choose another method")
+    _refuse_whole_file_settings(cfg, scrambles, "a realtime run may drop frames", ", or realtime=false")
     if cfg.get("tracker") is not None:
         cfg.tracker = OmegaConf.merge(cfg.tracker, overrides["tracker"])
     cfg.pipeline = OmegaConf.merge(cfg.pipeline, overrides["pipeline"])

@@ -35,7 +35,7 @@ import torch
 from inpaint_anon.atomic import write_atomic
 from inpaint_anon.checks import check_number
 from inpaint_anon.detect.base import Detector
-from inpaint_anon.detect.faces import FACE_CLASS, face_weights_dir
+from inpaint_anon.detect.faces import FACE_CLASS, face_weights_dir, locate_weights_file
 from inpaint_anon.device import onnx_providers
 from inpaint_anon.errors import ConfigError, InputError, WeightsError, one_line
 from inpaint_anon.tokenizer import default_cache_dir
@@ -75,22 +75,13 @@ class FaceEmbedder(Protocol):
 
 
 def locate_sface(weights: str | Path | None) -> Path:
-    """The embedder's ONNX file: ``weights`` as an existing path, else a bare file name (default
-    :data:`SFACE_FILE`) in the current folder or in :func:`~inpaint_anon.detect.faces.face_weights_dir`.
-    WeightsError saying where to put the file when none exists (nothing is downloaded)."""
-    name = SFACE_FILE if weights is None else str(weights)
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    bare = path.name == name
-    if bare and (face_weights_dir() / path.name).is_file():
-        return face_weights_dir() / path.name
-    where = f"{Path.cwd()} and {face_weights_dir()}" if bare else str(path)
-    raise WeightsError(
-        f"face recognition weights '{name}' not found (looked in {where}); nothing is downloaded: on a connected "
-        f"machine download {SFACE_FILE} (Apache-2.0) from {SFACE_URL} and place it in {face_weights_dir()}, or "
-        f"pass whitelist_weights=/path/to/{SFACE_FILE}"
-    )
+    """The embedder's ONNX file: ``weights`` (default :data:`SFACE_FILE`) as an existing path, else a bare file
+    name in the current folder or in :func:`~inpaint_anon.detect.faces.face_weights_dir`
+    (:func:`~inpaint_anon.detect.faces.locate_weights_file`: a WeightsError saying where to put it; nothing is
+    downloaded)."""
+    return locate_weights_file(SFACE_FILE if weights is None else str(weights), (
+        f"face recognition weights; nothing is downloaded: on a connected machine download {SFACE_FILE} (Apache-2.0) "
+        f"from {SFACE_URL} and place it in {face_weights_dir()}, or pass whitelist_weights=/path/to/{SFACE_FILE}"))
 
 
 class OnnxFaceEmbedder:

@@ -426,11 +426,11 @@ def test_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], cas
     args, needle = {
         "corrupt": ([f"input={tmp_path / 'bad.zip'}"], "not a zip archive"),
         "inside": ([f"input={tmp_path / 'in'}", f"output={tmp_path / 'in' / 'out'}"], "inside the input folder"),
-        "metrics": ([f"input={tmp_path / 'in'}", "metrics=default"], "metrics evaluate one video per run"),
+        "metrics": ([f"input={tmp_path / 'in'}", "metrics=default"], "metrics needs every frame of one input file"),
         "bomb": ([f"input={tmp_path / 'bomb.zip'}", "batch.max_unpacked_mb=1"], "batch.max_unpacked_mb=1"),
         "bad_key": ([f"input={tmp_path / 'in'}", "+batch.max_files=3"], "unknown batch setting batch.max_files"),
         "bad_limit": ([f"input={tmp_path / 'in'}", "batch.max_unpacked_mb=0"], "batch.max_unpacked_mb=0 is invalid"),
-        "scramble": ([f"input={tmp_path / 'in'}", "inpainter=scramble"], "a scramble records one video's pixels"),
+        "scramble": ([f"input={tmp_path / 'in'}", "inpainter=scramble"], "a scramble needs every frame of one input"),
     }[case]
     assert cli(tmp_path, *args) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]

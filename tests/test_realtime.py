@@ -94,13 +94,14 @@ def test_realtime_block_merges_tracker_and_pipeline_settings_and_refuses_metrics
     assert (cfg.tracker.max_gap, cfg.tracker.backfill_frames, cfg.tracker.hold_frames) == (0, 0, 12)
     assert (cfg.pipeline.batch_frames, cfg.pipeline.queue_size) == (1, 2)
     cfg.metrics = {"lpips": True}
-    with pytest.raises(ConfigError, match="realtime run may drop frames"):
+    with pytest.raises(ConfigError, match="metrics needs every frame of one input file per run, and a realtime "
+                                          "run may drop frames; pass metrics=none, or realtime=false"):
         _realtime_settings(cfg)
     cfg.metrics, cfg.detector = None, {"cache": True}
-    with pytest.raises(ConfigError, match="detector.cache=true records every frame's detections"):
+    with pytest.raises(ConfigError, match="detector.cache=true needs every frame .* detector.cache=false, or realtime"):
         _realtime_settings(cfg)
     cfg.detector = {"cache": False}
-    with pytest.raises(ConfigError, match="a scramble records every frame's pixels"):
+    with pytest.raises(ConfigError, match="a scramble needs every frame .* pass another method, or realtime=false"):
         _realtime_settings(cfg, scrambles=True)
     off = OmegaConf.create({"pipeline": {"batch_frames": 4}, "realtime": {"enabled": False, "pipeline": {
         "batch_frames": 1}}})

@@ -223,9 +223,10 @@ def check_yunet_graph(model: onnx.ModelProto, path: Path) -> None:
         )
 
 
-def locate_yunet(weights: str | Path) -> Path:
-    """The YuNet file for ``weights``: an existing path, else a bare file name in the current folder or in
-    :func:`face_weights_dir`. WeightsError (saying where to put the file) when none exists."""
+def locate_weights_file(weights: str | Path, missing: str) -> Path:
+    """A face model's file: ``weights`` as an existing path, else a bare file name in the current folder or in
+    :func:`face_weights_dir`. WeightsError ``'<weights>' not found (looked in ...); <missing>`` when none exists
+    (``missing``: the model, and where to get the file and put it; nothing is downloaded)."""
     path = Path(weights).expanduser()
     if path.is_file():
         return path
@@ -233,11 +234,16 @@ def locate_yunet(weights: str | Path) -> Path:
     if bare and (face_weights_dir() / path.name).is_file():
         return face_weights_dir() / path.name
     where = f"{Path.cwd()} and {face_weights_dir()}" if bare else str(path)
-    raise WeightsError(
-        f"YuNet face detector weights '{weights}' not found (looked in {where}); YuNet is not shipped: on a "
-        f"connected machine download {YUNET_FILE} from {YUNET_URL} and place it in {face_weights_dir()}, or pass "
-        f"weights=/path/to/{YUNET_FILE} (or use model=centerface, which is shipped)"
-    )
+    name, _, fix = missing.partition(";")
+    raise WeightsError(f"{name} '{weights}' not found (looked in {where});{fix}")
+
+
+def locate_yunet(weights: str | Path) -> Path:
+    """The YuNet file for ``weights`` (:func:`locate_weights_file`)."""
+    return locate_weights_file(weights, (
+        f"YuNet face detector weights; YuNet is not shipped: on a connected machine download {YUNET_FILE} from "
+        f"{YUNET_URL} and place it in {face_weights_dir()}, or pass weights=/path/to/{YUNET_FILE} (or use "
+        "model=centerface, which is shipped)"))
 
 
 # --- ONNX Runtime ------------------------------------------------------------------------------------------
