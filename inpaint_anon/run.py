@@ -158,12 +158,20 @@ def interruptible() -> Iterator[None]:
             signal.signal(getattr(signal, name), signal.SIG_IGN)
         raise Interrupted(signum)
 
-    previous = {name: signal.signal(getattr(signal, name), interrupt) for name in INTERRUPT_SIGNALS}
-    try:
+    with _handling_signals(interrupt):
         yield
+
+
+@contextmanager
+def _handling_signals(handler: Callable[[int, object], None]) -> Iterator[dict[str, Any]]:
+    """Within: ``handler`` for each of :data:`INTERRUPT_SIGNALS`. Yields the handlers it replaced (name ->
+    handler), which are put back on the way out."""
+    previous = {name: signal.signal(getattr(signal, name), handler) for name in INTERRUPT_SIGNALS}
+    try:
+        yield previous
     finally:
-        for name, handler in previous.items():
-            signal.signal(getattr(signal, name), handler)
+        for name, old in previous.items():
+            signal.signal(getattr(signal, name), old)
 
 
 def hydra_command(app: Callable[[], Any], args: Sequence[str]) -> int:
@@ -576,15 +584,13 @@ def _stopping_live(source: Path | LiveSource) -> Iterator[None]:
         logger.warning("%s: stopping %s; the recording so far is finished (send it again to abort)",
                        signal.Signals(signum).name, source)
         source.stop()
-        for name in INTERRUPT_SIGNALS:
-            signal.signal(getattr(signal, name), previous[name])
-
-    previous = {name: signal.signal(getattr(signal, name), stop) for name in INTERRUPT_SIGNALS}
-    try:
-        yield
-    finally:
-        for name, handler in previous.items():
+        for name, handler in previous.items():  # the next signal interrupts
             signal.signal(getattr(signal, name), handler)
+
+    previous: dict[str, Any] = {}
+    with _handling_signals(stop) as replaced:
+        previous.update(replaced)
+        yield
 
 
 def _realtime_settings(cfg: DictConfig, scrambles: bool = False) -> RealtimeSettings:
