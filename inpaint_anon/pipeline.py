@@ -253,11 +253,11 @@ class AnonymizePipeline:
             matcher = self.whitelist.tracker() if self.whitelist is not None else None
             if realtime is not None:
                 self._check_realtime(realtime, tracker, float(meta.fps or 30))
-            channels = [_Channel(stop, self.queue_size) for _ in range(5 + len(steps))]
-            decoded, detected, tracked, prepared, *inpainted, composited = channels
-            if realtime is not None:  # room for the frames that arrive during one detection within the bound
-                decoded = _Channel(stop, max(self.queue_size, math.ceil(realtime.max_latency_s * float(meta.fps or 30))
-                                             + 2))
+            # realtime: the decoded queue has room for the frames that arrive during one detection within the bound
+            decoded = _Channel(stop, self.queue_size if realtime is None else max(
+                self.queue_size, math.ceil(realtime.max_latency_s * float(meta.fps or 30)) + 2))
+            detected, tracked, prepared, *inpainted, composited = (
+                _Channel(stop, self.queue_size) for _ in range(4 + len(steps)))
             bar = tqdm(total=meta.n_frames, unit="frame", disable=not self.progress, desc="anonymize",
                        dynamic_ncols=True)
 
