@@ -41,6 +41,7 @@ from inpaint_anon.whitelist import (
     Whitelist,
     load_embedder,
 )
+from tests.textured import write_lossless
 
 NAMES = {0: "face"}
 SIZE = (192, 128)  # (width, height)
@@ -85,16 +86,6 @@ def scene(faces: list[np.ndarray], index: int) -> np.ndarray:
         rgb[y : y + face.shape[0], x : x + face.shape[1]] = face
         x += face.shape[1] + 8
     return rgb
-
-
-def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("ffv1", rate=Fraction(24))
-        stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "bgr0"
-        for rgb in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        container.mux(stream.encode(None))
-    return path
 
 
 def read_clip(path: Path) -> list[np.ndarray]:
@@ -197,7 +188,7 @@ def run_clip(tmp_path: Path, whitelist: Whitelist, faces_per_frame: list[list[np
     """The pipeline (scripted faces, tracker, solid magenta fill) on a lossless clip of the given faces; returns
     (input frames, output frames, RunResult)."""
     frames = [scene(faces, i) for i, faces in enumerate(faces_per_frame)]
-    source = write_clip(tmp_path / f"{name}_in.mkv", frames)
+    source = write_lossless(tmp_path / f"{name}_in.mkv", frames)
     pipe = AnonymizePipeline(scripted_faces(len(faces_per_frame[0])), SolidInpainter(MAGENTA, device="cpu"),
                              tracker=Tracker, whitelist=whitelist, progress=False)
     result = pipe(source, tmp_path / f"{name}.mkv", video=VideoSettings(codec="ffv1"))

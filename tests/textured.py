@@ -37,10 +37,10 @@ def textured_frame(index: int) -> np.ndarray:
 
 
 def write_lossless(path: Path, frames: list[np.ndarray]) -> Path:
-    """``frames`` (uint8 (H, W, 3) at SIZE) as FFV1 RGB in ``path`` (.mkv), 24 fps."""
+    """``frames`` (uint8 (H, W, 3), all one size) as FFV1 RGB in ``path`` (.mkv), 24 fps."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("ffv1", rate=Fraction(24))
-        stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "bgr0"
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
         for rgb in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         container.mux(stream.encode(None))

@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,12 +41,7 @@ import av
 
 from evaluation.bench.common import parse_size, photo_clip, write_report
 from inpaint_anon.records import DetectionReader
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.live_publish import free_udp_port
 
 
 def udp_bound(port: int) -> bool:
