@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from inpaint_anon.atomic import AtomicPath
+from inpaint_anon.atomic import AtomicPath, write_atomic
 from inpaint_anon.composite import Compositor
 from inpaint_anon.detect.faces import CenterFaceModel, FaceDetector
 from inpaint_anon.detect.scripted import ScriptedDetector
@@ -115,7 +115,8 @@ def print_table(rows: list[dict[str, Any]], columns: list[str], stage_prefix: st
 
 
 def write_report(path: Path, name: str, rows: list[dict[str, Any]], **extra: Any) -> None:
-    """Write the benchmark's JSON: rows, machine, peak memory, versions."""
+    """Write the benchmark's JSON (atomically: a stopped run leaves the last complete report): rows, machine, peak
+    memory, versions."""
     report = {
         "benchmark": name,
         "rows": rows,
@@ -127,7 +128,7 @@ def write_report(path: Path, name: str, rows: list[dict[str, Any]], **extra: Any
         **extra,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_atomic(path, json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
 
 
