@@ -25,7 +25,7 @@ from inpaint_anon.detect.yolo_seg import YoloSegDetector, backend_of
 from inpaint_anon.errors import ConfigError, WeightsError
 from inpaint_anon.types import Frame
 from tests.clips import make_clip
-from tests.test_cli import TINY_DETECTOR, assert_user_error, run_cli
+from tests.test_cli import TINY_DETECTOR, assert_user_error, run_cli, run_in_process
 
 RANDOM = {"classes": None, "conf": 0.0, "imgsz": 64, "max_det": 300, "device": "cpu"}  # all NMS survivors
 
@@ -233,9 +233,11 @@ def test_run_record_lists_the_backend_of_each_model_detector(torch_detector: Yol
     assert run_module._detector_backends(multi) == {"detectors.people": "torch"}
 
 
-def test_cli_bad_backend_is_one_error_line(tmp_path: Path) -> None:
+def test_cli_bad_backend_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capfd: pytest.CaptureFixture[str]) -> None:
     make_clip(tmp_path / "clip.mp4", n_frames=2, size=(96, 64))
-    proc = run_cli("input=clip.mp4", "inpainter=blur", *TINY_DETECTOR, "detector.backend=tflite", cwd=tmp_path)
+    proc = run_in_process("input=clip.mp4", "inpainter=blur", *TINY_DETECTOR, "detector.backend=tflite",
+                          cwd=tmp_path, run_dir=tmp_path / "runs" / "r", monkeypatch=monkeypatch, capfd=capfd)
     assert_user_error(proc, "detector.backend='tflite' is not one of", "onnxruntime")
 
 

@@ -26,7 +26,7 @@ from inpaint_anon.records import DetectionReader
 from inpaint_anon.types import Detections, Frame
 from inpaint_anon.video import VideoReader, VideoSettings
 from tests.clips import make_clip
-from tests.test_cli import assert_user_error, cli_env, run_cli
+from tests.test_cli import assert_user_error, cli_env, run_cli, run_in_process
 from tests.test_config import compose_run
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -237,11 +237,14 @@ def test_traffic_photo_end_to_end_offline(tmp_path: Path) -> None:
         (["anonymize.face=pixelate", "+methods.pixelate.blokcs=3"], ["pixelate", "blokcs", "blocks"]),
     ],
 )
-def test_unknown_method_or_class_is_one_error_line(tmp_path: Path, args: list[str], needles: list[str]) -> None:
+def test_unknown_method_or_class_is_one_error_line(tmp_path: Path, args: list[str], needles: list[str],
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    """In this process (``inpaint_anon.run.main``; tests/test_cli.py starts the command as a user does)."""
     out = tmp_path / "x.png"
-    proc: subprocess.CompletedProcess[str] = run_cli("+experiment=traffic", "~detectors.plates",
-                                                     f"input={DATA / 'astronaut.jpg'}", f"output={out}",
-                                                     "device=cpu", *args, cwd=tmp_path)
+    proc = run_in_process("+experiment=traffic", "~detectors.plates", f"input={DATA / 'astronaut.jpg'}",
+                          f"output={out}", "device=cpu", *args, cwd=tmp_path, run_dir=tmp_path / "runs" / "r",
+                          monkeypatch=monkeypatch, capfd=capfd)
     assert_user_error(proc, *needles)
     assert not out.exists()
 
