@@ -43,13 +43,13 @@ def test_gpu_check_budget_skips_the_rows_left_and_says_so(tmp_path):
     assert len(report["skipped"]) == 8
 
 
-def test_street_regions_are_four_moving_ellipses():
+def test_street_regions_are_four_tracked_moving_ellipses():
     first, later = gpu_check.street_regions(0, (1280, 720)), gpu_check.street_regions(10, (1280, 720))
-    assert [len(first[k]) for k in ("face", "person", "car")] == [2, 1, 1]
-    face = first["face"][0]
-    ys, xs = np.nonzero(face)
+    assert first.class_names == ["face", "face", "person", "car"] and first.track_ids.tolist() == [1, 2, 3, 4]
+    ys, xs = np.nonzero(first.masks[0].numpy())
     assert (xs.min(), xs.max()) == (129, 204) and (ys.min(), ys.max()) == (217, 302)  # inside its box
-    moved = np.nonzero(later["face"][0])[1]
+    assert first.boxes_xyxy[0].tolist() == pytest.approx([128.0, 216.0, 204.8, 302.4])
+    moved = np.nonzero(later.masks[0].numpy())[1]
     assert abs(moved.min() - xs.min() - 0.002 * 10 * 1280) <= 1  # 25.6 px right in 10 frames
 
 

@@ -59,7 +59,7 @@ from inpaint_anon.inpaint.base import InpaintBatch
 from inpaint_anon.inpaint.diffusion import LatentInpainter
 from inpaint_anon.inpaint.fast import BlurInpainter
 from inpaint_anon.pipeline import AnonymizePipeline
-from inpaint_anon.types import PromptEmbeds, SDComponents
+from inpaint_anon.types import Detections, PromptEmbeds, SDComponents
 from inpaint_anon.video import VideoReader, VideoSettings
 
 COLUMNS = ["row", "steps", "cfg", "vae", "buckets", "compile", "frames", "crops", "s_per_frame", "fps", "crops_per_s",
@@ -70,17 +70,23 @@ REGION_BOXES = ((0.10, 0.30, 0.16, 0.42), (0.30, 0.25, 0.36, 0.37), (0.50, 0.30,
 76x86, 76x86, 153x395 and 371x179 pixels. They move right by 0.2 % of the width a frame."""
 
 
-def street_regions(index: int, size: tuple[int, int]) -> dict[str, list[np.ndarray]]:
-    """The scripted detections of frame ``index`` at ``size`` (W, H): class name -> bool (H, W) masks (ellipses)."""
+NAMES = {0: "face", 1: "person", 2: "car"}
+
+
+def street_regions(index: int, size: tuple[int, int]) -> Detections:
+    """The tracked regions of frame ``index`` at ``size`` (W, H): ellipse masks bool (4, H, W) with track ids 1-4
+    (so each keeps its noise seed and the temporal rows have tracks to follow)."""
     width, height = size
     ys, xs = np.mgrid[0:height, 0:width]
     shift = 0.002 * index * width
-    masks: dict[str, list[np.ndarray]] = {"face": [], "person": [], "car": []}
-    for (x0, y0, x1, y1), name in zip(REGION_BOXES, ("face", "face", "person", "car")):
+    masks, boxes = [], []
+    for x0, y0, x1, y1 in REGION_BOXES:
         cx, cy = (x0 + x1) / 2 * width + shift, (y0 + y1) / 2 * height
         rx, ry = (x1 - x0) / 2 * width, (y1 - y0) / 2 * height
-        masks[name].append(((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1)
-    return masks
+        masks.append(((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1)
+        boxes.append((cx - rx, cy - ry, cx + rx, cy + ry))
+    return Detections(masks=np.stack(masks), class_ids=[0, 0, 1, 2], scores=[1.0] * 4, boxes_xyxy=boxes,
+                      names=NAMES, track_ids=[1, 2, 3, 4])
 
 
 @dataclass(frozen=True)
@@ -189,7 +195,7 @@ def run_ours(inpainter: LatentInpainter, clip: Path, size: tuple[int, int], work
              ) -> dict[str, Any]:
     """The whole pipeline on ``clip`` with four scripted regions a frame; first a short untimed warm-up run (and, for
     a compiled U-Net, :meth:`LatentInpainter.warmup`: every bucket and batch size compiled), timed apart."""
-    detector = ScriptedDetector(lambda i: street_regions(i, size), names=["face", "person", "car"])
+    detector = ScriptedDetector(lambda i: street_regions(i, size), names=NAMES)
     pipe = AnonymizePipeline(detector, inpainter, Compositor(), tracker=None, batch_frames=4, progress=False)
     device = inpainter.device
     start = time.perf_counter()
@@ -204,7 +210,7 @@ def run_ours(inpainter: LatentInpainter, clip: Path, size: tuple[int, int], work
     _sync(device)
     wall = time.perf_counter() - start
     fallbacks = sum(1 for event in result.events if event["event"] == "fallback")
-    return {"frames": result.frames_out, "crops": sum(result.regions.values()), "wall_s": wall,
+    return {"frames": result.frames_out, "crops": len(REGION_BOXES) * result.frames_out, "wall_s": wall,
             "warmup_s": round(warmup_s, 2), "peak_cuda_mib": _peak_mib(device), "fallbacks": fallbacks}
 
 
@@ -213,7 +219,7 @@ def run_diffusers(inpainter: LatentInpainter, clip: Path, size: tuple[int, int])
     calls are timed (after one untimed call)."""
     pipe = SDComponents(vae=inpainter.vae, unet=inpainter.unet, scheduler=inpainter.scheduler).to_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    detector = ScriptedDetector(lambda i: street_regions(i, size), names=["face", "person", "car"])
+    detector = ScriptedDetector(lambda i: street_regions(i, size), names=NAMES)
     uncond, res, device = inpainter.prompt_embeds.uncond, inpainter.resolution, inpainter.device
     calls: list[Callable[[], Any]] = []
     crops_total = 0
