@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from inpaint_anon.checks import check_bool
+from inpaint_anon.checks import check_bool, check_float
 from inpaint_anon.device import resolve_device, resolve_dtype
 from inpaint_anon.errors import ConfigError, InpaintAnonError, WeightsError, one_line
 from inpaint_anon.inpaint.schedulers import scheduler_class
@@ -670,8 +670,7 @@ def apply_lora(components: SDComponents, path: str | os.PathLike[str], *, scale:
     from safetensors.torch import load_file
 
     file = Path(path)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise ConfigError(f"lora_scale must be a number, got {scale!r}: use e.g. 1.0")
+    scale = check_float("", "lora_scale", scale, 0.0)
     try:
         raw = load_file(str(file))
         state_dict, _ = StableDiffusionInpaintPipeline.lora_state_dict(dict(raw))
@@ -682,7 +681,7 @@ def apply_lora(components: SDComponents, path: str | os.PathLike[str], *, scale:
     pipe = components.to_pipeline()
     try:
         pipe.load_lora_weights(dict(raw))
-        pipe.fuse_lora(lora_scale=float(scale))
+        pipe.fuse_lora(lora_scale=scale)
         pipe.unload_lora_weights()
     except Exception as err:  # peft: shape mismatches, no matching module
         raise WeightsError(f"LoRA {file} does not fit this SD-1.5 model ({one_line(err)}); use a LoRA made for "

@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderTiny
+from diffusers import AutoencoderKL, AutoencoderTiny
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
     StableDiffusionInpaintPipeline,
@@ -57,6 +57,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint impo
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
+from inpaint_anon.checks import check_float
 from inpaint_anon.device import resolve_device, resolve_dtype
 from inpaint_anon.errors import ConfigError, one_line
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput, RegionFill
@@ -135,7 +136,7 @@ def _to(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> tor
     return model if model.dtype == dtype else model.to(dtype=dtype)
 
 
-def _vae_scale_factor(vae: Any, use: str) -> int:
+def _vae_scale_factor(vae: AutoencoderKL | AutoencoderTiny, use: str) -> int:
     """Pixels per latent cell of ``vae`` when it does ``use`` ("encode" or "decode"): ``AutoencoderKL`` halves
     the size in each block but the last; ``AutoencoderTiny`` (whose config ``block_out_channels`` are the
     decoder's) has its own encoder and decoder block lists."""
@@ -147,7 +148,7 @@ def _vae_scale_factor(vae: Any, use: str) -> int:
     return 2 ** (len(config.block_out_channels) - 1)
 
 
-def _check_vaes(encoder: Any, decoder: Any) -> None:
+def _check_vaes(encoder: AutoencoderKL | AutoencoderTiny, decoder: AutoencoderKL | AutoencoderTiny) -> None:
     """ConfigError when ``decoder`` cannot decode ``encoder``'s latents (other size or channel count)."""
     encode_f, decode_f = _vae_scale_factor(encoder, "encode"), _vae_scale_factor(decoder, "decode")
     channels = (encoder.config.latent_channels, decoder.config.latent_channels)
@@ -212,8 +213,9 @@ class LatentInpainter(Inpainter):
     """Stable Diffusion 1.5 latent inpainting of every region, one crop per region.
 
     Args:
-        components: vae, unet (9 input channels: inpainting U-Net; 4: plain SD-1.5) and scheduler; they are
-            moved to ``device``/``dtype`` here, once (in place, as ``DiffusionPipeline.to`` does).
+        components: vae (``AutoencoderKL``, or an ``AutoencoderTiny``; it encodes, and decodes unless
+            ``decode_vae`` is given), unet (9 input channels: inpainting U-Net; 4: plain SD-1.5) and scheduler;
+            they are moved to ``device``/``dtype`` here, once (in place, as ``DiffusionPipeline.to`` does).
         prompt_embeds: CLIP embeddings of the class prompts; D must equal the U-Net's cross-attention dim.
         steps: denoising steps (>= 1) before ``strength`` is applied, as diffusers' ``num_inference_steps``.
         guidance_scale: classifier-free guidance weight (>= 0); guidance is skipped when <= 1.
@@ -252,7 +254,7 @@ class LatentInpainter(Inpainter):
         device: str = "auto",
         dtype: str = "auto",
         fallback: Inpainter | None = None,
-        decode_vae: Any | None = None,
+        decode_vae: AutoencoderKL | AutoencoderTiny | None = None,
     ) -> None:
         self._check_settings(steps, guidance_scale, strength, resolution, padding, max_batch)
         self._device = resolve_device(device)
@@ -325,6 +327,7 @@ class LatentInpainter(Inpainter):
                               f"encode and decode with the tiny VAE, 'decode' to decode only")
         if vae_use != "both" and vae is None:
             raise ConfigError(f"vae_use={vae_use!r} needs a tiny VAE: set vae= (e.g. madebyollin/taesd)")
+        lora_scale = check_float("", "lora_scale", lora_scale, 0.0)
         if lcm_lora is None and lora_weight_name is not None:
             raise ConfigError(f"lora_weight_name={lora_weight_name!r} needs lcm_lora=: set both, or neither")
         lora_path = None if lcm_lora is None else lora_file(lcm_lora, lora_weight_name)
@@ -357,7 +360,7 @@ class LatentInpainter(Inpainter):
         inpainter.sources = {"model": str(model)}
         if lcm_lora is not None:
             inpainter.sources.update(lcm_lora=str(lcm_lora), lora_weight_name=lora_weight_name,
-                                     lora_scale=float(lora_scale))
+                                     lora_scale=lora_scale)
         if vae is not None:
             inpainter.sources.update(vae=str(vae), vae_use=vae_use)
         return inpainter
