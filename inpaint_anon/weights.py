@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from inpaint_anon.checks import check_bool
+from inpaint_anon.checks import check_bool, check_float
 from inpaint_anon.device import resolve_device, resolve_dtype
 from inpaint_anon.errors import ConfigError, InpaintAnonError, WeightsError, one_line
 from inpaint_anon.inpaint.schedulers import scheduler_class
@@ -561,3 +561,184 @@ def load_single_file(
             f"check that it is an SD-1.5 checkpoint matching those configs"
         ) from err
     return SDComponents.from_pipeline(pipe)
+
+
+# --- few-step LoRAs (LCM, TCD, Hyper-SD) ------------------------------------------------------------------
+
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default LoRA file name (LCM-LoRA, TCD)
+DEFAULT_LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"
+
+
+def hub_file(
+    repo_id: str, filename: str, *, what: str, hint: str, cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """Local path of ``filename`` of hub repo ``repo_id``: the cached file, else (online) a time-limited
+    download into the HF cache. Offline and uncached, or when the download fails, raises WeightsError at once
+    naming ``what`` and the fix ``hint``."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+    if isinstance(found, str):
+        return Path(found)
+    where = f"{filename} of {repo_id!r} is not in the HF cache ({_cache_location(cache_dir)})"
+    if hub_offline():
+        raise WeightsError(f"{what}: {where} and cannot be downloaded (HF_HUB_OFFLINE is set); {hint}")
+    try:
+        return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir, etag_timeout=HUB_TIMEOUT_S))
+    except Exception as err:  # network, auth, missing repo or file
+        raise WeightsError(f"{what}: {where} and could not be downloaded ({one_line(err)}); {hint}") from err
+
+
+def lora_file(
+    ref: str | os.PathLike[str], weight_name: str | None = None, cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """The ``.safetensors`` file of LoRA ``ref``: the file itself, ``weight_name`` (or the only
+    ``.safetensors`` file) in a local folder, or ``weight_name`` (default ``pytorch_lora_weights.safetensors``)
+    of a hub repo, from the HF cache (see :func:`hub_file`). Raises WeightsError."""
+    ref = _check_ref(ref)
+    hint = (
+        f"on a connected machine run `huggingface-cli download {ref}` (or `hf download {ref}`) and copy the HF "
+        f"cache here, or pass lcm_lora= a local .safetensors file"
+    )
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        candidates = [path / weight_name] if weight_name else sorted(path.glob("*.safetensors"))
+        if len(candidates) != 1 or not candidates[0].is_file():
+            found = ", ".join(p.name for p in sorted(path.glob("*.safetensors"))) or "none"
+            raise WeightsError(
+                f"LoRA folder {path}: cannot choose its weights file (found: {found}); set lora_weight_name= "
+                f"one .safetensors file in it"
+            )
+        path = candidates[0]
+    elif path.is_file() or _looks_like_path(ref):
+        if weight_name is not None and path.is_file():
+            raise ConfigError(f"lora_weight_name={weight_name!r} applies to a folder or hub id, not to {ref!r}")
+    else:
+        path = hub_file(ref, weight_name or LORA_WEIGHT_NAME, what=f"LoRA {ref!r}", hint=hint, cache_dir=cache_dir)
+    if not path.is_file():
+        raise WeightsError(f"LoRA {ref!r}: no such file or folder; pass an existing .safetensors file, or a hub id "
+                           f"such as {DEFAULT_LCM_LORA!r}")
+    if path.suffix.lower() != ".safetensors":
+        raise WeightsError(f"LoRA {path}: unsupported file type {path.suffix!r}; pass a .safetensors LoRA file")
+    return path
+
+
+def _lora_modules(state_dict: dict[str, torch.Tensor]) -> dict[str, set[str]]:
+    """Model prefix (``unet``, ``text_encoder``...) -> names of the modules a diffusers-format LoRA state dict
+    adapts (its keys in peft form: ``<module>.lora_A.weight``...)."""
+    from diffusers.utils import convert_unet_state_dict_to_peft
+
+    by_prefix: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        prefix, _, rest = key.partition(".")
+        by_prefix.setdefault(prefix if rest else "", {})[rest or key] = value
+    return {
+        prefix: {key.split(".lora_")[0] for key in convert_unet_state_dict_to_peft(part) if ".lora_" in key}
+        for prefix, part in by_prefix.items()
+    }
+
+
+def _check_lora_fits(components: SDComponents, state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise WeightsError when a LoRA adapts modules the model does not have (another architecture)."""
+    models = {"unet": components.unet, "text_encoder": components.text_encoder}
+    problems = []
+    adapted = _lora_modules(state_dict)
+    for prefix, modules in adapted.items():
+        model = models.get(prefix)
+        if model is None:
+            problems.append(f"{len(modules)} modules of an unknown model {prefix or '(no prefix)'!r}")
+            continue
+        unknown = sorted(modules - {name for name, _ in model.named_modules()})
+        if unknown:
+            problems.append(f"{len(unknown)} of its {len(modules)} {prefix} modules are not in the model "
+                            f"(e.g. {unknown[0]!r})")
+    if not adapted.get("unet"):
+        problems.append("it adapts no U-Net module")
+    if problems:
+        raise WeightsError(
+            f"LoRA {path} does not fit this SD-1.5 U-Net: {'; '.join(problems)}; use a LoRA made for SD-1.5 "
+            f"such as {DEFAULT_LCM_LORA!r}"
+        )
+
+
+def apply_lora(components: SDComponents, path: str | os.PathLike[str], *, scale: float = 1.0) -> None:
+    """Fuse the LoRA file ``path`` into ``components`` (U-Net, and text encoder when the LoRA has one), in
+    place, with diffusers' ``load_lora_weights`` + ``fuse_lora(lora_scale=scale)`` + ``unload_lora_weights``:
+    the fused weights stay, the LoRA layers go (no per-step overhead). Raises WeightsError for an unreadable
+    file or a LoRA that does not fit the model."""
+    from diffusers import StableDiffusionInpaintPipeline
+    from safetensors.torch import load_file
+
+    file = Path(path)
+    scale = check_float("", "lora_scale", scale, 0.0)
+    try:
+        raw = load_file(str(file))
+        state_dict, _ = StableDiffusionInpaintPipeline.lora_state_dict(dict(raw))
+    except Exception as err:  # safetensors/diffusers raise many types for foreign files
+        raise WeightsError(f"cannot read LoRA {file} ({one_line(err)}); check it is a complete .safetensors "
+                           f"LoRA (re-download it)") from err
+    _check_lora_fits(components, state_dict, file)
+    pipe = components.to_pipeline()
+    try:
+        pipe.load_lora_weights(dict(raw))
+        pipe.fuse_lora(lora_scale=scale)
+        pipe.unload_lora_weights()
+    except Exception as err:  # peft: shape mismatches, no matching module
+        raise WeightsError(f"LoRA {file} does not fit this SD-1.5 model ({one_line(err)}); use a LoRA made for "
+                           f"SD-1.5 such as {DEFAULT_LCM_LORA!r}") from err
+    for model in (components.unet, components.text_encoder):
+        if model is not None:
+            model.eval().requires_grad_(False)
+
+
+# --- tiny VAE (TAESD, AutoencoderTiny) --------------------------------------------------------------------
+
+DEFAULT_TINY_VAE = "madebyollin/taesd"
+_TINY_VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+
+
+def tiny_vae_folder(ref: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The local folder of tiny VAE ``ref`` (None for ``"tiny"``): the folder itself, or hub id ``ref``'s files in
+    the HF cache (see :func:`hub_file`). Raises WeightsError at once when it is not there."""
+    ref = _check_ref(ref)
+    if ref == TINY_REF:
+        return None
+    folder = Path(ref).expanduser()
+    if folder.is_dir():
+        return folder
+    if _looks_like_path(ref):
+        raise WeightsError(f"tiny VAE {ref!r}: no such folder; pass an AutoencoderTiny diffusers folder or a hub id "
+                           f"such as {DEFAULT_TINY_VAE!r}")
+    hint = (f"on a connected machine run `huggingface-cli download {ref}` (or `hf download {ref}`) and copy the HF "
+            f"cache here, or pass vae= a local AutoencoderTiny folder")
+    files = [hub_file(ref, name, what=f"tiny VAE {ref!r}", hint=hint, cache_dir=cache_dir) for name in _TINY_VAE_FILES]
+    return files[0].parent
+
+
+def load_tiny_vae(
+    ref: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """An ``AutoencoderTiny`` (TAESD) in eval mode without gradients: ``"tiny"`` (random, matching
+    :func:`~inpaint_anon.inpaint.tiny.tiny_components`' latent size), a local diffusers folder, or a hub id
+    (default :data:`DEFAULT_TINY_VAE`; read from the HF cache, see :func:`hub_file`). Raises WeightsError."""
+    from diffusers import AutoencoderTiny
+
+    folder = tiny_vae_folder(ref, cache_dir)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    if folder is None:
+        from inpaint_anon.inpaint.tiny import tiny_autoencoder_tiny
+
+        vae = tiny_autoencoder_tiny()
+    else:
+        try:
+            vae = AutoencoderTiny.from_pretrained(folder, torch_dtype=torch_dtype, local_files_only=True)
+        except Exception as err:
+            raise WeightsError(f"cannot load tiny VAE {os.fspath(ref)!r} from {folder} ({one_line(err)}); pass an "
+                               f"AutoencoderTiny folder such as {DEFAULT_TINY_VAE!r}'s") from err
+    _place(vae, torch_device, torch_dtype)
+    return vae

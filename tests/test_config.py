@@ -49,7 +49,11 @@ def test_package_conf_is_the_checkout_conf() -> None:
 # -- every group, every option -----------------------------------------------------------------------------
 
 INPAINTERS = {"blur": BlurInpainter, "pixelate": PixelateInpainter, "solid": SolidInpainter,
-              "scramble": ScrambleInpainter, "diffusion": LatentInpainter, "tiny": LatentInpainter}
+              "scramble": ScrambleInpainter, "diffusion": LatentInpainter, "tiny": LatentInpainter,
+              "diffusion_fast": LatentInpainter, "tiny_fast": LatentInpainter}
+TINY_MODEL = {"diffusion": ["inpainter.model=tiny", "inpainter.resolution=64", "inpainter.steps=2"],
+              "diffusion_fast": ["inpainter.model=tiny", "inpainter.resolution=64", "inpainter.lcm_lora=null",
+                                 "inpainter.vae=tiny"]}  # the hub models are not here
 GROUP_OPTIONS = {
     "compositor": ["default"], "detector": ["centerface", "plate_cascade", "platedet", "yolov8_seg"],
     "experiment": ["street", "traffic"], "hydra": ["default"],
@@ -68,11 +72,10 @@ def test_every_group_and_option_is_tested_here() -> None:
 def test_inpainters_instantiate(inpainter: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("INPAINT_ANON_KEY", KEY)
     monkeypatch.setenv("INPAINT_ANON_CACHE", str(tmp_path / "cache"))  # the unpacked tokenizer (tiny model)
-    extra = ["inpainter.model=tiny", "inpainter.resolution=64", "inpainter.steps=2"] if inpainter == "diffusion" else []
-    cfg = compose_run(f"inpainter={inpainter}", "device=cpu", *extra)
+    cfg = compose_run(f"inpainter={inpainter}", "device=cpu", *TINY_MODEL.get(inpainter, []))
     built = build(cfg.inpainter)
     assert type(built) is INPAINTERS[inpainter]
-    assert built.name == ("diffusion" if inpainter == "tiny" else inpainter)
+    assert built.name == ("diffusion" if INPAINTERS[inpainter] is LatentInpainter else inpainter)
     assert str(built.device) == "cpu"
 
 

@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL, AutoencoderTiny
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
     StableDiffusionInpaintPipeline,
@@ -56,6 +57,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint impo
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
+from inpaint_anon.checks import check_float
 from inpaint_anon.device import resolve_device, resolve_dtype
 from inpaint_anon.errors import ConfigError, one_line
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput, RegionFill
@@ -67,6 +69,7 @@ from inpaint_anon.types import Detections, PromptEmbeds, SDComponents, cover_box
 logger = logging.getLogger(__name__)
 
 MIN_CONTEXT_PX = 4  # context added on every side of a mask box, on top of ``padding``
+VAE_USES = ("both", "decode")  # what a tiny VAE does (LatentInpainter.from_pretrained's vae_use)
 
 
 class NonFiniteError(RuntimeError):
@@ -133,6 +136,30 @@ def _to(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> tor
     return model if model.dtype == dtype else model.to(dtype=dtype)
 
 
+def _vae_scale_factor(vae: AutoencoderKL | AutoencoderTiny, use: str) -> int:
+    """Pixels per latent cell of ``vae`` when it does ``use`` ("encode" or "decode"): ``AutoencoderKL`` halves
+    the size in each block but the last; ``AutoencoderTiny`` (whose config ``block_out_channels`` are the
+    decoder's) has its own encoder and decoder block lists."""
+    config = vae.config
+    if isinstance(vae, AutoencoderTiny):
+        if use == "encode":
+            return 2 ** (len(config.encoder_block_out_channels) - 1)
+        return config.upsampling_scaling_factor ** (len(config.decoder_block_out_channels) - 1)
+    return 2 ** (len(config.block_out_channels) - 1)
+
+
+def _check_vaes(encoder: AutoencoderKL | AutoencoderTiny, decoder: AutoencoderKL | AutoencoderTiny) -> None:
+    """ConfigError when ``decoder`` cannot decode ``encoder``'s latents (other size or channel count)."""
+    encode_f, decode_f = _vae_scale_factor(encoder, "encode"), _vae_scale_factor(decoder, "decode")
+    channels = (encoder.config.latent_channels, decoder.config.latent_channels)
+    if encode_f != decode_f or channels[0] != channels[1]:
+        raise ConfigError(
+            f"the decoding VAE ({type(decoder).__name__}: /{decode_f}, {channels[1]} latent channels) does not "
+            f"fit the encoding VAE ({type(encoder).__name__}: /{encode_f}, {channels[0]} channels): use a tiny "
+            f"VAE made for this model (madebyollin/taesd for SD-1.5, 'tiny' for the tiny model)"
+        )
+
+
 
 
 @dataclass
@@ -186,8 +213,9 @@ class LatentInpainter(Inpainter):
     """Stable Diffusion 1.5 latent inpainting of every region, one crop per region.
 
     Args:
-        components: vae, unet (9 input channels: inpainting U-Net; 4: plain SD-1.5) and scheduler; they are
-            moved to ``device``/``dtype`` here, once (in place, as ``DiffusionPipeline.to`` does).
+        components: vae (``AutoencoderKL``, or an ``AutoencoderTiny``; it encodes, and decodes unless
+            ``decode_vae`` is given), unet (9 input channels: inpainting U-Net; 4: plain SD-1.5) and scheduler;
+            they are moved to ``device``/``dtype`` here, once (in place, as ``DiffusionPipeline.to`` does).
         prompt_embeds: CLIP embeddings of the class prompts; D must equal the U-Net's cross-attention dim.
         steps: denoising steps (>= 1) before ``strength`` is applied, as diffusers' ``num_inference_steps``.
         guidance_scale: classifier-free guidance weight (>= 0); guidance is skipped when <= 1.
@@ -203,6 +231,9 @@ class LatentInpainter(Inpainter):
         device: ``"auto"`` (cuda when available), ``"cpu"``, ``"cuda"``...
         dtype: ``"auto"`` (float16 on CUDA, float32 on CPU), ``"float32"``, ``"float16"``, ``"bfloat16"``.
         fallback: fills regions the model could not fill; default ``BlurInpainter``.
+        decode_vae: the VAE that decodes (an ``AutoencoderTiny`` such as TAESD, or an ``AutoencoderKL``); None:
+            ``components.vae``, which always encodes (and may itself be an ``AutoencoderTiny``). Both must have
+            the same downsampling and latent channels; each (un)scales latents by its own ``scaling_factor``.
     """
 
     name = "diffusion"
@@ -223,6 +254,7 @@ class LatentInpainter(Inpainter):
         device: str = "auto",
         dtype: str = "auto",
         fallback: Inpainter | None = None,
+        decode_vae: AutoencoderKL | AutoencoderTiny | None = None,
     ) -> None:
         self._check_settings(steps, guidance_scale, strength, resolution, padding, max_batch)
         self._device = resolve_device(device)
@@ -230,12 +262,15 @@ class LatentInpainter(Inpainter):
         self.steps, self.guidance_scale, self.strength = steps, float(guidance_scale), float(strength)
         self.resolution, self.padding, self.max_batch, self.seed = resolution, float(padding), max_batch, seed
         self.fallback = fallback
-        self.vae_scale_factor = 2 ** (len(components.vae.config.block_out_channels) - 1)
+        self.vae_scale_factor = _vae_scale_factor(components.vae, "encode")
+        _check_vaes(components.vae, components.vae if decode_vae is None else decode_vae)
         self._check_model(components.unet, prompt_embeds)
         base_scheduler = components.scheduler
         scheduler_cls = type(base_scheduler) if scheduler is None else scheduler_class(scheduler)
 
-        self.vae = _to(components.vae, self._device, self.dtype)
+        self.vae = _to(components.vae, self._device, self.dtype)  # encodes
+        self.decode_vae = self.vae if decode_vae is None else _to(decode_vae, self._device, self.dtype)
+        self.sources: dict[str, Any] = {}  # what from_pretrained loaded (model, LoRA, tiny VAE), for run.json
         self.unet = _to(components.unet, self._device, self.dtype)
         # the template every chunk copies (see _new_pipeline); diffusers' pipeline checks (and, for old
         # configs, fixes) its config once, here
@@ -255,21 +290,64 @@ class LatentInpainter(Inpainter):
         allow_ckpt: bool = False,
         device: str = "auto",
         dtype: str = "auto",
+        lcm_lora: str | None = None,
+        lora_weight_name: str | None = None,
+        lora_scale: float = 1.0,
+        vae: str | None = None,
+        vae_use: str = "both",
         **kwargs: Any,
     ) -> LatentInpainter:
-        """Load a model and encode the class prompts once; the text encoder is then let go.
+        """Load a model (and optionally a few-step LoRA and a tiny VAE) and encode the class prompts once; the
+        text encoder is then let go.
+
+        1. check the options, and find the LoRA file and the tiny VAE (offline and uncached fails at once);
+        2. load the model; 3. fuse the LoRA into it; 4. load the tiny VAE; 5. encode the prompts.
 
         model: a hub id (the HF cache is used; offline and uncached fails at once, saying how to provide
             it), a local diffusers folder, a single ``.safetensors`` file (``.ckpt`` with ``allow_ckpt``),
             or ``"tiny"`` (tiny random components: smoke runs only, the output is noise).
         prompts: class name -> prompt (default :data:`inpaint_anon.prompts.DEFAULT_PROMPTS`);
             negative_prompt / default_prompt: None for the package defaults.
+        lcm_lora: a few-step LoRA (LCM-LoRA ``latent-consistency/lcm-lora-sdv1-5``, TCD, Hyper-SD): hub id,
+            local folder or ``.safetensors`` file; fused into the U-Net (``fuse_lora(lora_scale=lora_scale)``)
+            and unloaded. With it and no ``scheduler``, the scheduler becomes ``LCMScheduler`` (pass
+            ``scheduler="TCDScheduler"`` for TCD). lora_weight_name: the file inside a hub repo or folder
+            holding several (Hyper-SD); default ``pytorch_lora_weights.safetensors``.
+        vae: an ``AutoencoderTiny`` (TAESD): hub id (``madebyollin/taesd``), local folder, or ``"tiny"``
+            (random, for the tiny model); vae_use: ``"both"`` (it encodes and decodes) or ``"decode"`` (the
+            model's own VAE still encodes the crops).
         Other keyword arguments go to :class:`LatentInpainter`.
         """
         from inpaint_anon import prompts as defaults
-        from inpaint_anon.weights import load_sd_components
+        from inpaint_anon.weights import apply_lora, load_sd_components, load_tiny_vae, lora_file, tiny_vae_folder
 
+        # 1. Options, the LoRA file and the tiny VAE's folder (before loading gigabytes)
+        if vae_use not in VAE_USES:
+            raise ConfigError(f"vae_use must be one of {', '.join(VAE_USES)}, got {vae_use!r}: use 'both' to "
+                              f"encode and decode with the tiny VAE, 'decode' to decode only")
+        if vae_use != "both" and vae is None:
+            raise ConfigError(f"vae_use={vae_use!r} needs a tiny VAE: set vae= (e.g. madebyollin/taesd)")
+        lora_scale = check_float("", "lora_scale", lora_scale, 0.0)
+        if lcm_lora is None and lora_weight_name is not None:
+            raise ConfigError(f"lora_weight_name={lora_weight_name!r} needs lcm_lora=: set both, or neither")
+        lora_path = None if lcm_lora is None else lora_file(lcm_lora, lora_weight_name)
+        vae_folder = None if vae is None else tiny_vae_folder(vae)
+        if lcm_lora is not None and kwargs.get("scheduler") is None:
+            kwargs["scheduler"] = "LCMScheduler"
+        # 2. The model
         components = load_sd_components(model, device=device, dtype=dtype, variant=variant, allow_ckpt=allow_ckpt)
+        # 3. The LoRA, fused (text encoder too, when it has one: before the prompts are encoded)
+        if lora_path is not None:
+            apply_lora(components, lora_path, scale=lora_scale)
+        # 4. The tiny VAE
+        decode_vae = None
+        if vae is not None:
+            tiny_vae = load_tiny_vae(vae if vae_folder is None else vae_folder, device=device, dtype=dtype)
+            if vae_use == "both":
+                components = replace(components, vae=tiny_vae)
+            else:
+                decode_vae = tiny_vae
+        # 5. Prompts
         embeds = defaults.encode_prompts(
             defaults.DEFAULT_PROMPTS if prompts is None else prompts,
             defaults.DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt,
@@ -278,7 +356,26 @@ class LatentInpainter(Inpainter):
             default_prompt=defaults.DEFAULT_PROMPT if default_prompt is None else default_prompt,
         )
         components = replace(components, text_encoder=None, tokenizer=None)
-        return cls(components, embeds, device=device, dtype=dtype, **kwargs)
+        inpainter = cls(components, embeds, device=device, dtype=dtype, decode_vae=decode_vae, **kwargs)
+        inpainter.sources = {"model": str(model)}
+        if lcm_lora is not None:
+            inpainter.sources.update(lcm_lora=str(lcm_lora), lora_weight_name=lora_weight_name,
+                                     lora_scale=lora_scale)
+        if vae is not None:
+            inpainter.sources.update(vae=str(vae), vae_use=vae_use)
+        return inpainter
+
+    def run_record(self) -> dict[str, Any]:
+        """``{"diffusion": {...}}`` for run.json: the model, LoRA and tiny VAE loaded (None: not used, or not
+        loaded by :meth:`from_pretrained`), the scheduler, steps, guidance, and whether classifier-free guidance
+        (a doubled U-Net batch) runs."""
+        return {"diffusion": {
+            "model": None, "lcm_lora": None, "lora_weight_name": None, "lora_scale": None, "vae": None,
+            "vae_use": None, **self.sources,
+            "encode_vae": type(self.vae).__name__, "decode_vae": type(self.decode_vae).__name__,
+            "scheduler": type(self.scheduler).__name__, "steps": self.steps, "guidance_scale": self.guidance_scale,
+            "strength": self.strength, "cfg": self.do_classifier_free_guidance,
+        }}
 
     @staticmethod
     def _check_settings(
@@ -680,15 +777,17 @@ class LatentInpainter(Inpainter):
         return pipeline.get_timesteps(steps, self.strength, self._device)[0]
 
     def _decode(self, latents: torch.Tensor, timings: Timings) -> torch.Tensor:
-        """Step 5: VAE decode to float32 (B, 3, h, w) in [0, 1]."""
+        """Step 5: :attr:`decode_vae` decodes the (its ``scaling_factor``-unscaled) latents to float32
+        (B, 3, h, w) in [0, 1]."""
         with self._timed(timings, "vae_decode"):
-            decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+            decoded = self.decode_vae.decode(latents / self.decode_vae.config.scaling_factor, return_dict=False)[0]
         if not torch.isfinite(decoded).all():
             raise NonFiniteError("NaN/inf in decoded crop")
         return self.image_processor.postprocess(decoded, output_type="pt").float()
 
     def _encode(self, images: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-        """Scaled VAE latents of ``images`` (B, 3, h, w) in [-1, 1], each sampled with its own generator."""
+        """Scaled VAE latents of ``images`` (B, 3, h, w) in [-1, 1], each sampled with its own generator (an
+        ``AutoencoderTiny`` returns its latents as they are: they are already SD's scaled latents, factor 1)."""
         images = images.to(device=self._device, dtype=self.dtype)
         return self.vae.config.scaling_factor * retrieve_latents(
             self.vae.encode(images), generator=generators

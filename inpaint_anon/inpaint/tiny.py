@@ -2,15 +2,18 @@
 
 Built from configs exactly as diffusers' own inpainting tests build them (``get_dummy_components``), with a
 CLIP text encoder whose vocabulary fits the real CLIP tokenizer. 64x64 images, latents 4x32x32 (the tiny
-VAE downsamples by 2), text embeddings (77, 32).
+VAE downsamples by 2), text embeddings (77, 32). Also a tiny random ``AutoencoderTiny`` (TAESD) of the same
+latent size and a tiny random LoRA file for the tiny U-Net.
 """
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from inpaint_anon.errors import ConfigError
@@ -90,3 +93,46 @@ def tiny_components(
         text_encoder=text_encoder.eval(),
         tokenizer=tokenizer,
     )
+
+
+def tiny_autoencoder_tiny(seed: int = 0) -> AutoencoderTiny:
+    """A random tiny ``AutoencoderTiny`` (TAESD-shaped, float32, CPU, eval mode) that downsamples by 2 and has
+    4 latent channels, like :func:`tiny_components`' VAE, so either can encode for the other's decoder.
+
+    seed: the weights are a function of it alone; the global RNG is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderTiny(
+            encoder_block_out_channels=(32, 32),  # 2 blocks: one stride-2 downsampling
+            decoder_block_out_channels=(32, 32),  # 2 blocks: one 2x upsampling (config block_out_channels)
+            num_encoder_blocks=(1, 1),
+            num_decoder_blocks=(1, 1),
+            latent_channels=4,
+        )
+    return vae.eval()
+
+
+def save_tiny_lora(folder: str | Path, unet: Any | None = None, seed: int = 0, rank: int = 4) -> Path:
+    """Save a random LoRA for ``unet`` (default: :func:`tiny_components`' 9-channel U-Net) in diffusers' format,
+    as diffusers' own LoRA tests build one: peft ``LoraConfig(r=rank, target_modules=to_q/to_k/to_v/to_out.0,
+    init_lora_weights=False)`` on a copy of the U-Net, saved with ``save_lora_weights``. Returns the file
+    (``folder/pytorch_lora_weights.safetensors``). The global RNG is left as it was."""
+    from diffusers import StableDiffusionInpaintPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from inpaint_anon.atomic import AtomicPath
+
+    model = copy.deepcopy(tiny_components().unet if unet is None else unet)
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                        init_lora_weights=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.add_adapter(config)
+    target = Path(folder) / "pytorch_lora_weights.safetensors"
+    with AtomicPath(target) as out:
+        StableDiffusionInpaintPipeline.save_lora_weights(
+            out.temp.parent, unet_lora_layers=get_peft_model_state_dict(model), weight_name=out.temp.name
+        )
+    return target
