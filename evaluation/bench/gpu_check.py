@@ -137,13 +137,13 @@ def build_models(tiny: bool) -> Models:
     """Real-size SD-1.5 inpainting architecture with random weights (or the tiny test model) and a random tiny VAE
     (``AutoencoderTiny``: TAESD's architecture at full size, or its tiny test version)."""
     if tiny:
-        from inpaint_anon.inpaint.tiny import tiny_components, tiny_taesd
+        from inpaint_anon.inpaint.tiny import tiny_autoencoder_tiny, tiny_components
 
         components = tiny_components()
         generator = torch.Generator().manual_seed(0)
         embeds = torch.randn(2, 77, components.unet.config.cross_attention_dim, generator=generator)
         components = SDComponents(vae=components.vae, unet=components.unet, scheduler=components.scheduler)
-        return Models(components, tiny_taesd(), _prompts(embeds), resolution=64)
+        return Models(components, tiny_autoencoder_tiny(), _prompts(embeds), resolution=64)
     from diffusers import AutoencoderTiny
 
     from evaluation.bench.random_sd15 import random_sd15_components
