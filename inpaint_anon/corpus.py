@@ -719,7 +719,6 @@ def run_corpus(inputs: str, output_dir: Path, factory: WorkerFactory, settings: 
     started = time.perf_counter()
     workers = 0
     if todo:
-        output_dir.mkdir(parents=True, exist_ok=True)
         if pool is not None:
             workers_pool = pool(factory)
         elif settings.launcher == "ray":
@@ -728,6 +727,7 @@ def run_corpus(inputs: str, output_dir: Path, factory: WorkerFactory, settings: 
         else:
             workers_pool = LocalPool(factory)
         workers = workers_pool.size
+        output_dir.mkdir(parents=True, exist_ok=True)
         bar = tqdm.tqdm(total=len(todo), unit="file", desc="corpus", disable=not settings.progress, dynamic_ncols=True)
         try:
             _run_all(todo, workers_pool, settings.retries, reports, bar, started)
