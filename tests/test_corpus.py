@@ -36,6 +36,7 @@ from inpaint_anon.corpus import (
     shard_items,
 )
 from inpaint_anon.errors import ConfigError, InputError
+from inpaint_anon.fingerprints import record_digest
 from inpaint_anon.types import Detections, Frame
 from inpaint_anon.video import VideoReader, probe
 from tests.clips import make_clip
@@ -108,6 +109,7 @@ def outputs(out: Path) -> list[str]:
 # -- the whole job, in process (launcher=local) -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_local_corpus_done_failed_identical_and_resumed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every good file done once, the corrupt one failed with its reason (exit 1), outputs equal to single-file
     runs; a resume does nothing; deleting one output redoes it; a config change redoes all."""
@@ -165,6 +167,7 @@ def test_local_corpus_done_failed_identical_and_resumed(tmp_path: Path, capsys: 
         assert partials(out) == []
 
 
+@pytest.mark.slow
 def test_manifest_bad_lines_reported_good_ones_run(tmp_path: Path) -> None:
     """A .jsonl manifest: bad lines are failures with their line numbers (exit 1), the good lines run, with their
     own output names and per-file overrides (recorded and part of the config hash)."""
@@ -265,10 +268,7 @@ def _free_port() -> int:
         return probe_socket.getsockname()[1]
 
 
-@pytest.mark.parametrize("case", ["empty_glob", "no_manifest", "manifest_all_bad", "csv_no_input", "inside",
-                                  "two_to_one", "outside", "ray_address", "shard", "retries", "missing",
-                                  "metrics", "scramble", "ray_key"])
-def test_job_that_cannot_start_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
+def _bad_inputs(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.mp4").write_bytes(b"x")
     (tmp_path / "in" / "a.mov").write_bytes(b"x")
@@ -277,22 +277,49 @@ def test_job_that_cannot_start_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
                                         '{"input": "in/a.mov", "output": "o.mp4"}\n')
     (tmp_path / "far.jsonl").write_text('{"input": "in/a.mp4", "output": "../elsewhere.mp4"}\n')
     (tmp_path / "m.csv").write_text("path\nin/a.mp4\n")
+
+
+@pytest.mark.parametrize("case", ["empty_glob", "empty_folder", "no_path", "no_manifest", "manifest_all_bad",
+                                  "csv_no_input", "inside", "two_to_one", "outside", "shard", "retries",
+                                  "launcher", "held"])
+def test_job_that_cannot_start_raises_before_writing(tmp_path: Path, case: str) -> None:
+    """Each problem is one InputError / ConfigError (exit 2) raised before anything is written."""
+    _bad_inputs(tmp_path)
+    (tmp_path / "empty").mkdir()
+    inputs, settings, needle = {
+        "empty_glob": (f"{tmp_path}/none/**/*.mp4", {}, "matches no file"),
+        "empty_folder": (f"{tmp_path / 'empty'}", {}, "holds no video or image"),
+        "no_path": (f"{tmp_path / 'nothing'}", {}, "no such file, folder or manifest"),
+        "no_manifest": (f"{tmp_path / 'nope.jsonl'}", {}, "manifest not found"),
+        "manifest_all_bad": (f"{tmp_path / 'bad.jsonl'}", {}, "no usable line (line 1: not JSON"),
+        "csv_no_input": (f"{tmp_path / 'm.csv'}", {}, "has no `input` column"),
+        "inside": (f"{tmp_path / 'in'}", {}, "is inside the inputs'"),
+        "two_to_one": (f"{tmp_path / 'two.jsonl'}", {}, "two inputs map to one output"),
+        "outside": (f"{tmp_path / 'far.jsonl'}", {}, "is outside output_dir"),
+        "shard": (f"{tmp_path / 'in'}", {"shard": "4/4"}, "shard=4/4 is not i/n"),
+        "retries": (f"{tmp_path / 'in'}", {"retries": -1}, "retries=-1 is negative"),
+        "launcher": (f"{tmp_path / 'in'}", {"launcher": "slurm"}, "launcher=slurm is not a launcher"),
+        "held": (f"{tmp_path / 'in'}", {}, "already holds outputs of this corpus"),
+    }[case]
+    out = tmp_path / ("in/anon" if case == "inside" else "out")
+    if case == "held":
+        (out).mkdir()
+        (out / "a.mp4").write_bytes(b"old")
+    with pytest.raises((InputError, ConfigError)) as caught:
+        run_corpus(inputs, out, CopyFactory(), CorpusSettings(progress=False, **{"launcher": "local", **settings}))
+    assert needle in str(caught.value) and caught.value.exit_code == 2
+    assert not out.exists() or [p.name for p in out.iterdir()] == ["a.mp4"]
+
+
+@pytest.mark.parametrize("case", ["missing", "metrics", "ray_address", "ray_key"])
+def test_cli_job_that_cannot_start_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
+    _bad_inputs(tmp_path)
     out = f"output_dir={tmp_path / 'out'}"
     args, needle = {
-        "empty_glob": ([f"inputs={tmp_path}/none/**/*.mp4", out], "matches no file"),
-        "no_manifest": ([f"inputs={tmp_path / 'nope.jsonl'}", out], "manifest not found"),
-        "manifest_all_bad": ([f"inputs={tmp_path / 'bad.jsonl'}", out], "no usable line (line 1: not JSON"),
-        "csv_no_input": ([f"inputs={tmp_path / 'm.csv'}", out], "has no `input` column"),
-        "inside": ([f"inputs={tmp_path / 'in'}", f"output_dir={tmp_path / 'in' / 'anon'}"], "is inside the inputs'"),
-        "two_to_one": ([f"inputs={tmp_path / 'two.jsonl'}", out], "two inputs map to one output"),
-        "outside": ([f"inputs={tmp_path / 'far.jsonl'}", out], "is outside output_dir"),
-        "ray_address": ([f"inputs={tmp_path / 'in'}", out, "launcher=ray", f"ray.address=127.0.0.1:{_free_port()}",
-                         "ray.init_timeout_s=2"], "does not answer"),
-        "shard": ([f"inputs={tmp_path / 'in'}", out, "shard=4/4"], "shard=4/4 is not i/n"),
-        "retries": ([f"inputs={tmp_path / 'in'}", out, "retries=-1"], "retries=-1 is not a count"),
         "missing": ([out], "a corpus needs inputs and output_dir"),
         "metrics": ([f"inputs={tmp_path / 'in'}", out, "metrics=default"], "metrics over a corpus"),
-        "scramble": ([f"inputs={tmp_path / 'in'}", out, "inpainter=scramble"], "a scramble keeps a key"),
+        "ray_address": ([f"inputs={tmp_path / 'in'}", out, "launcher=ray", f"ray.address=127.0.0.1:{_free_port()}",
+                         "ray.init_timeout_s=2"], "does not answer"),
         "ray_key": ([f"inputs={tmp_path / 'in'}", out, "+ray.nodes=3"], "unknown ray setting ray.nodes"),
     }[case]
     with deadline(60):
@@ -311,9 +338,10 @@ class CopyFactory:
 
     uses_gpu: bool = False
     fail: tuple[str, ...] = ()
+    hash: str = "h" * 32
 
     def config_hash(self, overrides: tuple[tuple[str, str], ...]) -> str:
-        return "h" * 32
+        return self.hash if not overrides else record_digest({"base": self.hash, "overrides": list(overrides)})
 
     def __call__(self) -> CopyWorker:
         return CopyWorker(self.fail)
@@ -382,6 +410,67 @@ def test_dead_worker_file_redone_without_partials_and_retries_bounded(tmp_path: 
     assert CorpusFailed("x").exit_code == 1
 
 
+def test_resume_skips_done_redoes_deleted_and_changed_config(tmp_path: Path) -> None:
+    for name in ("a.mp4", "b.mp4", "sub/c.mp4"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(name.encode())
+
+    def job(factory: CopyFactory) -> list[tuple[str, str]]:
+        result = run_corpus(str(tmp_path / "in"), tmp_path / "out", factory,
+                            CorpusSettings(launcher="local", resume=True, progress=False))
+        return [(f.output or "", f.status) for f in result.files]
+
+    assert job(CopyFactory()) == [("a.mp4", "done"), ("b.mp4", "done"), ("sub/c.mp4", "done")]
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*") if "corpus" not in p.name}
+    assert job(CopyFactory()) == [("a.mp4", "resumed"), ("b.mp4", "resumed"), ("sub/c.mp4", "resumed")]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    (tmp_path / "out" / "b.mp4").unlink()
+    assert job(CopyFactory()) == [("a.mp4", "resumed"), ("b.mp4", "done"), ("sub/c.mp4", "resumed")]
+    (tmp_path / "out" / "sub" / "c.mp4.run" / "run.json").write_text("{half")  # a record that cannot be read
+    assert job(CopyFactory()) == [("a.mp4", "resumed"), ("b.mp4", "resumed"), ("sub/c.mp4", "done")]
+    assert job(CopyFactory(hash="g" * 32)) == [("a.mp4", "done"), ("b.mp4", "done"), ("sub/c.mp4", "done")]
+    assert report(tmp_path / "out")["totals"]["done"] == 3
+
+
+def test_manifest_bad_lines_fail_good_ones_run(tmp_path: Path) -> None:
+    """Engine level: bad lines are failures with their line numbers, the good lines run (with their own output
+    names; per-file overrides give another config hash)."""
+    (tmp_path / "in").mkdir()
+    for name in ("a.mp4", "d.mp4"):
+        (tmp_path / "in" / name).write_bytes(name.encode())
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text("\n".join([json.dumps({"input": "in/a.mp4", "output": "named/first.mp4"}), "{not json",
+                                   json.dumps({"input": "in/missing.mp4"}),
+                                   json.dumps({"input": "in/d.mp4", "overrides": {"inpainter.strength": 3}}),
+                                   json.dumps({"input": "in/a.mp4", "colour": "red"})]) + "\n")
+    result = run_corpus(str(manifest), tmp_path / "out", CopyFactory(), CorpusSettings(launcher="local",
+                                                                                       progress=False))
+    assert [(b.line, b.reason.split(" (")[0].split(":")[0]) for b in result.bad_lines] == [
+        (2, "not JSON"), (3, "input not found"), (5, "unknown key 'colour'; the keys are")]
+    assert [(f.output, f.status) for f in result.files] == [("named/first.mp4", "done"), ("d.mp4", "done")]
+    assert result.failed == 3 and result.totals()["files"] == 5
+    hashes = [json.loads((tmp_path / "out" / f"{name}.run" / "run.json").read_text())["corpus"]["config_hash"]
+              for name in ("named/first.mp4", "d.mp4")]
+    assert hashes[0] == "h" * 32 and hashes[1] != hashes[0]
+    assert "| manifest line 3 | failed |" in (tmp_path / "out" / "corpus.md").read_text()
+
+
+def test_hydra_config_hash_ignores_job_keys_and_sees_overrides() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from inpaint_anon.corpus_run import HydraWorkerFactory
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        base = compose("corpus", overrides=["inputs=x", "output_dir=y"])
+        other = compose("corpus", overrides=["inputs=z", "output_dir=w", "resume=true", "ray.workers=3", "shard=1/2",
+                                             "pipeline.progress=false"])
+        changed = compose("corpus", overrides=["inputs=x", "output_dir=y", "inpainter.strength=9"])
+    hashes = [HydraWorkerFactory.of(cfg).config_hash(()) for cfg in (base, other, changed)]
+    assert hashes[0] == hashes[1] != hashes[2]
+    factory = HydraWorkerFactory.of(base)
+    assert factory.config_hash((("inpainter.strength", "9"),)) == hashes[2] and factory.uses_gpu is False
+
+
 def test_shard_reports_do_not_collide(tmp_path: Path) -> None:
     for name in ("a.mp4", "b.mp4"):
         (tmp_path / "in").mkdir(exist_ok=True)
@@ -409,26 +498,28 @@ def ray_session() -> Iterator[object]:
     ray.shutdown()
 
 
-def test_ray_two_actors_same_outputs_as_local(tmp_path: Path, ray_session: object) -> None:
-    """The corpus through 2 Ray actors: every good file done once (by either actor), the corrupt one failed with
-    its reason, and each output decodes to the frames of the in-process run."""
-    root = make_corpus(tmp_path / "in", ["a.mp4", "d.mp4", "sub/b.mp4"])
+def test_ray_two_actors_same_outputs_as_single_runs(tmp_path: Path, ray_session: object) -> None:
+    """The corpus through 2 Ray actors: every good file done once, the corrupt one failed with its reason (exit 1),
+    and each output decodes to the frames of ``inpaint_anon.run input=FILE`` with the same config."""
+    root = make_corpus(tmp_path / "in", ["a.mp4", "sub/b.mp4"])
     with deadline(240):
         assert cli(tmp_path, f"inputs={root}", f"output_dir={tmp_path / 'ray'}", "launcher=ray",
                    "ray.workers=2") == 1
-        assert cli(tmp_path, f"inputs={root}", f"output_dir={tmp_path / 'local'}", "launcher=local") == 1
+        for name in ("a.mp4", "sub/b.mp4"):
+            single = tmp_path / "single" / name
+            single.parent.mkdir(parents=True, exist_ok=True)
+            assert cli(tmp_path, f"input={root / name}", f"output={single}", module=run_module) == 0
     document = report(tmp_path / "ray")
     files = by_input(document, root)
-    assert {n: (f["status"], f["attempts"]) for n, f in files.items()} == {
-        "a.mp4": ("done", 1), "d.mp4": ("done", 1), "sub/b.mp4": ("done", 1), CORRUPT: ("failed", 1)}
+    assert {n: (f["status"], f["attempts"], f["frames"]) for n, f in files.items()} == {
+        "a.mp4": ("done", 1, 6), "sub/b.mp4": ("done", 1, 5), CORRUPT: ("failed", 1, 0)}
     assert "corrupt" in files[CORRUPT]["reason"]
     assert (document["launcher"], document["workers"]) == ("ray", 2)
-    assert {f["worker"].rsplit("-", 1)[0] for f in document["files"]} == {
-        files["a.mp4"]["worker"].rsplit("-", 1)[0]}  # one job's actors
-    for name in ("a.mp4", "d.mp4", "sub/b.mp4"):
-        mine, theirs = frames(tmp_path / "ray" / name), frames(tmp_path / "local" / name)
+    for name in ("a.mp4", "sub/b.mp4"):
+        mine, theirs = frames(tmp_path / "ray" / name), frames(tmp_path / "single" / name)
         assert len(mine) == GOOD[name]["n_frames"] and all(np.array_equal(x, y) for x, y in zip(mine, theirs))
     assert probe(tmp_path / "ray" / "a.mp4").has_audio and partials(tmp_path / "ray") == []
+    assert outputs(tmp_path / "ray") == ["a.mp4", "sub/b.mp4"]
 
 
 class SlowSquare:
