@@ -38,7 +38,8 @@
 6. **Report** (:class:`CorpusReport`): one progress bar over the corpus (files, frames, fps, ETA, failures);
    ``corpus.json`` + ``corpus.md`` in ``output_dir`` (``corpus-<i>of<n>.*`` for a shard, so that shards do not
    replace each other's), written atomically: per-file status (``done`` now, ``resumed``: done before, ``failed``),
-   frames, seconds, per-class region counts, attempts and reasons; totals and throughput.
+   frames, seconds, per-class region counts, attempts and reasons; totals and throughput; with ``metrics=default``
+   per-class metrics over the corpus (:func:`merge_metrics`: each file's evaluator states, merged).
 
 Exit status (:func:`inpaint_anon.corpus_run.main`): 0 every file done, 1 any failed (:class:`CorpusFailed`), 2 the
 job could not start (an :class:`~inpaint_anon.errors.InputError` / ``ConfigError`` before any file ran).
@@ -70,6 +71,9 @@ logger = logging.getLogger("inpaint_anon")
 RECORD_SUFFIX = ".run"
 """``<output_dir>/<rel>.run/``: the record folder of one file (run.json, detections.dets, metrics.json)."""
 RUN_RECORD = "run.json"
+METRIC_STATES = "metric_states.pt"
+"""``metrics=default``: a file's evaluator states (:meth:`~inpaint_anon.metrics.RunEvaluator.states`) in its record
+folder, merged by the report into per-class metrics over the corpus."""
 MANIFEST_SUFFIXES = (".jsonl", ".csv")
 MANIFEST_KEYS = ("input", "output", "overrides")
 _MAGIC = frozenset("*?[")
@@ -590,6 +594,7 @@ class CorpusReport:
     workers: int
     launcher: str
     shard: str | None
+    metrics: dict[str, Any] | None = None
 
     @property
     def failed(self) -> int:
@@ -610,7 +615,8 @@ class CorpusReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"launcher": self.launcher, "workers": self.workers, "shard": self.shard, "totals": self.totals(),
-                "files": [asdict(f) for f in self.files], "bad_lines": [asdict(b) for b in self.bad_lines]}
+                "metrics": self.metrics, "files": [asdict(f) for f in self.files],
+                "bad_lines": [asdict(b) for b in self.bad_lines]}
 
     def markdown(self) -> str:
         t = self.totals()
@@ -626,6 +632,15 @@ class CorpusReport:
                          f"{(f.reason or '').replace('|', '/')} |")
         for bad in self.bad_lines:
             lines.append(f"| manifest line {bad.line} | failed | 0 | 0 | | 0 | {bad.reason.replace('|', '/')} |")
+        if self.metrics is not None:
+            classes = self.metrics["classes"]
+            names = list(dict.fromkeys(name for row in classes.values() for name in row))
+            lines += ["", f"## Metrics over {self.metrics['files']} files (merged states)", "",
+                      "| class | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            for row, values in classes.items():
+                cells = (("-" if values.get(n) is None else f"{values[n]:.4g}" if isinstance(values[n], float)
+                          else str(values[n])) for n in names)
+                lines.append(f"| {row} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
     def write(self, output_dir: Path) -> Path:
@@ -639,6 +654,35 @@ class CorpusReport:
         t = self.totals()
         return (f"corpus: {t['files']} files: {t['done']} done, {t['resumed']} resumed, "
                 f"{t['failed'] + t['bad_lines']} failed; {t['frames']} frames, {t['fps']} fps")
+
+
+def merge_metrics(items: Sequence[CorpusItem]) -> dict[str, Any] | None:
+    """Per-class metrics over ``items``: their saved evaluator states (:data:`METRIC_STATES`: sums of squared
+    errors and pixel counts, feature sums and covariances, ...) merged and computed once, so a class's value is
+    that of one evaluation over all its frames, not an average of per-file values. None when no item has
+    states. A states file that cannot be read or merged (another metrics config) is left out, with its reason
+    under ``not_merged``."""
+    paths = [item.record_dir / METRIC_STATES for item in items if (item.record_dir / METRIC_STATES).is_file()]
+    if not paths:
+        return None
+    import torch
+
+    from inpaint_anon.metrics import RunEvaluator
+
+    merged: RunEvaluator | None = None
+    left_out: list[dict[str, str]] = []
+    for path in paths:
+        try:
+            evaluator = RunEvaluator.from_states(torch.load(path, weights_only=True))
+            if merged is None:
+                merged = evaluator
+            else:
+                merged.merge(evaluator, another_video=True)
+        except Exception as error:  # noqa: BLE001 - one unreadable states file does not stop the report
+            left_out.append({"file": str(path), "reason": one_line(error)})
+    if merged is None:
+        return {"files": 0, "classes": {}, "not_merged": left_out}
+    return {"files": len(paths) - len(left_out), **merged.compute(), "not_merged": left_out}
 
 
 @dataclass(frozen=True)
@@ -736,8 +780,10 @@ def run_corpus(inputs: str, output_dir: Path, factory: WorkerFactory, settings: 
             workers_pool.close()
 
     # 4. report
+    finished = [item for item in items if reports[item.index].status in ("done", "resumed")]
     report = CorpusReport([reports[item.index] for item in items if item.index in reports], bad_lines,
-                          time.perf_counter() - started, workers, settings.launcher, settings.shard)
+                          time.perf_counter() - started, workers, settings.launcher, settings.shard,
+                          merge_metrics(finished))
     output_dir.mkdir(parents=True, exist_ok=True)
     path = report.write(output_dir)
     logger.info("%s; report: %s", report.summary(), path)

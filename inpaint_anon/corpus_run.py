@@ -25,7 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from inpaint_anon.checks import check_bool
 from inpaint_anon.corpus import (
+    METRIC_STATES,
     CorpusFailed,
+    CorpusItem,
     CorpusSettings,
     FileOutcome,
     FileTask,
@@ -103,7 +105,7 @@ def corpus_settings(cfg: DictConfig) -> CorpusSettings:
 
 def _refuse_unsupported(cfg: DictConfig) -> None:
     """ConfigError for what a corpus does not run: realtime, the detection cache, a scramble (its key and pixel
-    record are per run), and metrics (per-class metrics over a corpus are not built yet)."""
+    record are per run)."""
     from inpaint_anon.run import _method_nodes, _needs_lossless
 
     if OmegaConf.select(cfg, "realtime.enabled", default=False):
@@ -115,9 +117,6 @@ def _refuse_unsupported(cfg: DictConfig) -> None:
     if _needs_lossless(cfg.inpainter) or any(_needs_lossless(n) for n in nodes.values() if n is not None):
         raise ConfigError("a scramble keeps a key and a pixel record per run, which a corpus does not; choose "
                           "another method, or run the files one at a time with inpaint_anon.run")
-    if cfg.get("metrics") is not None:
-        raise ConfigError("metrics over a corpus are not built yet; pass metrics=none and evaluate a file's "
-                          "record folder with: python -m inpaint_anon.evaluate run_dir=<output_dir>/<file>.run")
 
 
 def _with_overrides(config: dict[str, Any], overrides: tuple[tuple[str, str], ...]) -> DictConfig:
@@ -169,6 +168,28 @@ class HydraFileWorker:
 
     factory: HydraWorkerFactory
     built: dict[tuple[tuple[str, str], ...], Any] = field(default_factory=dict)
+    evaluators: dict[str, Any] = field(default_factory=dict)  # metrics config -> RunEvaluator (networks loaded once)
+
+    def _evaluate(self, cfg: DictConfig, item: CorpusItem) -> None:
+        """``metrics=default``: metrics.json in the record folder (as a single run writes it) and the evaluator's
+        mergeable states (:data:`~inpaint_anon.corpus.METRIC_STATES`), which the report merges over the corpus."""
+        import json
+
+        import torch
+
+        from inpaint_anon.atomic import AtomicPath
+        from inpaint_anon.evaluate import evaluate_run
+        from inpaint_anon.metrics import RunEvaluator
+        from inpaint_anon.run import _instantiate
+
+        config = _instantiate("metrics", cfg.metrics)
+        key = json.dumps(config.as_dict(), sort_keys=True, default=str)
+        if key not in self.evaluators:
+            self.evaluators = {key: RunEvaluator.from_config(config)}  # one set of networks at a time
+        evaluator = self.evaluators[key]
+        evaluate_run(item.record_dir, config, evaluator=evaluator)
+        with AtomicPath(item.record_dir / METRIC_STATES) as out:
+            torch.save(evaluator.states(), out.temp)
 
     def _pipeline(self, overrides: tuple[tuple[str, str], ...], cfg: DictConfig, item_output: Path) -> Any:
         from inpaint_anon.run import _method_nodes, build_pipeline
@@ -188,6 +209,7 @@ class HydraFileWorker:
         from inpaint_anon.run import _run_record, _video_settings
 
         item = task.item
+        (item.record_dir / METRIC_STATES).unlink(missing_ok=True)  # an earlier config's states are not merged
         cfg = _with_overrides(self.factory.config, item.overrides)
         built = self._pipeline(item.overrides, cfg, item.output)
         video = _video_settings(cfg, item.output, False)
@@ -200,6 +222,10 @@ class HydraFileWorker:
                   "corpus": {"config_hash": task.config_hash, "input_fingerprint": task.input_fingerprint,
                              "overrides": dict(item.overrides), "classes": dict(result.regions),
                              "attempt": task.attempt}}
+        if cfg.get("metrics") is not None:  # evaluate reads run.json; without its corpus block it is not done yet
+            unfinished = {key: value for key, value in record.items() if key != "corpus"}
+            write_atomic(item.record, json.dumps(unfinished, indent=2, default=str) + "\n")
+            self._evaluate(cfg, item)
         write_atomic(item.record, json.dumps(record, indent=2, default=str) + "\n")
         return FileOutcome(frames=result.frames_out, seconds=result.wall_seconds, classes=dict(result.regions))
 

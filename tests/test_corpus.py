@@ -311,13 +311,13 @@ def test_job_that_cannot_start_raises_before_writing(tmp_path: Path, case: str) 
     assert not out.exists() or [p.name for p in out.iterdir()] == ["a.mp4"]
 
 
-@pytest.mark.parametrize("case", ["missing", "metrics", "ray_address", "ray_key"])
+@pytest.mark.parametrize("case", ["missing", "scramble", "ray_address", "ray_key"])
 def test_cli_job_that_cannot_start_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
     _bad_inputs(tmp_path)
     out = f"output_dir={tmp_path / 'out'}"
     args, needle = {
         "missing": ([out], "a corpus needs inputs and output_dir"),
-        "metrics": ([f"inputs={tmp_path / 'in'}", out, "metrics=default"], "metrics over a corpus"),
+        "scramble": ([f"inputs={tmp_path / 'in'}", out, "inpainter=scramble"], "a scramble keeps a key"),
         "ray_address": ([f"inputs={tmp_path / 'in'}", out, "launcher=ray", f"ray.address=127.0.0.1:{_free_port()}",
                          "ray.init_timeout_s=2"], "does not answer"),
         "ray_key": ([f"inputs={tmp_path / 'in'}", out, "+ray.nodes=3"], "unknown ray setting ray.nodes"),
@@ -588,3 +588,68 @@ def test_ray_kill_mid_run_redoes_the_file(tmp_path: Path, ray_session: object) -
             "n_frames"]
     assert partials(tmp_path / "out") == []
     shutil.rmtree(markers)
+
+
+# -- metrics over a corpus -----------------------------------------------------------------------------------
+
+
+def _evaluated(seed: int, size: tuple[int, int], n_frames: int):
+    from inpaint_anon.metrics import MetricsConfig, RunEvaluator
+
+    evaluator = RunEvaluator(MetricsConfig(lpips=False, fid=False, leak=False, flicker=False))
+    rng = np.random.default_rng(seed)
+    h, w = size
+    for index in range(n_frames):
+        original = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        anonymized = np.clip(original.astype(int) + rng.integers(-20 * (seed + 1), 20 * (seed + 1), (h, w, 3)),
+                             0, 255).astype(np.uint8)
+        mask = np.zeros((h, w), bool)
+        mask[: h // 2, : w // 2] = True
+        evaluator.update(index, original, anonymized, Detections.from_masks(mask[None], [0], {0: "face"}))
+    return evaluator
+
+
+def test_metric_states_round_trip_and_merge_over_videos() -> None:
+    """``states()`` -> ``from_states`` computes the same; merging two videos' states pools their sums (the PSNR of
+    the pooled squared error, not the mean of the two PSNRs)."""
+    import math
+
+    from inpaint_anon.metrics import RunEvaluator
+
+    first, second = _evaluated(0, (16, 24), 3), _evaluated(2, (32, 32), 2)
+    assert RunEvaluator.from_states(first.states()).compute() == first.compute()
+    merged = RunEvaluator.from_states(first.states())
+    merged.merge(RunEvaluator.from_states(second.states()), another_video=True)
+    result = merged.compute()
+    assert result["counts"]["face"]["frames"] == 5
+    psnr = [e.rows["face"].psnr_in for e in (first, second)]
+    pooled = float(sum(m.total for m in psnr) / sum(m.count for m in psnr))
+    assert math.isclose(result["classes"]["face"]["psnr_in"], 10 * math.log10(255**2 / pooled), rel_tol=1e-9)
+    means = [e.compute()["classes"]["face"]["psnr_in"] for e in (first, second)]
+    assert abs(result["classes"]["face"]["psnr_in"] - sum(means) / 2) > 0.1
+
+
+@pytest.mark.slow
+def test_cli_metrics_merged_over_the_corpus(tmp_path: Path) -> None:
+    """metrics=default: each file's metrics.json in its record folder, and corpus.json's per-class metrics from
+    the merged states (one file alone: its own values)."""
+    import math
+
+    import torch
+
+    root = make_corpus(tmp_path / "in", ["a.mp4", "sub/b.mp4"])
+    (root / CORRUPT).unlink()
+    out = tmp_path / "out"
+    with deadline(300):
+        assert cli(tmp_path, f"inputs={root}", f"output_dir={out}", "launcher=local", "metrics=default",
+                   "metrics.download=false") == 0
+    merged = report(out)["metrics"]
+    assert merged["files"] == 2 and merged["not_merged"] == [] and merged["counts"]["face"]["frames"] == 11
+    states = [torch.load(out / f"{name}.run" / "metric_states.pt", weights_only=True) for name in ("a.mp4",
+                                                                                                 "sub/b.mp4")]
+    face = [s["rows"]["face"]["states"]["psnr_in"] for s in states]
+    pooled = float(sum(f["total"] for f in face) / sum(f["count"] for f in face))
+    assert math.isclose(merged["classes"]["face"]["psnr_in"], 10 * math.log10(255**2 / pooled), rel_tol=1e-9)
+    single = json.loads((out / "a.mp4.run" / "metrics.json").read_text())["classes"]
+    assert single["face"]["psnr_in"] != merged["classes"]["face"]["psnr_in"]
+    assert "## Metrics over 2 files (merged states)" in (out / "corpus.md").read_text()
