@@ -48,6 +48,7 @@ job could not start (an :class:`~inpaint_anon.errors.InputError` / ``ConfigError
 from __future__ import annotations
 
 import csv
+import fnmatch
 import glob
 import json
 import logging
@@ -92,13 +93,15 @@ class CorpusFailed(InpaintAnonError):
 class CorpusEntry:
     """One input of the corpus. input: absolute path. root: the folder its output path is relative to.
     output: the output path a manifest gave (None: mirror the input tree). overrides: per-file config values
-    (``key -> value`` as written on a command line). line: its manifest line (None outside a manifest)."""
+    (``key -> value`` as written on a command line). line: its manifest line (None outside a manifest).
+    pattern: the absolute glob that found it (None for a folder or a manifest)."""
 
     input: Path
     root: Path
     output: str | None = None
     overrides: tuple[tuple[str, str], ...] = ()
     line: int | None = None
+    pattern: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,20 +134,39 @@ def collect_inputs(inputs: str) -> tuple[list[CorpusEntry], list[BadLine]]:
         raise InputError(f"inputs={given}: no such file, folder or manifest; pass a glob ('footage/**/*.mp4'), a "
                          "folder or a .jsonl/.csv manifest")
     root = _glob_root(path)
+    pattern = str(root.joinpath(*path.parts[len(_fixed_parts(path)):]))
     files = sorted({Path(p).resolve() for p in glob.glob(str(path), recursive=True) if Path(p).is_file()})
     if not files:
         raise InputError(f"inputs={given} matches no file; check the pattern (quote it so the shell does not "
                          "expand it: inputs='footage/**/*.mp4')")
-    return [CorpusEntry(p, root) for p in files], []
+    return [CorpusEntry(p, root, pattern=pattern) for p in files], []
 
 
-def _glob_root(pattern: Path) -> Path:
-    """The fixed folder a glob starts from: ``footage/**/*.mp4`` -> ``footage`` (absolute)."""
+def _fixed_parts(pattern: Path) -> list[str]:
     fixed = []
     for part in pattern.parts:
         if any(c in part for c in _MAGIC):
             break
         fixed.append(part)
+    return fixed
+
+
+def glob_matches(pattern: str, path: Path) -> bool:
+    """True when ``path`` (absolute) is one that the absolute glob ``pattern`` would find (``**``: any number of
+    folders, ``*`` ``?`` ``[...]`` within one name)."""
+    def match(parts: Sequence[str], names: Sequence[str]) -> bool:
+        if not parts:
+            return not names
+        if parts[0] == "**":
+            return any(match(parts[1:], names[k:]) for k in range(len(names) + 1))
+        return bool(names) and fnmatch.fnmatchcase(names[0], parts[0]) and match(parts[1:], names[1:])
+
+    return match(Path(pattern).parts, path.parts)
+
+
+def _glob_root(pattern: Path) -> Path:
+    """The fixed folder a glob starts from: ``footage/**/*.mp4`` -> ``footage`` (absolute)."""
+    fixed = _fixed_parts(pattern)
     return Path(*fixed).resolve() if fixed else Path.cwd()
 
 
@@ -247,11 +269,11 @@ def plan_corpus(entries: Sequence[CorpusEntry], output_dir: Path) -> list[Corpus
     out = output_dir.expanduser().resolve()
     items: list[CorpusItem] = []
     seen: dict[Path, Path] = {}
-    roots = {entry.root for entry in entries if entry.line is None}
-    for root in roots:
+    for root in {entry.root for entry in entries if entry.line is None and entry.pattern is None}:  # a folder
         if out == root or root in out.parents:
             raise InputError(f"output_dir {output_dir} is inside the inputs' folder {root}, so a re-run would read "
                              "the outputs as inputs; choose an output_dir outside it")
+    inputs = {entry.input for entry in entries}
     for index, entry in enumerate(entries):
         if entry.output is not None:
             target = (out / Path(entry.output).expanduser()).resolve()
@@ -261,8 +283,13 @@ def plan_corpus(entries: Sequence[CorpusEntry], output_dir: Path) -> list[Corpus
         if out not in target.parents:
             raise InputError(f"the output of {entry.input} ({target}) is outside output_dir {output_dir}; give "
                              "manifest outputs relative to output_dir")
-        if target == entry.input or entry.input in (target, *target.parents):
-            raise InputError(f"the output of {entry.input} would replace it; choose another output_dir")
+        if target in inputs or entry.input in target.parents:
+            raise InputError(f"the output of {entry.input} ({target}) would replace an input; choose another "
+                             "output_dir")
+        if entry.pattern is not None and glob_matches(entry.pattern, target):
+            raise InputError(f"output_dir {output_dir} is inside the inputs' folder {entry.root} and its outputs "
+                             f"match inputs={entry.pattern}, so a re-run would read them as inputs; choose an "
+                             "output_dir outside it")
         if target in seen:
             raise InputError(f"two inputs map to one output {target}: {seen[target]} and {entry.input}; give one of "
                              "them another `output` in a manifest")

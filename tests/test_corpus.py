@@ -196,6 +196,20 @@ def test_manifest_bad_lines_reported_good_ones_run(tmp_path: Path) -> None:
     assert root.is_dir()
 
 
+def test_glob_outputs_inside_the_input_folder_only_when_they_do_not_match(tmp_path: Path) -> None:
+    from inpaint_anon.corpus import glob_matches
+
+    assert glob_matches("/a/**/*.mp4", Path("/a/x.mp4")) and glob_matches("/a/**/*.mp4", Path("/a/b/c/x.mp4"))
+    assert not glob_matches("/a/*.mp4", Path("/a/anon/x.mp4")) and not glob_matches("/a/*.mp4", Path("/a/x.mov"))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(b"a")
+    entries, _ = collect_inputs(f"{tmp_path}/in/*.mp4")
+    assert [item.output for item in plan_corpus(entries, tmp_path / "in" / "anon")] == [tmp_path / "in/anon/a.mp4"]
+    entries, _ = collect_inputs(f"{tmp_path}/in/**/*.mp4")
+    with pytest.raises(InputError, match="a re-run would read them as inputs"):
+        plan_corpus(entries, tmp_path / "in" / "anon")
+
+
 def test_manifest_csv_and_overrides(tmp_path: Path) -> None:
     make_clip(tmp_path / "x.mp4", n_frames=2, size=(32, 32))
     manifest = tmp_path / "m.csv"
@@ -280,7 +294,7 @@ def _bad_inputs(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("case", ["empty_glob", "empty_folder", "no_path", "no_manifest", "manifest_all_bad",
-                                  "csv_no_input", "inside", "two_to_one", "outside", "shard", "retries",
+                                  "csv_no_input", "inside", "inside_glob", "two_to_one", "outside", "shard", "retries",
                                   "launcher", "held"])
 def test_job_that_cannot_start_raises_before_writing(tmp_path: Path, case: str) -> None:
     """Each problem is one InputError / ConfigError (exit 2) raised before anything is written."""
@@ -294,6 +308,7 @@ def test_job_that_cannot_start_raises_before_writing(tmp_path: Path, case: str) 
         "manifest_all_bad": (f"{tmp_path / 'bad.jsonl'}", {}, "no usable line (line 1: not JSON"),
         "csv_no_input": (f"{tmp_path / 'm.csv'}", {}, "has no `input` column"),
         "inside": (f"{tmp_path / 'in'}", {}, "is inside the inputs'"),
+        "inside_glob": (f"{tmp_path / 'in'}/**/*.mp4", {}, "match inputs="),
         "two_to_one": (f"{tmp_path / 'two.jsonl'}", {}, "two inputs map to one output"),
         "outside": (f"{tmp_path / 'far.jsonl'}", {}, "is outside output_dir"),
         "shard": (f"{tmp_path / 'in'}", {"shard": "4/4"}, "shard=4/4 is not i/n"),
@@ -301,7 +316,7 @@ def test_job_that_cannot_start_raises_before_writing(tmp_path: Path, case: str) 
         "launcher": (f"{tmp_path / 'in'}", {"launcher": "slurm"}, "launcher=slurm is not a launcher"),
         "held": (f"{tmp_path / 'in'}", {}, "already holds outputs of this corpus"),
     }[case]
-    out = tmp_path / ("in/anon" if case == "inside" else "out")
+    out = tmp_path / ("in/anon" if case.startswith("inside") else "out")
     if case == "held":
         (out).mkdir()
         (out / "a.mp4").write_bytes(b"old")

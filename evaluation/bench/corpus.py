@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evaluation.bench.common import parse_size, print_table, write_report
+from evaluation.bench.common import parse_size, write_report
 from tests.clips import make_clip
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,7 +94,10 @@ def main() -> None:
                 print(f"done: ray x{count}", flush=True)
         finally:
             ray.shutdown()
-    print_table(rows, COLUMNS)
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
     print(f"Ray start-up (not in wall_s): {ray_start} s")
     write_report(args.out, "corpus", rows, ray_start_s=ray_start, clips=args.clips, frames_per_clip=args.frames,
                  size=args.size)
