@@ -54,10 +54,12 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -77,6 +79,7 @@ METRIC_STATES = "metric_states.pt"
 folder, merged by the report into per-class metrics over the corpus."""
 MANIFEST_SUFFIXES = (".jsonl", ".csv")
 MANIFEST_KEYS = ("input", "output", "overrides")
+FINGERPRINT_THREADS = 8
 _MAGIC = frozenset("*?[")
 
 
@@ -362,8 +365,6 @@ def remove_partials_of(item: CorpusItem) -> list[Path]:
         for entry in entries:
             if partial_owner(entry) is not None and (stem is None or entry.name.startswith(f".{stem}.")):
                 if entry.is_dir() and not entry.is_symlink():
-                    import shutil
-
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
@@ -489,10 +490,6 @@ def connect_ray(settings: RaySettings) -> bool:
     """``ray.init`` (nothing when Ray is already initialized); returns True when this call started it.
     InputError naming the address when it does not answer: a ``host:port`` is first tried with a TCP connection
     bounded by ``init_timeout_s``; ``auto`` without a running cluster fails at once."""
-    import ray
-
-    if ray.is_initialized():
-        return False
     address = settings.address
     if address not in (None, "", "auto", "local") and not address.startswith("ray://"):
         host, _, port = address.rpartition(":")
@@ -502,6 +499,10 @@ def connect_ray(settings: RaySettings) -> bool:
             raise InputError(f"ray.address={address} does not answer ({one_line(error)}); start the cluster "
                              "(ray start --head) or pass its head's host:port, or leave ray.address unset for a "
                              "local Ray") from None
+    import ray
+
+    if ray.is_initialized():
+        return False
     try:  # in the main thread: Ray ties the processes it starts to the thread that started them
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, TimeoutError, ValueError) as error:
@@ -763,11 +764,11 @@ def run_corpus(inputs: str, output_dir: Path, factory: WorkerFactory, settings: 
     hashes = {overrides: factory.config_hash(overrides) for overrides in {item.overrides for item in items}}
     reports: dict[int, FileReport] = {}
     todo: list[FileTask] = []
-    for item in items:
-        try:
-            fingerprint = content_fingerprint(item.input)
-        except InputError as error:
-            reports[item.index] = FileReport(str(item.input), None, "failed", str(error))
+    with ThreadPoolExecutor(FINGERPRINT_THREADS) as threads:  # sampled reads (about 10 MiB a file): I/O bound
+        fingerprints = list(threads.map(_fingerprint, items))
+    for item, fingerprint in zip(items, fingerprints):
+        if isinstance(fingerprint, InputError):
+            reports[item.index] = FileReport(str(item.input), None, "failed", str(fingerprint))
             continue
         task = FileTask(item, hashes[item.overrides], fingerprint)
         if settings.resume and is_done(item, task.config_hash, fingerprint):
@@ -815,6 +816,13 @@ def run_corpus(inputs: str, output_dir: Path, factory: WorkerFactory, settings: 
     path = report.write(output_dir)
     logger.info("%s; report: %s", report.summary(), path)
     return report
+
+
+def _fingerprint(item: CorpusItem) -> str | InputError:
+    try:
+        return content_fingerprint(item.input)
+    except InputError as error:
+        return error
 
 
 def _run_all(todo: Iterable[FileTask], pool: Pool, retries: int, reports: dict[int, FileReport],

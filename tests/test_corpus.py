@@ -338,7 +338,10 @@ def test_cli_job_that_cannot_start_exits_2(tmp_path: Path, capsys: pytest.Captur
         "ray_key": ([f"inputs={tmp_path / 'in'}", out, "+ray.nodes=3"], "unknown ray setting ray.nodes"),
     }[case]
     with deadline(60):
-        assert cli(tmp_path, *args) == 2
+        if case == "missing":  # through the console script's subcommand: inpaint-anon corpus ARGS
+            assert run_module.main(["corpus", *SQUARE, f"hydra.run.dir={tmp_path / 'runs' / 'm'}", *args]) == 2
+        else:
+            assert cli(tmp_path, *args) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0], errors
     assert not (tmp_path / "out").exists()
