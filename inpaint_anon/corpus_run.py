@@ -6,6 +6,13 @@ the engine a :class:`HydraWorkerFactory`: a picklable recipe that every worker (
 with ``launcher=local``) turns into one loaded pipeline with :func:`inpaint_anon.run.build_pipeline`, exactly as a
 folder batch does, and runs each file as a single-file run would (same encoder settings, ``run.json`` from
 :func:`inpaint_anon.run._run_record` with a ``corpus`` block: config hash, input fingerprint, regions per class).
+With ``metrics=default`` each worker loads the metric networks once, writes each file's ``metrics.json`` into its
+record folder (:func:`inpaint_anon.evaluate.evaluate_run`) and the evaluator's mergeable states beside it, which
+the report merges (:func:`inpaint_anon.corpus.merge_metrics`).
+
+Reused from :mod:`inpaint_anon.run` (the other Hydra edge): :func:`~inpaint_anon.run.build_pipeline`,
+``_method_nodes``, ``_needs_lossless``, ``_video_settings``, ``_run_record``, ``_instantiate`` and
+:func:`~inpaint_anon.run.hydra_command` (error lines and exit codes).
 
 Exit status: 0 every file done; 1 ``error: N of M files failed ...`` (the report names each reason); 2 the job could
 not start (one ``error:`` line); 128 + signal when interrupted (the finished files stay done, a resume goes on).
@@ -133,8 +140,8 @@ def _with_overrides(config: dict[str, Any], overrides: tuple[tuple[str, str], ..
 @dataclass
 class HydraWorkerFactory:
     """A picklable recipe of workers: the resolved config (``config``) and the Hydra node of the job
-    (``hydra_cfg``: the inpainter choice, the overrides that run.json records). uses_gpu: the pipeline's device
-    is CUDA (on the machine that composed the config)."""
+    (``hydra_cfg``: the inpainter choice, the overrides that run.json records). uses_gpu: ``device`` is
+    ``cuda[:N]``, or ``auto`` on a driver that has a GPU."""
 
     config: dict[str, Any]
     hydra_cfg: DictConfig | None
@@ -146,7 +153,8 @@ class HydraWorkerFactory:
 
         config = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(config, dict)
-        uses_gpu = resolve_device(str(cfg.device)).type == "cuda"
+        device = str(cfg.device)  # cuda on a driver without a GPU (a cluster's head node) is for the workers
+        uses_gpu = device.startswith("cuda") or resolve_device(device).type == "cuda"
         return cls(config, HydraConfig.instance().cfg if HydraConfig.initialized() else None, uses_gpu)
 
     def config_hash(self, overrides: tuple[tuple[str, str], ...]) -> str:
