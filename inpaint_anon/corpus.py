@@ -596,9 +596,13 @@ class RayPool:
 # -- the job ------------------------------------------------------------------------------------------------
 
 
+STATUSES = ("done", "resumed", "failed", "pending")
+
+
 @dataclass
 class FileReport:
-    """One file in the report. status: ``done`` (now), ``resumed`` (done by an earlier run) or ``failed``."""
+    """One file in the report. status: ``done`` (now), ``resumed`` (done by an earlier run), ``failed`` or
+    ``pending`` (the job was interrupted first; only in the report written on the way out)."""
 
     input: str
     output: str | None
@@ -629,7 +633,7 @@ class CorpusReport:
         return sum(f.status == "failed" for f in self.files) + len(self.bad_lines)
 
     def totals(self) -> dict[str, Any]:
-        by = {status: sum(f.status == status for f in self.files) for status in ("done", "resumed", "failed")}
+        by = {status: sum(f.status == status for f in self.files) for status in STATUSES}
         frames = sum(f.frames for f in self.files if f.status == "done")
         classes: dict[str, int] = {}
         for report in self.files:
@@ -803,15 +807,25 @@ def run_corpus(inputs: str, output_dir: Path, factory: WorkerFactory, settings: 
         bar = tqdm.tqdm(total=len(todo), unit="file", desc="corpus", disable=not settings.progress, dynamic_ncols=True)
         try:
             _run_all(todo, workers_pool, settings.retries, reports, bar, started)
+        except BaseException:  # a signal (or a bug): the report says what finished; a resume does the rest
+            for task in todo:
+                reports.setdefault(task.item.index, FileReport(str(task.item.input), None, "pending",
+                                                               "the job stopped before this file was done"))
+            _report(items, reports, bad_lines, started, workers, settings, output_dir, metrics=False)
+            raise
         finally:
             bar.close()
             workers_pool.close()
 
     # 4. report
+    return _report(items, reports, bad_lines, started, workers, settings, output_dir, metrics=True)
+
+
+def _report(items: Sequence[CorpusItem], reports: dict[int, FileReport], bad_lines: list[BadLine], started: float,
+            workers: int, settings: CorpusSettings, output_dir: Path, metrics: bool) -> CorpusReport:
     finished = [item for item in items if reports[item.index].status in ("done", "resumed")]
-    report = CorpusReport([reports[item.index] for item in items if item.index in reports], bad_lines,
-                          time.perf_counter() - started, workers, settings.launcher, settings.shard,
-                          merge_metrics(finished))
+    report = CorpusReport([reports[item.index] for item in items], bad_lines, time.perf_counter() - started, workers,
+                          settings.launcher, settings.shard, merge_metrics(finished) if metrics else None)
     output_dir.mkdir(parents=True, exist_ok=True)
     path = report.write(output_dir)
     logger.info("%s; report: %s", report.summary(), path)

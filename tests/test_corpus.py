@@ -128,8 +128,8 @@ def test_local_corpus_done_failed_identical_and_resumed(tmp_path: Path, capsys: 
         assert {n: (f["frames"], f["classes"], f["attempts"]) for n, f in files.items() if n in GOOD} == {
             n: (GOOD[n]["n_frames"], {"face": GOOD[n]["n_frames"]}, 1) for n in GOOD}
         assert document["totals"] | {"wall_seconds": 0, "fps": 0, "file_seconds": 0} == {
-            "files": 6, "done": 5, "resumed": 0, "failed": 1, "bad_lines": 0, "frames": 23, "file_seconds": 0,
-            "wall_seconds": 0, "fps": 0, "classes": {"face": 23}}
+            "files": 6, "done": 5, "resumed": 0, "failed": 1, "pending": 0, "bad_lines": 0, "frames": 23,
+            "file_seconds": 0, "wall_seconds": 0, "fps": 0, "classes": {"face": 23}}
         assert outputs(out) == ["a.mp4", "d.mp4", "sub/b.mp4", "sub/deep/c.mov", "sub/e.mkv"]
         assert not (out / (CORRUPT + ".run")).exists() and partials(out) == []
         assert f"| {root / CORRUPT} | failed | 0 |" in (out / "corpus.md").read_text()
@@ -487,6 +487,35 @@ def test_hydra_config_hash_ignores_job_keys_and_sees_overrides() -> None:
     assert hashes[0] == hashes[1] != hashes[2]
     factory = HydraWorkerFactory.of(base)
     assert factory.config_hash((("inpainter.strength", "9"),)) == hashes[2] and factory.uses_gpu is False
+
+
+class StoppedPool(LocalPool):
+    """A signal arrives while the second file runs."""
+
+    def next(self) -> tuple[FileTask, FileOutcome]:
+        if len(self.handed) == 1:
+            raise KeyboardInterrupt
+        self.handed.append(1)
+        return super().next()
+
+    def __init__(self, factory: CopyFactory) -> None:
+        super().__init__(factory)
+        self.handed: list[int] = []
+
+
+def test_interrupted_job_reports_what_finished_and_resume_does_the_rest(tmp_path: Path) -> None:
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(name.encode())
+    settings = CorpusSettings(launcher="local", progress=False, resume=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_corpus(str(tmp_path / "in"), tmp_path / "out", CopyFactory(), settings, pool=StoppedPool)
+    document = report(tmp_path / "out")
+    assert [f["status"] for f in document["files"]] == ["done", "pending", "pending"]
+    assert document["totals"]["pending"] == 2 and document["metrics"] is None
+    again = run_corpus(str(tmp_path / "in"), tmp_path / "out", CopyFactory(), settings)
+    # b.mp4 was written before the signal, its outcome not collected: its output and run.json make it done
+    assert [f.status for f in again.files] == ["resumed", "resumed", "done"]
 
 
 def test_shard_reports_do_not_collide(tmp_path: Path) -> None:
