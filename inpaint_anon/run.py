@@ -44,6 +44,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,7 @@ from inpaint_anon.versions import versions
 
 if TYPE_CHECKING:
     from inpaint_anon.inpaint.base import Inpainter
+    from inpaint_anon.pipeline import AnonymizePipeline
     from inpaint_anon.realtime import RealtimeSettings
     from inpaint_anon.video import VideoSettings
     from inpaint_anon.video.live import LiveSource
@@ -79,7 +81,8 @@ RUN_RECORD = "run.json"
 PHOTO_DETECT_SIZE = 1024  # longest side (px) whitelist reference photos are searched for their face at
 DETECTION_RUN_KEYS = ("stride", "cache")  # detector config keys that set up the detection stage, not the model
 INPAINTER_RUN_KEYS = ("key_file", "allow_lossy")  # inpainter config keys read by this module, not the inpainter
-SUBCOMMANDS = {"evaluate": "inpaint_anon.evaluate", "unscramble": "inpaint_anon.unscramble", "ui": "inpaint_anon.ui"}
+SUBCOMMANDS = {"evaluate": "inpaint_anon.evaluate", "unscramble": "inpaint_anon.unscramble", "ui": "inpaint_anon.ui",
+               "corpus": "inpaint_anon.corpus_run"}
 """``inpaint-anon NAME ARGS`` -> ``<module>.main(ARGS)`` (imported only when asked for)."""
 INTERRUPT_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 """Signals that end a run cleanly (partial files removed) with exit code 128 + the signal number."""
@@ -511,10 +514,7 @@ def _run_batch(cfg: DictConfig, method_nodes: dict[str, DictConfig | None], loss
     """
     import time
 
-    import torch
-
     from inpaint_anon.batch import BatchFailed, check_paths, default_output, remove_stale_partials_under, run_batch
-    from inpaint_anon.pipeline import AnonymizePipeline
 
     # 1. check everything that can be checked without a model (a killed batch's partial files go first, so that
     # an output folder holding only those counts as empty)
@@ -531,15 +531,8 @@ def _run_batch(cfg: DictConfig, method_nodes: dict[str, DictConfig | None], loss
     video = _video_settings(cfg, output.with_suffix(".mp4"), lossless)
 
     # 2. the components, once
-    torch.manual_seed(cfg.seed)
-    detector, _, events = _build_detector(cfg)
-    backends = _detector_backends(detector)
-    tracker = _instantiate("tracker", cfg.tracker) if cfg.get("tracker") is not None else None
-    inpainter = _build_inpainter(cfg, method_nodes, set(detector.names.values()), run_dir, output)
-    compositor = _instantiate("compositor", cfg.compositor)
-    pipe = AnonymizePipeline(detector=detector, inpainter=inpainter, compositor=compositor, tracker=tracker,
-                             detect_stride=cfg.detector.get("stride", 1), whitelist=_build_whitelist(cfg),
-                             **_plain(cfg.pipeline))
+    built = build_pipeline(cfg, method_nodes, run_dir, output)
+    pipe, inpainter, events, backends = built.pipe, built.inpainter, built.events, built.backends
 
     def anonymize(in_file: Path, out_file: Path) -> RunResult:
         return pipe(in_file, out_file, overwrite=cfg.overwrite, keep_metadata=cfg.keep_metadata, video=video)
@@ -567,6 +560,40 @@ def _run_batch(cfg: DictConfig, method_nodes: dict[str, DictConfig | None], loss
         raise BatchFailed(f"{summary.failed} of {len(summary.files)} files failed (the first: {first.source}: "
                           f"{first.reason}); the others are in {output}, each file's reason in {run_dir / RUN_RECORD}")
     return None
+
+
+@dataclass
+class BuiltPipeline:
+    """The components of a run that processes many files with one model load (a batch, a corpus worker).
+
+    pipe: the pipeline. inpainter: the run's inpainter (or class router), for run.json. events: the detector's
+    events (model fallbacks). backends: detector key -> the runtime its model runs on."""
+
+    pipe: AnonymizePipeline
+    inpainter: Inpainter
+    events: list[dict[str, Any]]
+    backends: dict[str, str]
+
+
+def build_pipeline(cfg: DictConfig, method_nodes: dict[str, DictConfig | None], run_dir: Path,
+                   output: Path) -> BuiltPipeline:
+    """Seed torch with ``cfg.seed``, build the detector, tracker, inpainter(s), compositor and whitelist from their
+    ``_target_`` configs and the :class:`~inpaint_anon.pipeline.AnonymizePipeline` that joins them (no live
+    source, no detection cache: a file at a time). ``method_nodes``: :func:`_method_nodes` of ``cfg``."""
+    import torch
+
+    from inpaint_anon.pipeline import AnonymizePipeline
+
+    torch.manual_seed(cfg.seed)
+    detector, _, events = _build_detector(cfg)
+    backends = _detector_backends(detector)
+    tracker = _instantiate("tracker", cfg.tracker) if cfg.get("tracker") is not None else None
+    inpainter = _build_inpainter(cfg, method_nodes, set(detector.names.values()), run_dir, output)
+    compositor = _instantiate("compositor", cfg.compositor)
+    pipe = AnonymizePipeline(detector=detector, inpainter=inpainter, compositor=compositor, tracker=tracker,
+                             detect_stride=cfg.detector.get("stride", 1), whitelist=_build_whitelist(cfg),
+                             **_plain(cfg.pipeline))
+    return BuiltPipeline(pipe, inpainter, events, backends)
 
 
 @contextmanager

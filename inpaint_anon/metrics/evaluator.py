@@ -155,6 +155,7 @@ class RunEvaluator:
         if self._wants("fid") and self.features is None:
             self.skipped["fid"] = "no FID feature extractor was given"
         self.real_stats = {k: dict(v) for k, v in (real_stats or {}).items()}
+        self.fid_features = self.features.num_features if self.features is not None else None
         self.reset()
 
     @classmethod
@@ -207,7 +208,7 @@ class RunEvaluator:
     def _row(self, name: str) -> _Row:
         row = self.rows.get(name)
         if row is None:
-            fid = new_fid(self.features.num_features) if self.features is not None else None
+            fid = new_fid(self.fid_features) if self.fid_features is not None else None
             if fid is not None:
                 fid.orig_dtype = torch.float32  # torchmetrics sets it on update; a merged-only state needs it too
             lpips_mean = MeanMetric(nan_strategy="error").set_dtype(torch.float64)
@@ -380,8 +381,11 @@ class RunEvaluator:
 
     # -- combining and reading -----------------------------------------------------------------------------
 
-    def merge(self, other: RunEvaluator) -> None:
-        """Add the frames ``other`` measured (a disjoint frame range of the same run, same config)."""
+    def merge(self, other: RunEvaluator, *, another_video: bool = False) -> None:
+        """Add the frames ``other`` measured (a disjoint frame range of the same run, same config).
+
+        another_video: ``other`` measured another video (a corpus): every state is summed, FID's real side too
+        (a loaded real-side statistic is that video's own)."""
         if other.config != self.config:
             raise ValueError("cannot merge evaluators with different configs")
         self.flush()
@@ -392,7 +396,10 @@ class RunEvaluator:
                 source = incoming.metrics().get(metric_name)
                 if source is None:
                     continue
-                if metric_name == "fid":
+                if metric_name == "fid" and another_video:
+                    merge_fid(row.fid, source, real=True)  # type: ignore[arg-type]
+                    row.fid._computed = None  # type: ignore[union-attr]
+                elif metric_name == "fid":
                     if row.real_cached != incoming.real_cached:
                         raise ValueError(f"cannot merge FID of {name!r}: one side uses saved real statistics")
                     merge_fid(row.fid, source, real=not row.real_cached)  # type: ignore[arg-type]
@@ -406,6 +413,41 @@ class RunEvaluator:
         self.frames_seen += other.frames_seen
         for group, reason in other.skipped.items():
             self.skipped.setdefault(group, reason)
+
+    def states(self) -> dict[str, Any]:
+        """What this evaluator measured, as plain data and CPU tensors without its networks (small; save it with
+        ``torch.save``): :meth:`from_states` rebuilds an evaluator that merges and computes as this one (a corpus
+        keeps one per file and merges them with ``another_video=True``)."""
+        self.flush()
+
+        def plain(value: Any) -> Any:
+            return [plain(v) for v in value] if isinstance(value, list) else value.detach().cpu().clone()
+
+        rows = {name: {"real_cached": row.real_cached,
+                       "states": {metric_name: {key: plain(value) for key, value in metric.metric_state.items()}
+                                  for metric_name, metric in row.metrics().items()}}
+                for name, row in self.rows.items()}
+        return {"config": self.config.as_dict(), "skipped": dict(self.skipped), "fid_features": self.fid_features,
+                "rows": rows, "examples": {k: dict(v) for k, v in self.examples.items()},
+                "saw_tracks": self.saw_tracks, "frames_seen": self.frames_seen}
+
+    @classmethod
+    def from_states(cls, states: Mapping[str, Any]) -> RunEvaluator:
+        """An evaluator (without networks: it cannot be fed frames) holding the measurements of :meth:`states`."""
+        evaluator = cls(MetricsConfig.from_dict(states["config"]))
+        evaluator.skipped = dict(states["skipped"])
+        evaluator.fid_features = states["fid_features"]
+        evaluator.reset()
+        for name, saved in states["rows"].items():
+            row = evaluator._row(name)
+            row.real_cached = bool(saved["real_cached"])
+            for metric_name, metric in row.metrics().items():
+                if metric_name in saved["states"]:
+                    merge_metric(metric, saved["states"][metric_name])
+        evaluator.examples = {k: dict(v) for k, v in states["examples"].items()}
+        evaluator.saw_tracks = bool(states["saw_tracks"])
+        evaluator.frames_seen = int(states["frames_seen"])
+        return evaluator
 
     def real_statistics(self) -> dict[str, dict[str, torch.Tensor]]:
         """class -> real-side FID states of the rows that computed them here (not loaded), for saving."""
