@@ -12,8 +12,10 @@ consecutive frames together and returns each result, resized back to its crop wi
 The steps, numbered alike in every docstring and comment of this module:
 
 1. regions: every non-empty fill mask of every frame, with its crop window and noise seed;
-2. crops: each window cut out of its frame and resized, with its mask, to the model resolution;
-3. latents, per chunk of up to ``max_batch`` crops: a diffusers pipeline with a scheduler of its own, the
+2. crops: each window cut out of its frame and resized, with its mask, to its bucket (the smallest of the
+   ``buckets`` sides >= the window's; one bucket, ``resolution``, by default);
+3. latents, per chunk of up to ``max_batch`` crops of one bucket (padded to one of ``batch_sizes`` if given,
+   for the compiled U-Net's fixed shapes): a diffusers pipeline with a scheduler of its own, the
    prompt embeddings, the timesteps, the noise, the VAE-encoded (masked) crops and the mask latents;
 4. denoise: the U-Net loop;
 5. decode: the VAE decodes the latents to pixels; a chunk that failed in step 3, 4 or 5 is retried one
@@ -40,14 +42,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
     StableDiffusionInpaintPipeline,
     retrieve_latents,
@@ -114,6 +118,7 @@ class _Region:
     class_name: str
     window: CropWindow
     seed: int
+    size: int  # side in pixels of its model-resolution crop: the bucket of its window
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -133,6 +138,87 @@ def _to(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> tor
     return model if model.dtype == dtype else model.to(dtype=dtype)
 
 
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _check_sizes(name: str, sizes: Sequence[int], example: str) -> list[int]:
+    """``sizes`` as a list if they are positive integers in increasing order, else ConfigError."""
+    sizes = list(sizes)
+    if not sizes or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in sizes):
+        raise ConfigError(f"{name} must be a non-empty list of positive integers, got {sizes!r}: use e.g. {example}")
+    if sizes != sorted(set(sizes)):
+        raise ConfigError(f"{name} must be sorted and without repeats, got {sizes!r}: use {sorted(set(sizes))}")
+    return sizes
+
+
+def _compile_wanted(compile: bool | str, device: torch.device) -> str | None:  # noqa: A002
+    """None if the U-Net is to be compiled, else why not (the reason run_record gives)."""
+    if compile not in (True, False, "auto"):
+        raise ConfigError(f"compile must be true, false or auto, got {compile!r}: use auto (compile on CUDA only)")
+    if compile == "auto":
+        return None if device.type == "cuda" else f"compile=auto on {device.type}: compiled on CUDA only"
+    return None if compile else "compile=false"
+
+
+def _is_compile_error(err: Exception) -> bool:
+    """Whether ``err`` is torch.compile failing (tracing, lowering, or the C++/CUDA compiler) rather than the
+    model itself (out of memory, NaN...)."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import InductorError
+
+    return isinstance(err, (TorchDynamoException, InductorError))
+
+
+def _bucket(side: int, buckets: list[int]) -> int:
+    """The smallest of ``buckets`` (increasing) that is >= ``side``; the largest if none is."""
+    return next((b for b in buckets if b >= side), buckets[-1])
+
+
+class _Streams:
+    """CUDA only: one stream per stage thread, so that the encode work of batch k+1, the U-Net of batch k and
+    the decode of batch k-1 overlap on the GPU (on one stream, the default, they would run one after another).
+
+    :meth:`stage` runs a stage on its own stream, after the GPU work of the job's previous stage (an event the
+    stream waits for), and records the job's new event at the end. The stage also waits for its own stream
+    before it hands the job on (as :meth:`LatentInpainter._timed` does), so that no tensor made on one stream
+    is freed or reused by the caching allocator while another stream still reads it; tensors handed out of the
+    stages (decoded crops, the frames) are marked with :meth:`hand_over` for the caller's stream. Frames are
+    copied to the GPU from pinned memory, without blocking, on the encode stream (:meth:`to_device`).
+    """
+
+    NAMES = ("encode", "unet", "decode")
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.streams = {name: torch.cuda.Stream(device) for name in self.NAMES}
+
+    @contextmanager
+    def stage(self, name: str, job: _Job) -> Iterator[None]:
+        stream = self.streams[name]
+        if job.ready is not None:
+            stream.wait_event(job.ready)
+        with torch.cuda.stream(stream):
+            yield
+            job.ready = torch.cuda.Event()
+            job.ready.record(stream)
+        stream.synchronize()
+
+    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` on the GPU: a non-blocking copy from pinned memory, on the current stream (the encode
+        stream in :meth:`LatentInpainter.encode_step`), so the stream's later work is ordered after it."""
+        if images.device.type != "cpu":
+            return images.to(self.device)
+        return images.pin_memory().to(self.device, non_blocking=True)
+
+    def hand_over(self, job: _Job, tensors: Sequence[torch.Tensor]) -> None:
+        """The caller's (current) stream waits for the job's GPU work; ``tensors`` are marked as used by it."""
+        current = torch.cuda.current_stream(self.device)
+        if job.ready is not None:
+            current.wait_event(job.ready)
+        for tensor in tensors:
+            if tensor.is_cuda:
+                tensor.record_stream(current)
 
 
 @dataclass
@@ -180,6 +266,7 @@ class _Job:
 
     batch: InpaintBatch
     chunks: list[_Chunk]
+    ready: Any = None  # CUDA only: a torch.cuda.Event recorded after the job's latest stage (see _Streams)
 
 
 class LatentInpainter(Inpainter):
@@ -196,13 +283,21 @@ class LatentInpainter(Inpainter):
             ``from_config`` from its config (``"DPMSolverMultistepScheduler"``, ``"LCMScheduler"``...). Either
             way the inpainter holds it as :attr:`scheduler`, a template that each chunk copies and that is
             never stepped itself.
-        resolution: side in pixels of the model-resolution crops (multiple of 8).
+        resolution: side in pixels of the model-resolution crops (multiple of 8) when ``buckets`` is None.
         padding: context around each mask box, as a fraction of the box's longer side (>= 0).
         max_batch: crops denoised together (>= 1); crops of all frames of a call are mixed.
         seed: base seed; each region's noise comes from its own generator seeded by :func:`region_seed`.
         device: ``"auto"`` (cuda when available), ``"cpu"``, ``"cuda"``...
         dtype: ``"auto"`` (float16 on CUDA, float32 on CPU), ``"float32"``, ``"float16"``, ``"bfloat16"``.
         fallback: fills regions the model could not fill; default ``BlurInpainter``.
+        buckets: crop sides in pixels (increasing, multiples of the model's downsampling); each region's window
+            is resized to the smallest side >= its own (the largest if none is), so a small face costs a small
+            U-Net pass, and the U-Net sees a fixed set of shapes. None: ``[resolution]``.
+        batch_sizes: chunk sizes (increasing); a chunk of n crops is padded to the smallest >= n (the padding
+            repeats its last crop and is dropped). None: no padding. ``max_batch`` must not exceed the largest.
+        compile: ``torch.compile`` the U-Net (True, False, or "auto": on CUDA only); a compile failure warns and
+            runs eagerly (``compiled: false`` and the reason in :meth:`run_record`).
+        compile_mode: torch.compile's mode, e.g. "max-autotune" (CUDA graphs), "default".
     """
 
     name = "diffusion"
@@ -223,8 +318,22 @@ class LatentInpainter(Inpainter):
         device: str = "auto",
         dtype: str = "auto",
         fallback: Inpainter | None = None,
+        buckets: Sequence[int] | None = None,
+        batch_sizes: Sequence[int] | None = None,
+        compile: bool | str = False,  # noqa: A002 - the option's name in the configs
+        compile_mode: str = "max-autotune",
     ) -> None:
         self._check_settings(steps, guidance_scale, strength, resolution, padding, max_batch)
+        self.buckets = _check_sizes("buckets", [resolution] if buckets is None else buckets, "[256, 384, 512]")
+        self.batch_sizes = None if batch_sizes is None else _check_sizes("batch_sizes", batch_sizes, "[1, 2, 4, 8]")
+        if self.batch_sizes is not None and max_batch > self.batch_sizes[-1]:
+            raise ConfigError(
+                f"max_batch {max_batch} is larger than the largest of batch_sizes {self.batch_sizes}: lower "
+                f"max_batch to {self.batch_sizes[-1]} or add {max_batch} to batch_sizes"
+            )
+        if compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}: "
+                              "use max-autotune")
         self._device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self._device)
         self.steps, self.guidance_scale, self.strength = steps, float(guidance_scale), float(strength)
@@ -237,6 +346,13 @@ class LatentInpainter(Inpainter):
 
         self.vae = _to(components.vae, self._device, self.dtype)
         self.unet = _to(components.unet, self._device, self.dtype)
+        self._eager_unet = self.unet
+        self.compiled, self.compile_reason = False, _compile_wanted(compile, self._device)
+        self.compile_mode = compile_mode
+        if self.compile_reason is None:
+            self._compile_unet()
+        self.warmup_s: float | None = None
+        self._streams = _Streams(self._device) if self._device.type == "cuda" else None
         # the template every chunk copies (see _new_pipeline); diffusers' pipeline checks (and, for old
         # configs, fixes) its config once, here
         self.scheduler = self._pipeline(scheduler_cls.from_config(base_scheduler.config)).scheduler
@@ -255,6 +371,7 @@ class LatentInpainter(Inpainter):
         allow_ckpt: bool = False,
         device: str = "auto",
         dtype: str = "auto",
+        warmup: bool = False,
         **kwargs: Any,
     ) -> LatentInpainter:
         """Load a model and encode the class prompts once; the text encoder is then let go.
@@ -264,6 +381,8 @@ class LatentInpainter(Inpainter):
             or ``"tiny"`` (tiny random components: smoke runs only, the output is noise).
         prompts: class name -> prompt (default :data:`inpaint_anon.prompts.DEFAULT_PROMPTS`);
             negative_prompt / default_prompt: None for the package defaults.
+        warmup: run :meth:`LatentInpainter.warmup` before returning (compiles every crop and batch shape now,
+            not on the first frames; its seconds go to run_record's ``warmup_s``).
         Other keyword arguments go to :class:`LatentInpainter`.
         """
         from inpaint_anon import prompts as defaults
@@ -278,7 +397,10 @@ class LatentInpainter(Inpainter):
             default_prompt=defaults.DEFAULT_PROMPT if default_prompt is None else default_prompt,
         )
         components = replace(components, text_encoder=None, tokenizer=None)
-        return cls(components, embeds, device=device, dtype=dtype, **kwargs)
+        inpainter = cls(components, embeds, device=device, dtype=dtype, **kwargs)
+        if warmup:
+            inpainter.warmup()
+        return inpainter
 
     @staticmethod
     def _check_settings(
@@ -320,6 +442,12 @@ class LatentInpainter(Inpainter):
                 f"resolution {self.resolution} does not fit the VAE and U-Net downsampling: use a "
                 f"multiple of {multiple} (e.g. 512)"
             )
+        for size in self.buckets:
+            if size % multiple:
+                raise ConfigError(
+                    f"bucket {size} does not fit the VAE and U-Net downsampling: use multiples of {multiple} "
+                    f"in buckets (e.g. [256, 384, 512])"
+                )
         dim = prompt_embeds.uncond.shape[-1]
         if dim != unet.config.cross_attention_dim:
             raise ConfigError(
@@ -336,6 +464,69 @@ class LatentInpainter(Inpainter):
     def do_classifier_free_guidance(self) -> bool:
         return self.guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
 
+    def _stage(self, name: str, job: _Job) -> AbstractContextManager[None]:
+        """The stage ``name`` ("encode", "unet", "decode") of ``job`` on its own CUDA stream (:class:`_Streams`);
+        on CPU nothing."""
+        return nullcontext() if self._streams is None else self._streams.stage(name, job)
+
+    # ----------------------------------------------------------------------------------- compilation
+
+    def _compile_unet(self) -> None:
+        """``torch.compile`` the U-Net (channels_last, SDPA attention, ``fullgraph``, :attr:`compile_mode`);
+        compilation itself happens at the first call of each shape, where a failure falls back to eager
+        (:meth:`_unet_forward`). A failure already here falls back at once."""
+        try:
+            if not all(isinstance(p, AttnProcessor2_0) for p in self.unet.attn_processors.values()):
+                self.unet.set_attn_processor(AttnProcessor2_0())
+            self.unet.to(memory_format=torch.channels_last)
+            self.unet = torch.compile(self._eager_unet, mode=self.compile_mode, fullgraph=True)
+            self.compiled = True
+        except Exception as err:  # noqa: BLE001 - never a crash: eager works
+            self._compile_failed(err)
+
+    def _compile_failed(self, err: Exception) -> None:
+        logger.warning("torch.compile of the U-Net failed (%s); running it eagerly", one_line(err))
+        self.unet, self.compiled, self.compile_reason = self._eager_unet, False, f"failed: {one_line(err)}"
+
+    def _unet_forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The U-Net's forward; if the compiled U-Net fails to compile, the eager one (from then on)."""
+        unet = self.unet
+        if unet is not self._eager_unet:
+            try:
+                return unet(*args, **kwargs)
+            except Exception as err:
+                if not _is_compile_error(err):
+                    raise
+                self._compile_failed(err)
+        return self._eager_unet(*args, **kwargs)
+
+    @torch.no_grad()
+    def warmup(self) -> float:
+        """Steps 3-5 once on a dummy chunk (all-zero crops, full masks) for every (bucket, batch size) pair
+        (batch sizes: :attr:`batch_sizes`, or ``max_batch`` alone without padding), so that a compiled U-Net
+        compiles every shape it will see before the first frame. Returns the seconds it took, also kept as
+        :attr:`warmup_s` (run_record's ``warmup_s``, apart from the steady-state timings)."""
+        start = time.perf_counter()
+        cond = self.prompt_embeds.default
+        for size in self.buckets:
+            for n in self.batch_sizes or [self.max_batch]:
+                self.inpaint_crops(torch.zeros(n, 3, size, size), torch.ones(n, 1, size, size),
+                                   cond[None].expand(n, -1, -1), [torch.Generator().manual_seed(0) for _ in range(n)])
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        self.warmup_s = time.perf_counter() - start
+        return self.warmup_s
+
+    def shapes_record(self) -> dict[str, Any]:
+        """The static-shape and compilation facts for run.json: buckets, batch_sizes, compiled (and why not),
+        compile_mode, warmup_s (None when :meth:`warmup` did not run)."""
+        return {"buckets": list(self.buckets), "batch_sizes": self.batch_sizes, "compiled": self.compiled,
+                "compile_reason": self.compile_reason, "compile_mode": self.compile_mode, "warmup_s": self.warmup_s}
+
+    def run_record(self) -> dict[str, Any]:
+        """``{"diffusion": shapes_record()}``: public facts for run.json."""
+        return {"diffusion": self.shapes_record()}
+
     @contextmanager
     def _timed(self, timings: Timings, name: str) -> Iterator[None]:
         """Add the seconds spent in the block to ``timings[name]`` (CUDA work waited for); ``timings`` is the
@@ -344,9 +535,8 @@ class LatentInpainter(Inpainter):
             try:
                 yield
             finally:
-                # all stage threads queue their work on the same (default) CUDA stream, as no stream is
-                # created yet: this also waits for the other steps' queued work, so on CUDA the steps'
-                # times include some of each other's
+                # each stage thread queues its work on a stream of its own (see _Streams): this waits for
+                # this stage's work only, so the steps' times do not include each other's
                 if self._device.type == "cuda":
                     torch.cuda.current_stream(self._device).synchronize()
 
@@ -355,8 +545,9 @@ class LatentInpainter(Inpainter):
     def stages(self) -> tuple[Callable[[Any], Any], ...]:
         """Three steps the pipeline runs in overlapping threads: steps 1-3 (crop, VAE-encode) of batch k+1
         while step 4 (the U-Net) denoises batch k and steps 5-7 decode batch k-1 into fills. The threads
-        share the models but no scheduler. On CUDA they share the default stream too, so the GPU work
-        itself does not overlap (only the Python and CPU work around it)."""
+        share the models but no scheduler. On CUDA each step runs on a CUDA stream of its own (frames copied
+        in from pinned memory without blocking; each step waits for the event its job's previous step
+        recorded), so the GPU work of the three overlaps too (:class:`_Streams`); on CPU no stream exists."""
         return (self.encode_step, self.denoise_step, self.decode_step)
 
     @torch.no_grad()
@@ -369,26 +560,30 @@ class LatentInpainter(Inpainter):
     @torch.no_grad()
     def encode_step(self, batch: InpaintBatch) -> _Job:
         """Steps 1-3: list the regions, crop them at model resolution, prepare each chunk's latents."""
-        # 1. Regions: check the inputs and list the regions to fill
-        batch, regions = self._on_device(batch)
-        chunks = []
-        for chunk_regions in _chunks(regions, self.max_batch):
-            # 2. Crops at model resolution
-            with self._timed(batch.timings, "crop"):
-                crops, masks = self._prepare_crops(batch.images, batch.detections, chunk_regions)
-            chunk = _Chunk(chunk_regions, crops, masks)
-            # 3. Latents (a scheduler of the chunk's own, noise, VAE-encoded crops)
-            self._attempt(chunk, lambda c=chunk: self._prepare_latents(c.crops, c.masks, *self._conditions(c.regions),
-                                                                       timings=batch.timings))
-            chunks.append(chunk)
-        return _Job(batch, chunks)
+        job = _Job(batch, [])
+        with self._stage("encode", job):
+            # 1. Regions: check the inputs and list the regions to fill
+            job.batch, regions = self._on_device(batch)
+            # regions grouped by bucket (in region order within each), then chunks of up to max_batch
+            for chunk_regions in (c for size in self.buckets for c in _chunks([r for r in regions if r.size == size],
+                                                                               self.max_batch)):
+                # 2. Crops at their bucket's size
+                with self._timed(job.batch.timings, "crop"):
+                    crops, masks = self._prepare_crops(job.batch.images, job.batch.detections, chunk_regions)
+                chunk = _Chunk(chunk_regions, crops, masks)
+                # 3. Latents (a scheduler of the chunk's own, noise, VAE-encoded crops), padded to a batch size
+                self._attempt(chunk, lambda c=chunk: self._prepare_latents(*self._padded(c.regions, c.crops, c.masks),
+                                                                           timings=job.batch.timings))
+                job.chunks.append(chunk)
+        return job
 
     @torch.no_grad()
     def denoise_step(self, job: _Job) -> _Job:
         """Step 4: the U-Net loop of every chunk, each with its own scheduler."""
         # 4. Denoise
-        for chunk in job.chunks:
-            self._attempt(chunk, lambda c=chunk: self._denoise(c.state, job.batch.timings))
+        with self._stage("unet", job):
+            for chunk in job.chunks:
+                self._attempt(chunk, lambda c=chunk: self._denoise(c.state, job.batch.timings))
         return job
 
     @torch.no_grad()
@@ -398,17 +593,24 @@ class LatentInpainter(Inpainter):
         timings = job.batch.timings
         fills: list[RegionFill] = []
         failures: list[tuple[_Region, str]] = []
-        for chunk in job.chunks:
-            # 5. Decode (a chunk that failed in step 3, 4 or 5 is retried one region at a time)
-            self._attempt(chunk, lambda c=chunk: self._decode(c.state, timings))
-            decoded = list(chunk.state) if chunk.error is None else self._retry_one_by_one(chunk, timings)
+        decoded: list[list[torch.Tensor | str]] = []
+        with self._stage("decode", job):
+            for chunk in job.chunks:
+                # 5. Decode (a chunk that failed in step 3, 4 or 5 is retried one region at a time; padding
+                # crops are dropped)
+                self._attempt(chunk, lambda c=chunk: self._decode(c.state, timings))
+                decoded.append(list(chunk.state) if chunk.error is None else self._retry_one_by_one(chunk, timings))
+        if self._streams is not None:  # steps 6-7 on the caller's stream
+            self._streams.hand_over(job, [job.batch.images, *(c for d in decoded for c in d if not isinstance(c, str))])
+        for chunk, chunk_decoded in zip(job.chunks, decoded):
             # 6. Fill: each decoded crop, back at its window's size, is its region's fill
             with self._timed(timings, "paste"):
-                for region, crop in zip(chunk.regions, decoded):
+                for region, crop in zip(chunk.regions, chunk_decoded):
                     if isinstance(crop, str):
                         failures.append((region, crop))
                     else:
                         fills.append(self._fill(job.batch.detections, region, crop))
+        fills.sort(key=lambda fill: (fill.frame, fill.region))  # region order, whatever the buckets' order
         # 7. Fill what failed with the fallback (after the others, so it wins where it overlaps a generated fill)
         with self._timed(timings, "fallback"):
             fallback_fills, fallbacks = self._fill_failures(job.batch, failures)
@@ -416,13 +618,14 @@ class LatentInpainter(Inpainter):
 
     def _on_device(self, batch: InpaintBatch) -> tuple[InpaintBatch, list[_Region]]:
         """The batch with its frames and masks on the inpainter's device, and its regions to fill."""
-        images = batch.images.to(self._device)
+        images = batch.images.to(self._device) if self._streams is None else self._streams.to_device(batch.images)
         batch = InpaintBatch(images, [d.to(self._device) for d in batch.detections], list(batch.frame_indices),
                              batch.timings)
         return batch, self._list_regions(batch, height=images.shape[2], width=images.shape[3])
 
     def _list_regions(self, batch: InpaintBatch, height: int, width: int) -> list[_Region]:
-        """Step 1: every non-empty fill mask of every frame, with its crop window and noise seed."""
+        """Step 1: every non-empty fill mask of every frame, with its crop window, noise seed and bucket (the
+        smallest of :attr:`buckets` >= the window's longer side, else the largest)."""
         regions = []
         for b, (dets, frame_index) in enumerate(zip(batch.detections, batch.frame_indices)):
             if len(dets) and (dets.height, dets.width) != (height, width):
@@ -439,13 +642,15 @@ class LatentInpainter(Inpainter):
                 track_id = None if dets.track_ids is None else int(dets.track_ids[i])
                 seed = region_seed(self.seed, track_id=track_id, frame_index=frame_index, region=i)
                 window = CropWindow.around(box, height, width, self.padding)
-                regions.append(_Region(b, i, frame_index, names[i], window, seed))
+                side = max(window.x1 - window.x0, window.y1 - window.y0)
+                regions.append(_Region(b, i, frame_index, names[i], window, seed, _bucket(side, self.buckets)))
         return regions
 
     def _prepare_crops(
         self, images: torch.Tensor, detections: list[Detections], regions: list[_Region]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step 2: crops float32 (R, 3, res, res) in [-1, 1] and their masks float32 (R, 1, res, res) in {0, 1}.
+        """Step 2: crops float32 (R, 3, s, s) in [-1, 1] and their masks float32 (R, 1, s, s) in {0, 1}, at the
+        regions' bucket side ``s`` (all of ``regions`` share one bucket).
 
         A crop's mask is the union of *every* region's fill mask in its frame, not only its own: the model
         never sees a neighbouring region's original pixels as context (only the crop's own region is pasted
@@ -454,7 +659,9 @@ class LatentInpainter(Inpainter):
         A mask covers every model pixel its region touches, rounded out to whole latent cells, so that the
         mask at latent resolution (nearest-neighbour, as diffusers does) still covers the whole region.
         """
-        size = (self.resolution, self.resolution)
+        if len({r.size for r in regions}) != 1:
+            raise ValueError(f"_prepare_crops: regions of several buckets {sorted({r.size for r in regions})}")
+        size = (regions[0].size, regions[0].size)
         known = {b: detections[b].union_mask() for b in {r.b for r in regions}}
         crops, masks = [], []
         for r in regions:
@@ -479,7 +686,7 @@ class LatentInpainter(Inpainter):
     def _retry_one_by_one(self, chunk: _Chunk, timings: Timings) -> list[torch.Tensor | str]:
         """Step 5's retry, per region of a failed chunk: steps 3-5 for that region alone (a new scheduler each
         time, so the retry cannot disturb a chunk another thread is denoising); returns its fill float
-        (3, res, res) in [0, 1], or why it failed."""
+        (3, s, s) in [0, 1], or why it failed."""
         if len(chunk.regions) == 1:
             return [chunk.error or "failed"]
         logger.warning("%d crops failed together (%s); retrying one at a time", len(chunk.regions), chunk.error)
@@ -487,7 +694,7 @@ class LatentInpainter(Inpainter):
         for i, region in enumerate(chunk.regions):
             try:
                 crops, masks = chunk.crops[i : i + 1], chunk.masks[i : i + 1]
-                fills.append(self.inpaint_crops(crops, masks, *self._conditions([region]), timings=timings)[0])
+                fills.append(self.inpaint_crops(*self._padded([region], crops, masks), timings=timings)[0])
             except Exception as err:  # noqa: BLE001
                 fills.append(self._recover(err))
         return fills
@@ -499,14 +706,30 @@ class LatentInpainter(Inpainter):
             torch.cuda.empty_cache()
         return one_line(err)
 
+    def _padded(
+        self, regions: list[_Region], crops: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Generator]]:
+        """Step 3's inputs for ``regions``: crops, masks, prompt embeddings and generators, padded up to the
+        smallest of :attr:`batch_sizes` >= len(regions) by repeating the last region (its crop, mask, prompt and
+        a generator with its seed): a fixed set of batch shapes for the compiled U-Net. Each crop's noise comes
+        from its own generator, so the padding does not change the real crops' results; it is dropped after
+        decoding (step 5)."""
+        n = len(regions)
+        extra = 0 if self.batch_sizes is None else _bucket(n, self.batch_sizes) - n
+        if extra > 0:
+            regions = regions + [regions[-1]] * extra
+            crops = torch.cat([crops, crops[-1:].expand(extra, -1, -1, -1)])
+            masks = torch.cat([masks, masks[-1:].expand(extra, -1, -1, -1)])
+        return (crops, masks, *self._conditions(regions))
+
     def _conditions(self, regions: list[_Region]) -> tuple[torch.Tensor, list[torch.Generator]]:
         """The regions' prompt embeddings (R, 77, D) and fresh generators seeded per region."""
         cond = torch.stack([self.prompt_embeds.for_class(r.class_name) for r in regions])
         return cond, [torch.Generator("cpu").manual_seed(r.seed) for r in regions]
 
     def _fill(self, detections: list[Detections], region: _Region, crop: torch.Tensor) -> RegionFill:
-        """The region's fill: decoded ``crop`` (3, res, res) in [0, 1] resized to its window, as uint8, over the
-        region's fill mask in that window."""
+        """The region's fill: decoded ``crop`` (3, s, s) in [0, 1] (``s`` its bucket) resized to its window, as
+        uint8, over the region's fill mask in that window."""
         w = region.window
         rgb = _resize(crop[None].float(), (w.y1 - w.y0, w.x1 - w.x0))[0]
         rgb = (rgb * 255).round().clamp(0, 255).to(torch.uint8)
@@ -537,15 +760,24 @@ class LatentInpainter(Inpainter):
 
     @torch.no_grad()
     def model_inputs(
-        self, batch: InpaintBatch
+        self, batch: InpaintBatch, bucket: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Generator]]:
-        """Steps 1-2 alone: what :meth:`inpaint_crops` receives for every region of ``batch`` (e.g. to give
-        diffusers the same crops): images float32 (R, 3, res, res) in [-1, 1], masks float32 (R, 1, res, res)
-        in {0, 1}, the prompt embeddings (R, 77, D) and one seeded generator per region."""
+        """Steps 1-2 alone: what :meth:`inpaint_crops` receives for the regions of ``batch`` whose bucket is
+        ``bucket`` (one of :attr:`buckets`; None: the only one, an error if there are several), in region order
+        (e.g. to give diffusers the same crops; unpadded): images float32 (R, 3, s, s) in [-1, 1], masks float32
+        (R, 1, s, s) in {0, 1} with ``s = bucket``, the prompt embeddings (R, 77, D) and one seeded generator per
+        region. Call it once per bucket for all of a frame's regions."""
+        if bucket is None:
+            if len(self.buckets) > 1:
+                raise ValueError(f"model_inputs: several buckets {self.buckets}: pass bucket= (one of them)")
+            bucket = self.buckets[0]
+        if bucket not in self.buckets:
+            raise ValueError(f"model_inputs: bucket {bucket} is not one of {self.buckets}")
         batch, regions = self._on_device(batch)
+        regions = [r for r in regions if r.size == bucket]
         if not regions:
-            res, dim = self.resolution, self.prompt_embeds.uncond.shape[-1]
-            return torch.zeros(0, 3, res, res), torch.zeros(0, 1, res, res), torch.zeros(0, 77, dim), []
+            dim = self.prompt_embeds.uncond.shape[-1]
+            return torch.zeros(0, 3, bucket, bucket), torch.zeros(0, 1, bucket, bucket), torch.zeros(0, 77, dim), []
         crops, masks = self._prepare_crops(batch.images, batch.detections, regions)
         return (crops, masks, *self._conditions(regions))
 
@@ -720,7 +952,7 @@ class LatentInpainter(Inpainter):
             model_input = torch.cat(
                 [model_input, torch.cat([mask] * copies), torch.cat([masked_image_latents] * copies)], dim=1
             )
-        noise_pred = self.unet(
+        noise_pred = self._unet_forward(
             model_input,
             t,
             encoder_hidden_states=prompt_embeds,
