@@ -170,6 +170,19 @@ def _is_compile_error(err: Exception) -> bool:
     return isinstance(err, (TorchDynamoException, InductorError))
 
 
+def _compile_cause(err: BaseException) -> BaseException:
+    """The compiler's own error inside torch's wrappers (BackendCompilerFailed, InductorError...)."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    while True:
+        if isinstance(err, BackendCompilerFailed):
+            err = err.inner_exception
+        elif err.__cause__ is not None:
+            err = err.__cause__
+        else:
+            return err
+
+
 def _bucket(side: int, buckets: list[int]) -> int:
     """The smallest of ``buckets`` (increasing) that is >= ``side``; the largest if none is."""
     return next((b for b in buckets if b >= side), buckets[-1])
@@ -484,7 +497,8 @@ class LatentInpainter(Inpainter):
         except Exception as err:  # noqa: BLE001 - never a crash: eager works
             self._compile_failed(err)
 
-    def _compile_failed(self, err: Exception) -> None:
+    def _compile_failed(self, err: BaseException) -> None:
+        err = _compile_cause(err)
         logger.warning("torch.compile of the U-Net failed (%s); running it eagerly", one_line(err))
         self.unet, self.compiled, self.compile_reason = self._eager_unet, False, f"failed: {one_line(err)}"
 
@@ -896,8 +910,9 @@ class LatentInpainter(Inpainter):
 
     def _pipeline(self, scheduler: SchedulerMixin) -> StableDiffusionInpaintPipeline:
         """diffusers' inpainting pipeline over the inpainter's VAE and U-Net (no text encoder) and ``scheduler``:
-        its methods prepare the timesteps, the scheduler's step arguments and the guidance embedding."""
-        return SDComponents(vae=self.vae, unet=self.unet, scheduler=scheduler).to_pipeline()
+        its methods prepare the timesteps, the scheduler's step arguments and the guidance embedding (it never
+        calls the U-Net, so it holds the eager one, not the compiled one)."""
+        return SDComponents(vae=self.vae, unet=self._eager_unet, scheduler=scheduler).to_pipeline()
 
     def _new_pipeline(self) -> StableDiffusionInpaintPipeline:
         """A pipeline with a scheduler of its own: a deep copy of :attr:`scheduler` (``from_config`` would parse
