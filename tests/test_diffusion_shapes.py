@@ -5,6 +5,7 @@ guidance, crops of 16 and 32 px: the machine is small."""
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from torch._dynamo.exc import BackendCompilerFailed
 
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import InpaintBatch, InpaintOutput
-from inpaint_anon.inpaint.diffusion import LatentInpainter, _bucket
+from inpaint_anon.inpaint.diffusion import LatentInpainter, _bucket, _Streams
 from inpaint_anon.inpaint.tiny import tiny_components
 from inpaint_anon.types import Detections, PromptEmbeds, SDComponents
 
@@ -32,6 +33,12 @@ def prompt_embeds() -> PromptEmbeds:
     g = torch.Generator().manual_seed(1)
     person, uncond, default = torch.randn(3, 77, 32, generator=g)
     return PromptEmbeds(cond={"person": person}, uncond=uncond, default=default)
+
+
+@pytest.fixture(scope="module")
+def plain_out(components, prompt_embeds) -> InpaintOutput:
+    """The default inpainter's output on ``make_batch([4, 5])``: the unbucketed, unpadded, eager, CPU path."""
+    return make(components, prompt_embeds)(make_batch([4, 5]))
 
 
 def make(components: SDComponents, prompt_embeds: PromptEmbeds, **kwargs) -> LatentInpainter:
@@ -54,13 +61,14 @@ def by_region(out: InpaintOutput) -> dict[int, tuple]:
     return {f.region: (f.window, f.rgb, f.mask) for f in out.fills}
 
 
-def count_unet_shapes(monkeypatch, components: SDComponents) -> list[tuple[int, ...]]:
+def count_unet_shapes(monkeypatch, components: SDComponents, run: bool = True) -> list[tuple[int, ...]]:
+    """The input shapes of every U-Net call from now on (``run`` False: the U-Net predicts zeros, faster)."""
     shapes: list[tuple[int, ...]] = []
     original = components.unet.forward
 
     def forward(sample, *args, **kwargs):
         shapes.append(tuple(sample.shape))
-        return original(sample, *args, **kwargs)
+        return original(sample, *args, **kwargs) if run else (torch.zeros_like(sample[:, :4]),)
 
     monkeypatch.setattr(components.unet, "forward", forward)
     return shapes
@@ -81,10 +89,9 @@ def test_each_window_goes_to_the_smallest_bucket_that_holds_it(components, promp
         assert crops.shape[1:] == (3, size, size) and masks.shape[1:] == (1, size, size)
 
 
-def test_one_bucket_equal_to_resolution_is_the_unbucketed_path(components, prompt_embeds):
-    batch = make_batch([4, 17])
-    plain = make(components, prompt_embeds)(batch)
-    bucketed = make(components, prompt_embeds, buckets=[16])(batch)
+def test_one_bucket_equal_to_resolution_is_the_unbucketed_path(components, prompt_embeds, plain_out):
+    plain = plain_out
+    bucketed = make(components, prompt_embeds, buckets=[16])(make_batch([4, 5]))
     assert [(f.region, f.window) for f in bucketed.fills] == [(f.region, f.window) for f in plain.fills]
     assert all(torch.equal(a.rgb, b.rgb) and torch.equal(a.mask, b.mask) for a, b in zip(bucketed.fills, plain.fills))
 
@@ -184,11 +191,11 @@ def test_compiled_unet_traces_whole_and_matches_eager(components, prompt_embeds,
         torch._dynamo.reset()
 
 
-def test_compile_failure_falls_back_to_eager_and_records_why(components, prompt_embeds, monkeypatch, caplog):
+def test_compile_failure_falls_back_to_eager_and_records_why(components, prompt_embeds, plain_out, monkeypatch,
+                                                             caplog):
     """torch.compile is lazy: it fails at the first call, as BackendCompilerFailed (what dynamo raises when
     inductor finds no C compiler) around the compiler's error."""
-    batch = make_batch([4, 5])
-    eager = make(components, prompt_embeds)(batch)
+    batch, eager = make_batch([4, 5]), plain_out
 
     class NoCompiler(torch.nn.Module):
         """A compiled U-Net as the inpainter sees it: the model's config, and a first call that fails to compile."""
@@ -238,25 +245,26 @@ def test_inductor_compile_on_cpu_matches_eager(prompt_embeds):
 
 def test_warmup_runs_every_bucket_and_batch_size_once(components, prompt_embeds, monkeypatch):
     inpainter = make(components, prompt_embeds, buckets=[16, 32], batch_sizes=[1, 2], max_batch=2)
-    shapes = count_unet_shapes(monkeypatch, components)
+    shapes = count_unet_shapes(monkeypatch, components, run=False)
     seconds = inpainter.warmup()
     # 1 step each, no guidance; latents at half the crop side
     assert shapes == [(1, 9, 8, 8), (2, 9, 8, 8), (1, 9, 16, 16), (2, 9, 16, 16)]
     assert seconds > 0 and inpainter.run_record()["diffusion"]["warmup_s"] == seconds
 
 
-def test_from_pretrained_warms_up_when_asked():
-    inpainter = LatentInpainter.from_pretrained("tiny", steps=1, guidance_scale=1.0, resolution=16, device="cpu",
-                                                warmup=True)
-    assert inpainter.warmup_s is not None and inpainter.warmup_s > 0
+def test_from_pretrained_warms_up_when_asked(monkeypatch):
+    warmed: list[LatentInpainter] = []
+    monkeypatch.setattr(LatentInpainter, "warmup", lambda self: warmed.append(self) or 1.0)
+    cold = LatentInpainter.from_pretrained("tiny", resolution=16, device="cpu")
+    warm = LatentInpainter.from_pretrained("tiny", resolution=16, device="cpu", warmup=True)
+    assert warmed == [warm] and cold is not warm
 
 
 # ------------------------------------------------------------------------------------- streams on CPU
 
 
-def test_cpu_path_creates_no_cuda_stream_or_event(components, prompt_embeds, monkeypatch):
-    batch = make_batch([4, 5])
-    before = make(components, prompt_embeds)(batch)
+def test_cpu_path_creates_no_cuda_stream_or_event(components, prompt_embeds, plain_out, monkeypatch):
+    batch, before = make_batch([4, 5]), plain_out
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a CUDA stream or event was created on CPU")
@@ -269,3 +277,41 @@ def test_cpu_path_creates_no_cuda_stream_or_event(components, prompt_embeds, mon
     out = inpainter.decode_step(inpainter.denoise_step(job))
     assert job.ready is None
     assert all(torch.equal(a.rgb, b.rgb) for a, b in zip(out.fills, before.fills)) and len(out.fills) == 2
+
+
+def test_stages_run_on_their_own_streams_in_order(components, prompt_embeds, plain_out, monkeypatch):
+    """The CUDA-only _Streams logic with stand-in streams and events (this machine has no GPU): each stage waits
+    for the event of the job's previous stage, records its own and waits for its stream; the caller's stream
+    waits for the last one. The fills are those of the plain CPU path."""
+    log: list[tuple[str, str]] = []
+
+    class FakeStream:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def wait_event(self, event) -> None:
+            log.append((self.name, f"wait {event.stream}"))
+
+        def synchronize(self) -> None:
+            log.append((self.name, "sync"))
+
+    class FakeEvent:
+        def record(self, stream: FakeStream) -> None:
+            self.stream = stream.name
+            log.append((stream.name, "record"))
+
+    names = iter(_Streams.NAMES)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: FakeStream(next(names)))
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: FakeStream("caller"))
+    monkeypatch.setattr(_Streams, "to_device", lambda self, images: images)
+    batch, plain = make_batch([4, 5]), plain_out
+    inpainter = make(components, prompt_embeds)
+    inpainter._streams = _Streams(torch.device("cpu"))
+    out = inpainter(batch)
+    assert log == [("encode", "record"), ("encode", "sync"),
+                   ("unet", "wait encode"), ("unet", "record"), ("unet", "sync"),
+                   ("decode", "wait unet"), ("decode", "record"), ("decode", "sync"),
+                   ("caller", "wait decode")]
+    assert all(torch.equal(a.rgb, b.rgb) for a, b in zip(out.fills, plain.fills)) and len(out.fills) == 2

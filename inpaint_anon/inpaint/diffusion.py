@@ -503,11 +503,15 @@ class LatentInpainter(Inpainter):
         self.unet, self.compiled, self.compile_reason = self._eager_unet, False, f"failed: {one_line(err)}"
 
     def _unet_forward(self, *args: Any, **kwargs: Any) -> Any:
-        """The U-Net's forward; if the compiled U-Net fails to compile, the eager one (from then on)."""
+        """The U-Net's forward; if the compiled U-Net fails to compile, the eager one (from then on).
+
+        A compiled U-Net's outputs may live in a CUDA graph's memory, which its next call overwrites: each call
+        is marked as a new step, and its output is copied out (latents are small)."""
         unet = self.unet
         if unet is not self._eager_unet:
             try:
-                return unet(*args, **kwargs)
+                torch.compiler.cudagraph_mark_step_begin()
+                return [output.clone() for output in unet(*args, **kwargs)]
             except Exception as err:
                 if not _is_compile_error(err):
                     raise
@@ -532,13 +536,14 @@ class LatentInpainter(Inpainter):
         return self.warmup_s
 
     def shapes_record(self) -> dict[str, Any]:
-        """The static-shape and compilation facts for run.json: buckets, batch_sizes, compiled (and why not),
-        compile_mode, warmup_s (None when :meth:`warmup` did not run)."""
+        """The static-shape and compilation facts for run.json: buckets, batch_sizes, compiled (and
+        compile_reason: why not, else None), compile_mode, warmup_s (None when :meth:`warmup` did not run)."""
         return {"buckets": list(self.buckets), "batch_sizes": self.batch_sizes, "compiled": self.compiled,
                 "compile_reason": self.compile_reason, "compile_mode": self.compile_mode, "warmup_s": self.warmup_s}
 
     def run_record(self) -> dict[str, Any]:
-        """``{"diffusion": shapes_record()}``: public facts for run.json."""
+        """Public facts for run.json (merged into its top level): ``{"diffusion": shapes_record()}``, one key as
+        the scramble's record."""
         return {"diffusion": self.shapes_record()}
 
     @contextmanager
@@ -578,9 +583,7 @@ class LatentInpainter(Inpainter):
         with self._stage("encode", job):
             # 1. Regions: check the inputs and list the regions to fill
             job.batch, regions = self._on_device(batch)
-            # regions grouped by bucket (in region order within each), then chunks of up to max_batch
-            for chunk_regions in (c for size in self.buckets for c in _chunks([r for r in regions if r.size == size],
-                                                                               self.max_batch)):
+            for chunk_regions in self._chunk_regions(regions):
                 # 2. Crops at their bucket's size
                 with self._timed(job.batch.timings, "crop"):
                     crops, masks = self._prepare_crops(job.batch.images, job.batch.detections, chunk_regions)
@@ -636,6 +639,12 @@ class LatentInpainter(Inpainter):
         batch = InpaintBatch(images, [d.to(self._device) for d in batch.detections], list(batch.frame_indices),
                              batch.timings)
         return batch, self._list_regions(batch, height=images.shape[2], width=images.shape[3])
+
+    def _chunk_regions(self, regions: list[_Region]) -> Iterator[list[_Region]]:
+        """The regions grouped by bucket (smallest first; region order within each), in chunks of up to
+        ``max_batch``: every chunk's crops have one size."""
+        for size in self.buckets:
+            yield from _chunks([r for r in regions if r.size == size], self.max_batch)
 
     def _list_regions(self, batch: InpaintBatch, height: int, width: int) -> list[_Region]:
         """Step 1: every non-empty fill mask of every frame, with its crop window, noise seed and bucket (the
