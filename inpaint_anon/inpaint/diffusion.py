@@ -12,8 +12,10 @@ consecutive frames together and returns each result, resized back to its crop wi
 The steps, numbered alike in every docstring and comment of this module:
 
 1. regions: every non-empty fill mask of every frame, with its crop window and noise seed;
-2. crops: each window cut out of its frame and resized, with its mask, to the model resolution;
-3. latents, per chunk of up to ``max_batch`` crops: a diffusers pipeline with a scheduler of its own, the
+2. crops: each window cut out of its frame and resized, with its mask, to its bucket (the smallest of the
+   ``buckets`` sides >= the window's; one bucket, ``resolution``, by default);
+3. latents, per chunk of up to ``max_batch`` crops of one bucket (padded to one of ``batch_sizes`` if given,
+   for the compiled U-Net's fixed shapes): a diffusers pipeline with a scheduler of its own, the
    prompt embeddings, the timesteps, the noise, the VAE-encoded (masked) crops and the mask latents;
 4. denoise: the U-Net loop;
 5. decode: the VAE decodes the latents to pixels; a chunk that failed in step 3, 4 or 5 is retried one
@@ -40,8 +42,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, AutoencoderTiny
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
     StableDiffusionInpaintPipeline,
     retrieve_latents,
@@ -117,6 +121,7 @@ class _Region:
     class_name: str
     window: CropWindow
     seed: int
+    size: int  # side in pixels of its model-resolution crop: the bucket of its window
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -160,6 +165,100 @@ def _check_vaes(encoder: AutoencoderKL | AutoencoderTiny, decoder: AutoencoderKL
         )
 
 
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _check_sizes(name: str, sizes: Sequence[int], example: str) -> list[int]:
+    """``sizes`` as a list if they are positive integers in increasing order, else ConfigError."""
+    sizes = list(sizes)
+    if not sizes or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in sizes):
+        raise ConfigError(f"{name} must be a non-empty list of positive integers, got {sizes!r}: use e.g. {example}")
+    if sizes != sorted(set(sizes)):
+        raise ConfigError(f"{name} must be sorted and without repeats, got {sizes!r}: use {sorted(set(sizes))}")
+    return sizes
+
+
+def _compile_wanted(compile: bool | str, device: torch.device) -> str | None:  # noqa: A002
+    """None if the U-Net is to be compiled, else why not (the reason run_record gives)."""
+    if compile not in (True, False, "auto"):
+        raise ConfigError(f"compile must be true, false or auto, got {compile!r}: use auto (compile on CUDA only)")
+    if compile == "auto":
+        return None if device.type == "cuda" else f"compile=auto on {device.type}: compiled on CUDA only"
+    return None if compile else "compile=false"
+
+
+def _is_compile_error(err: Exception) -> bool:
+    """Whether ``err`` is torch.compile failing (tracing, lowering, or the C++/CUDA compiler) rather than the
+    model itself (out of memory, NaN...)."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import InductorError
+
+    return isinstance(err, (TorchDynamoException, InductorError))
+
+
+def _compile_cause(err: BaseException) -> BaseException:
+    """The compiler's own error inside torch's wrappers (BackendCompilerFailed, InductorError...)."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    while True:
+        if isinstance(err, BackendCompilerFailed):
+            err = err.inner_exception
+        elif err.__cause__ is not None:
+            err = err.__cause__
+        else:
+            return err
+
+
+def _bucket(side: int, buckets: list[int]) -> int:
+    """The smallest of ``buckets`` (increasing) that is >= ``side``; the largest if none is."""
+    return next((b for b in buckets if b >= side), buckets[-1])
+
+
+class _Streams:
+    """CUDA only: one stream per stage thread, so that the encode work of batch k+1, the U-Net of batch k and
+    the decode of batch k-1 overlap on the GPU (on one stream, the default, they would run one after another).
+
+    :meth:`stage` runs a stage on its own stream, after the GPU work of the job's previous stage (an event the
+    stream waits for), and records the job's new event at the end. The stage also waits for its own stream
+    before it hands the job on (as :meth:`LatentInpainter._timed` does), so that no tensor made on one stream
+    is freed or reused by the caching allocator while another stream still reads it; tensors handed out of the
+    stages (decoded crops, the frames) are marked with :meth:`hand_over` for the caller's stream. Frames are
+    copied to the GPU from pinned memory, without blocking, on the encode stream (:meth:`to_device`).
+    """
+
+    NAMES = ("encode", "unet", "decode")
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.streams = {name: torch.cuda.Stream(device) for name in self.NAMES}
+
+    @contextmanager
+    def stage(self, name: str, job: _Job) -> Iterator[None]:
+        stream = self.streams[name]
+        if job.ready is not None:
+            stream.wait_event(job.ready)
+        with torch.cuda.stream(stream):
+            yield
+            job.ready = torch.cuda.Event()
+            job.ready.record(stream)
+        stream.synchronize()
+
+    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` on the GPU: a non-blocking copy from pinned memory, on the current stream (the encode
+        stream in :meth:`LatentInpainter.encode_step`), so the stream's later work is ordered after it."""
+        if images.device.type != "cpu":
+            return images.to(self.device)
+        return images.pin_memory().to(self.device, non_blocking=True)
+
+    def hand_over(self, job: _Job, tensors: Sequence[torch.Tensor]) -> None:
+        """The caller's (current) stream waits for the job's GPU work; ``tensors`` are marked as used by it."""
+        current = torch.cuda.current_stream(self.device)
+        if job.ready is not None:
+            current.wait_event(job.ready)
+        for tensor in tensors:
+            if tensor.is_cuda:
+                tensor.record_stream(current)
 
 
 @dataclass
@@ -207,6 +306,7 @@ class _Job:
 
     batch: InpaintBatch
     chunks: list[_Chunk]
+    ready: Any = None  # CUDA only: a torch.cuda.Event recorded after the job's latest stage (see _Streams)
 
 
 class LatentInpainter(Inpainter):
@@ -224,7 +324,7 @@ class LatentInpainter(Inpainter):
             ``from_config`` from its config (``"DPMSolverMultistepScheduler"``, ``"LCMScheduler"``...). Either
             way the inpainter holds it as :attr:`scheduler`, a template that each chunk copies and that is
             never stepped itself.
-        resolution: side in pixels of the model-resolution crops (multiple of 8).
+        resolution: side in pixels of the model-resolution crops (multiple of 8) when ``buckets`` is None.
         padding: context around each mask box, as a fraction of the box's longer side (>= 0).
         max_batch: crops denoised together (>= 1); crops of all frames of a call are mixed.
         seed: base seed; each region's noise comes from its own generator seeded by :func:`region_seed`.
@@ -234,6 +334,14 @@ class LatentInpainter(Inpainter):
         decode_vae: the VAE that decodes (an ``AutoencoderTiny`` such as TAESD, or an ``AutoencoderKL``); None:
             ``components.vae``, which always encodes (and may itself be an ``AutoencoderTiny``). Both must have
             the same downsampling and latent channels; each (un)scales latents by its own ``scaling_factor``.
+        buckets: crop sides in pixels (increasing, multiples of the model's downsampling); each region's window
+            is resized to the smallest side >= its own (the largest if none is), so a small face costs a small
+            U-Net pass, and the U-Net sees a fixed set of shapes. None: ``[resolution]``.
+        batch_sizes: chunk sizes (increasing); a chunk of n crops is padded to the smallest >= n (the padding
+            repeats its last crop and is dropped). None: no padding. ``max_batch`` must not exceed the largest.
+        compile: ``torch.compile`` the U-Net (True, False, or "auto": on CUDA only); a compile failure warns and
+            runs eagerly (``compiled: false`` and the reason in :meth:`run_record`).
+        compile_mode: torch.compile's mode, e.g. "max-autotune" (CUDA graphs), "default".
     """
 
     name = "diffusion"
@@ -255,8 +363,22 @@ class LatentInpainter(Inpainter):
         dtype: str = "auto",
         fallback: Inpainter | None = None,
         decode_vae: AutoencoderKL | AutoencoderTiny | None = None,
+        buckets: Sequence[int] | None = None,
+        batch_sizes: Sequence[int] | None = None,
+        compile: bool | str = False,  # noqa: A002 - the option's name in the configs
+        compile_mode: str = "max-autotune",
     ) -> None:
         self._check_settings(steps, guidance_scale, strength, resolution, padding, max_batch)
+        self.buckets = _check_sizes("buckets", [resolution] if buckets is None else buckets, "[256, 384, 512]")
+        self.batch_sizes = None if batch_sizes is None else _check_sizes("batch_sizes", batch_sizes, "[1, 2, 4, 8]")
+        if self.batch_sizes is not None and max_batch > self.batch_sizes[-1]:
+            raise ConfigError(
+                f"max_batch {max_batch} is larger than the largest of batch_sizes {self.batch_sizes}: lower "
+                f"max_batch to {self.batch_sizes[-1]} or add {max_batch} to batch_sizes"
+            )
+        if compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}: "
+                              "use max-autotune")
         self._device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self._device)
         self.steps, self.guidance_scale, self.strength = steps, float(guidance_scale), float(strength)
@@ -272,6 +394,13 @@ class LatentInpainter(Inpainter):
         self.decode_vae = self.vae if decode_vae is None else _to(decode_vae, self._device, self.dtype)
         self.sources: dict[str, Any] = {}  # what from_pretrained loaded (model, LoRA, tiny VAE), for run.json
         self.unet = _to(components.unet, self._device, self.dtype)
+        self._eager_unet = self.unet
+        self.compiled, self.compile_reason = False, _compile_wanted(compile, self._device)
+        self.compile_mode = compile_mode
+        if self.compile_reason is None:
+            self._compile_unet()
+        self.warmup_s: float | None = None
+        self._streams = _Streams(self._device) if self._device.type == "cuda" else None
         # the template every chunk copies (see _new_pipeline); diffusers' pipeline checks (and, for old
         # configs, fixes) its config once, here
         self.scheduler = self._pipeline(scheduler_cls.from_config(base_scheduler.config)).scheduler
@@ -295,6 +424,7 @@ class LatentInpainter(Inpainter):
         lora_scale: float = 1.0,
         vae: str | None = None,
         vae_use: str = "both",
+        warmup: bool = False,
         **kwargs: Any,
     ) -> LatentInpainter:
         """Load a model (and optionally a few-step LoRA and a tiny VAE) and encode the class prompts once; the
@@ -316,6 +446,8 @@ class LatentInpainter(Inpainter):
         vae: an ``AutoencoderTiny`` (TAESD): hub id (``madebyollin/taesd``), local folder, or ``"tiny"``
             (random, for the tiny model); vae_use: ``"both"`` (it encodes and decodes) or ``"decode"`` (the
             model's own VAE still encodes the crops).
+        warmup: run :meth:`LatentInpainter.warmup` before returning (compiles every crop and batch shape now,
+            not on the first frames; its seconds go to run_record's ``warmup_s``).
         Other keyword arguments go to :class:`LatentInpainter`.
         """
         from inpaint_anon import prompts as defaults
@@ -363,18 +495,20 @@ class LatentInpainter(Inpainter):
                                      lora_scale=lora_scale)
         if vae is not None:
             inpainter.sources.update(vae=str(vae), vae_use=vae_use)
+        if warmup:
+            inpainter.warmup()
         return inpainter
 
     def run_record(self) -> dict[str, Any]:
         """``{"diffusion": {...}}`` for run.json: the model, LoRA and tiny VAE loaded (None: not used, or not
-        loaded by :meth:`from_pretrained`), the scheduler, steps, guidance, and whether classifier-free guidance
-        (a doubled U-Net batch) runs."""
+        loaded by :meth:`from_pretrained`), the scheduler, steps, guidance, whether classifier-free guidance
+        (a doubled U-Net batch) runs, and :meth:`shapes_record`."""
         return {"diffusion": {
             "model": None, "lcm_lora": None, "lora_weight_name": None, "lora_scale": None, "vae": None,
             "vae_use": None, **self.sources,
             "encode_vae": type(self.vae).__name__, "decode_vae": type(self.decode_vae).__name__,
             "scheduler": type(self.scheduler).__name__, "steps": self.steps, "guidance_scale": self.guidance_scale,
-            "strength": self.strength, "cfg": self.do_classifier_free_guidance,
+            "strength": self.strength, "cfg": self.do_classifier_free_guidance, **self.shapes_record(),
         }}
 
     @staticmethod
@@ -417,6 +551,12 @@ class LatentInpainter(Inpainter):
                 f"resolution {self.resolution} does not fit the VAE and U-Net downsampling: use a "
                 f"multiple of {multiple} (e.g. 512)"
             )
+        for size in self.buckets:
+            if size % multiple:
+                raise ConfigError(
+                    f"bucket {size} does not fit the VAE and U-Net downsampling: use multiples of {multiple} "
+                    f"in buckets (e.g. [256, 384, 512])"
+                )
         dim = prompt_embeds.uncond.shape[-1]
         if dim != unet.config.cross_attention_dim:
             raise ConfigError(
@@ -433,6 +573,70 @@ class LatentInpainter(Inpainter):
     def do_classifier_free_guidance(self) -> bool:
         return self.guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
 
+    def _stage(self, name: str, job: _Job) -> AbstractContextManager[None]:
+        """The stage ``name`` ("encode", "unet", "decode") of ``job`` on its own CUDA stream (:class:`_Streams`);
+        on CPU nothing."""
+        return nullcontext() if self._streams is None else self._streams.stage(name, job)
+
+    # ----------------------------------------------------------------------------------- compilation
+
+    def _compile_unet(self) -> None:
+        """``torch.compile`` the U-Net (channels_last, SDPA attention, ``fullgraph``, :attr:`compile_mode`);
+        compilation itself happens at the first call of each shape, where a failure falls back to eager
+        (:meth:`_unet_forward`). A failure already here falls back at once."""
+        try:
+            if not all(isinstance(p, AttnProcessor2_0) for p in self.unet.attn_processors.values()):
+                self.unet.set_attn_processor(AttnProcessor2_0())
+            self.unet.to(memory_format=torch.channels_last)
+            self.unet = torch.compile(self._eager_unet, mode=self.compile_mode, fullgraph=True)
+            self.compiled = True
+        except Exception as err:  # noqa: BLE001 - never a crash: eager works
+            self._compile_failed(err)
+
+    def _compile_failed(self, err: BaseException) -> None:
+        err = _compile_cause(err)
+        logger.warning("torch.compile of the U-Net failed (%s); running it eagerly", one_line(err))
+        self.unet, self.compiled, self.compile_reason = self._eager_unet, False, f"failed: {one_line(err)}"
+
+    def _unet_forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The U-Net's forward; if the compiled U-Net fails to compile, the eager one (from then on).
+
+        A compiled U-Net's outputs may live in a CUDA graph's memory, which its next call overwrites: each call
+        is marked as a new step, and its output is copied out (latents are small)."""
+        unet = self.unet
+        if unet is not self._eager_unet:
+            try:
+                torch.compiler.cudagraph_mark_step_begin()
+                return [output.clone() for output in unet(*args, **kwargs)]
+            except Exception as err:
+                if not _is_compile_error(err):
+                    raise
+                self._compile_failed(err)
+        return self._eager_unet(*args, **kwargs)
+
+    @torch.no_grad()
+    def warmup(self) -> float:
+        """Steps 3-5 once on a dummy chunk (all-zero crops, full masks) for every (bucket, batch size) pair
+        (batch sizes: :attr:`batch_sizes`, or ``max_batch`` alone without padding), so that a compiled U-Net
+        compiles every shape it will see before the first frame. Returns the seconds it took, also kept as
+        :attr:`warmup_s` (run_record's ``warmup_s``, apart from the steady-state timings)."""
+        start = time.perf_counter()
+        cond = self.prompt_embeds.default
+        for size in self.buckets:
+            for n in self.batch_sizes or [self.max_batch]:
+                self.inpaint_crops(torch.zeros(n, 3, size, size), torch.ones(n, 1, size, size),
+                                   cond[None].expand(n, -1, -1), [torch.Generator().manual_seed(0) for _ in range(n)])
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        self.warmup_s = time.perf_counter() - start
+        return self.warmup_s
+
+    def shapes_record(self) -> dict[str, Any]:
+        """The static-shape and compilation facts for run.json: buckets, batch_sizes, compiled (and
+        compile_reason: why not, else None), compile_mode, warmup_s (None when :meth:`warmup` did not run)."""
+        return {"buckets": list(self.buckets), "batch_sizes": self.batch_sizes, "compiled": self.compiled,
+                "compile_reason": self.compile_reason, "compile_mode": self.compile_mode, "warmup_s": self.warmup_s}
+
     @contextmanager
     def _timed(self, timings: Timings, name: str) -> Iterator[None]:
         """Add the seconds spent in the block to ``timings[name]`` (CUDA work waited for); ``timings`` is the
@@ -441,9 +645,8 @@ class LatentInpainter(Inpainter):
             try:
                 yield
             finally:
-                # all stage threads queue their work on the same (default) CUDA stream, as no stream is
-                # created yet: this also waits for the other steps' queued work, so on CUDA the steps'
-                # times include some of each other's
+                # each stage thread queues its work on a stream of its own (see _Streams): this waits for
+                # this stage's work only, so the steps' times do not include each other's
                 if self._device.type == "cuda":
                     torch.cuda.current_stream(self._device).synchronize()
 
@@ -452,8 +655,9 @@ class LatentInpainter(Inpainter):
     def stages(self) -> tuple[Callable[[Any], Any], ...]:
         """Three steps the pipeline runs in overlapping threads: steps 1-3 (crop, VAE-encode) of batch k+1
         while step 4 (the U-Net) denoises batch k and steps 5-7 decode batch k-1 into fills. The threads
-        share the models but no scheduler. On CUDA they share the default stream too, so the GPU work
-        itself does not overlap (only the Python and CPU work around it)."""
+        share the models but no scheduler. On CUDA each step runs on a CUDA stream of its own (frames copied
+        in from pinned memory without blocking; each step waits for the event its job's previous step
+        recorded), so the GPU work of the three overlaps too (:class:`_Streams`); on CPU no stream exists."""
         return (self.encode_step, self.denoise_step, self.decode_step)
 
     @torch.no_grad()
@@ -466,26 +670,28 @@ class LatentInpainter(Inpainter):
     @torch.no_grad()
     def encode_step(self, batch: InpaintBatch) -> _Job:
         """Steps 1-3: list the regions, crop them at model resolution, prepare each chunk's latents."""
-        # 1. Regions: check the inputs and list the regions to fill
-        batch, regions = self._on_device(batch)
-        chunks = []
-        for chunk_regions in _chunks(regions, self.max_batch):
-            # 2. Crops at model resolution
-            with self._timed(batch.timings, "crop"):
-                crops, masks = self._prepare_crops(batch.images, batch.detections, chunk_regions)
-            chunk = _Chunk(chunk_regions, crops, masks)
-            # 3. Latents (a scheduler of the chunk's own, noise, VAE-encoded crops)
-            self._attempt(chunk, lambda c=chunk: self._prepare_latents(c.crops, c.masks, *self._conditions(c.regions),
-                                                                       timings=batch.timings))
-            chunks.append(chunk)
-        return _Job(batch, chunks)
+        job = _Job(batch, [])
+        with self._stage("encode", job):
+            # 1. Regions: check the inputs and list the regions to fill
+            job.batch, regions = self._on_device(batch)
+            for chunk_regions in self._chunk_regions(regions):
+                # 2. Crops at their bucket's size
+                with self._timed(job.batch.timings, "crop"):
+                    crops, masks = self._prepare_crops(job.batch.images, job.batch.detections, chunk_regions)
+                chunk = _Chunk(chunk_regions, crops, masks)
+                # 3. Latents (a scheduler of the chunk's own, noise, VAE-encoded crops), padded to a batch size
+                self._attempt(chunk, lambda c=chunk: self._prepare_latents(*self._padded(c.regions, c.crops, c.masks),
+                                                                           timings=job.batch.timings))
+                job.chunks.append(chunk)
+        return job
 
     @torch.no_grad()
     def denoise_step(self, job: _Job) -> _Job:
         """Step 4: the U-Net loop of every chunk, each with its own scheduler."""
         # 4. Denoise
-        for chunk in job.chunks:
-            self._attempt(chunk, lambda c=chunk: self._denoise(c.state, job.batch.timings))
+        with self._stage("unet", job):
+            for chunk in job.chunks:
+                self._attempt(chunk, lambda c=chunk: self._denoise(c.state, job.batch.timings))
         return job
 
     @torch.no_grad()
@@ -495,17 +701,24 @@ class LatentInpainter(Inpainter):
         timings = job.batch.timings
         fills: list[RegionFill] = []
         failures: list[tuple[_Region, str]] = []
-        for chunk in job.chunks:
-            # 5. Decode (a chunk that failed in step 3, 4 or 5 is retried one region at a time)
-            self._attempt(chunk, lambda c=chunk: self._decode(c.state, timings))
-            decoded = list(chunk.state) if chunk.error is None else self._retry_one_by_one(chunk, timings)
+        decoded: list[list[torch.Tensor | str]] = []
+        with self._stage("decode", job):
+            for chunk in job.chunks:
+                # 5. Decode (a chunk that failed in step 3, 4 or 5 is retried one region at a time; padding
+                # crops are dropped)
+                self._attempt(chunk, lambda c=chunk: self._decode(c.state, timings))
+                decoded.append(list(chunk.state) if chunk.error is None else self._retry_one_by_one(chunk, timings))
+        if self._streams is not None:  # steps 6-7 on the caller's stream
+            self._streams.hand_over(job, [job.batch.images, *(c for d in decoded for c in d if not isinstance(c, str))])
+        for chunk, chunk_decoded in zip(job.chunks, decoded):
             # 6. Fill: each decoded crop, back at its window's size, is its region's fill
             with self._timed(timings, "paste"):
-                for region, crop in zip(chunk.regions, decoded):
+                for region, crop in zip(chunk.regions, chunk_decoded):
                     if isinstance(crop, str):
                         failures.append((region, crop))
                     else:
                         fills.append(self._fill(job.batch.detections, region, crop))
+        fills.sort(key=lambda fill: (fill.frame, fill.region))  # region order, whatever the buckets' order
         # 7. Fill what failed with the fallback (after the others, so it wins where it overlaps a generated fill)
         with self._timed(timings, "fallback"):
             fallback_fills, fallbacks = self._fill_failures(job.batch, failures)
@@ -513,13 +726,20 @@ class LatentInpainter(Inpainter):
 
     def _on_device(self, batch: InpaintBatch) -> tuple[InpaintBatch, list[_Region]]:
         """The batch with its frames and masks on the inpainter's device, and its regions to fill."""
-        images = batch.images.to(self._device)
+        images = batch.images.to(self._device) if self._streams is None else self._streams.to_device(batch.images)
         batch = InpaintBatch(images, [d.to(self._device) for d in batch.detections], list(batch.frame_indices),
                              batch.timings)
         return batch, self._list_regions(batch, height=images.shape[2], width=images.shape[3])
 
+    def _chunk_regions(self, regions: list[_Region]) -> Iterator[list[_Region]]:
+        """The regions grouped by bucket (smallest first; region order within each), in chunks of up to
+        ``max_batch``: every chunk's crops have one size."""
+        for size in self.buckets:
+            yield from _chunks([r for r in regions if r.size == size], self.max_batch)
+
     def _list_regions(self, batch: InpaintBatch, height: int, width: int) -> list[_Region]:
-        """Step 1: every non-empty fill mask of every frame, with its crop window and noise seed."""
+        """Step 1: every non-empty fill mask of every frame, with its crop window, noise seed and bucket (the
+        smallest of :attr:`buckets` >= the window's longer side, else the largest)."""
         regions = []
         for b, (dets, frame_index) in enumerate(zip(batch.detections, batch.frame_indices)):
             if len(dets) and (dets.height, dets.width) != (height, width):
@@ -536,13 +756,15 @@ class LatentInpainter(Inpainter):
                 track_id = None if dets.track_ids is None else int(dets.track_ids[i])
                 seed = region_seed(self.seed, track_id=track_id, frame_index=frame_index, region=i)
                 window = CropWindow.around(box, height, width, self.padding)
-                regions.append(_Region(b, i, frame_index, names[i], window, seed))
+                side = max(window.x1 - window.x0, window.y1 - window.y0)
+                regions.append(_Region(b, i, frame_index, names[i], window, seed, _bucket(side, self.buckets)))
         return regions
 
     def _prepare_crops(
         self, images: torch.Tensor, detections: list[Detections], regions: list[_Region]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step 2: crops float32 (R, 3, res, res) in [-1, 1] and their masks float32 (R, 1, res, res) in {0, 1}.
+        """Step 2: crops float32 (R, 3, s, s) in [-1, 1] and their masks float32 (R, 1, s, s) in {0, 1}, at the
+        regions' bucket side ``s`` (all of ``regions`` share one bucket).
 
         A crop's mask is the union of *every* region's fill mask in its frame, not only its own: the model
         never sees a neighbouring region's original pixels as context (only the crop's own region is pasted
@@ -551,7 +773,9 @@ class LatentInpainter(Inpainter):
         A mask covers every model pixel its region touches, rounded out to whole latent cells, so that the
         mask at latent resolution (nearest-neighbour, as diffusers does) still covers the whole region.
         """
-        size = (self.resolution, self.resolution)
+        if len({r.size for r in regions}) != 1:
+            raise ValueError(f"_prepare_crops: regions of several buckets {sorted({r.size for r in regions})}")
+        size = (regions[0].size, regions[0].size)
         known = {b: detections[b].union_mask() for b in {r.b for r in regions}}
         crops, masks = [], []
         for r in regions:
@@ -576,7 +800,7 @@ class LatentInpainter(Inpainter):
     def _retry_one_by_one(self, chunk: _Chunk, timings: Timings) -> list[torch.Tensor | str]:
         """Step 5's retry, per region of a failed chunk: steps 3-5 for that region alone (a new scheduler each
         time, so the retry cannot disturb a chunk another thread is denoising); returns its fill float
-        (3, res, res) in [0, 1], or why it failed."""
+        (3, s, s) in [0, 1], or why it failed."""
         if len(chunk.regions) == 1:
             return [chunk.error or "failed"]
         logger.warning("%d crops failed together (%s); retrying one at a time", len(chunk.regions), chunk.error)
@@ -584,7 +808,7 @@ class LatentInpainter(Inpainter):
         for i, region in enumerate(chunk.regions):
             try:
                 crops, masks = chunk.crops[i : i + 1], chunk.masks[i : i + 1]
-                fills.append(self.inpaint_crops(crops, masks, *self._conditions([region]), timings=timings)[0])
+                fills.append(self.inpaint_crops(*self._padded([region], crops, masks), timings=timings)[0])
             except Exception as err:  # noqa: BLE001
                 fills.append(self._recover(err))
         return fills
@@ -596,14 +820,30 @@ class LatentInpainter(Inpainter):
             torch.cuda.empty_cache()
         return one_line(err)
 
+    def _padded(
+        self, regions: list[_Region], crops: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Generator]]:
+        """Step 3's inputs for ``regions``: crops, masks, prompt embeddings and generators, padded up to the
+        smallest of :attr:`batch_sizes` >= len(regions) by repeating the last region (its crop, mask, prompt and
+        a generator with its seed): a fixed set of batch shapes for the compiled U-Net. Each crop's noise comes
+        from its own generator, so the padding does not change the real crops' results; it is dropped after
+        decoding (step 5)."""
+        n = len(regions)
+        extra = 0 if self.batch_sizes is None else _bucket(n, self.batch_sizes) - n
+        if extra > 0:
+            regions = regions + [regions[-1]] * extra
+            crops = torch.cat([crops, crops[-1:].expand(extra, -1, -1, -1)])
+            masks = torch.cat([masks, masks[-1:].expand(extra, -1, -1, -1)])
+        return (crops, masks, *self._conditions(regions))
+
     def _conditions(self, regions: list[_Region]) -> tuple[torch.Tensor, list[torch.Generator]]:
         """The regions' prompt embeddings (R, 77, D) and fresh generators seeded per region."""
         cond = torch.stack([self.prompt_embeds.for_class(r.class_name) for r in regions])
         return cond, [torch.Generator("cpu").manual_seed(r.seed) for r in regions]
 
     def _fill(self, detections: list[Detections], region: _Region, crop: torch.Tensor) -> RegionFill:
-        """The region's fill: decoded ``crop`` (3, res, res) in [0, 1] resized to its window, as uint8, over the
-        region's fill mask in that window."""
+        """The region's fill: decoded ``crop`` (3, s, s) in [0, 1] (``s`` its bucket) resized to its window, as
+        uint8, over the region's fill mask in that window."""
         w = region.window
         rgb = _resize(crop[None].float(), (w.y1 - w.y0, w.x1 - w.x0))[0]
         rgb = (rgb * 255).round().clamp(0, 255).to(torch.uint8)
@@ -634,15 +874,24 @@ class LatentInpainter(Inpainter):
 
     @torch.no_grad()
     def model_inputs(
-        self, batch: InpaintBatch
+        self, batch: InpaintBatch, bucket: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Generator]]:
-        """Steps 1-2 alone: what :meth:`inpaint_crops` receives for every region of ``batch`` (e.g. to give
-        diffusers the same crops): images float32 (R, 3, res, res) in [-1, 1], masks float32 (R, 1, res, res)
-        in {0, 1}, the prompt embeddings (R, 77, D) and one seeded generator per region."""
+        """Steps 1-2 alone: what :meth:`inpaint_crops` receives for the regions of ``batch`` whose bucket is
+        ``bucket`` (one of :attr:`buckets`; None: the only one, an error if there are several), in region order
+        (e.g. to give diffusers the same crops; unpadded): images float32 (R, 3, s, s) in [-1, 1], masks float32
+        (R, 1, s, s) in {0, 1} with ``s = bucket``, the prompt embeddings (R, 77, D) and one seeded generator per
+        region. Call it once per bucket for all of a frame's regions."""
+        if bucket is None:
+            if len(self.buckets) > 1:
+                raise ValueError(f"model_inputs: several buckets {self.buckets}: pass bucket= (one of them)")
+            bucket = self.buckets[0]
+        if bucket not in self.buckets:
+            raise ValueError(f"model_inputs: bucket {bucket} is not one of {self.buckets}")
         batch, regions = self._on_device(batch)
+        regions = [r for r in regions if r.size == bucket]
         if not regions:
-            res, dim = self.resolution, self.prompt_embeds.uncond.shape[-1]
-            return torch.zeros(0, 3, res, res), torch.zeros(0, 1, res, res), torch.zeros(0, 77, dim), []
+            dim = self.prompt_embeds.uncond.shape[-1]
+            return torch.zeros(0, 3, bucket, bucket), torch.zeros(0, 1, bucket, bucket), torch.zeros(0, 77, dim), []
         crops, masks = self._prepare_crops(batch.images, batch.detections, regions)
         return (crops, masks, *self._conditions(regions))
 
@@ -761,8 +1010,9 @@ class LatentInpainter(Inpainter):
 
     def _pipeline(self, scheduler: SchedulerMixin) -> StableDiffusionInpaintPipeline:
         """diffusers' inpainting pipeline over the inpainter's VAE and U-Net (no text encoder) and ``scheduler``:
-        its methods prepare the timesteps, the scheduler's step arguments and the guidance embedding."""
-        return SDComponents(vae=self.vae, unet=self.unet, scheduler=scheduler).to_pipeline()
+        its methods prepare the timesteps, the scheduler's step arguments and the guidance embedding (it never
+        calls the U-Net, so it holds the eager one, not the compiled one)."""
+        return SDComponents(vae=self.vae, unet=self._eager_unet, scheduler=scheduler).to_pipeline()
 
     def _new_pipeline(self) -> StableDiffusionInpaintPipeline:
         """A pipeline with a scheduler of its own: a deep copy of :attr:`scheduler` (``from_config`` would parse
@@ -819,7 +1069,7 @@ class LatentInpainter(Inpainter):
             model_input = torch.cat(
                 [model_input, torch.cat([mask] * copies), torch.cat([masked_image_latents] * copies)], dim=1
             )
-        noise_pred = self.unet(
+        noise_pred = self._unet_forward(
             model_input,
             t,
             encoder_hidden_states=prompt_embeds,
