@@ -258,6 +258,11 @@ def test_from_pretrained_warms_up_when_asked(monkeypatch):
     cold = LatentInpainter.from_pretrained("tiny", resolution=16, device="cpu")
     warm = LatentInpainter.from_pretrained("tiny", resolution=16, device="cpu", warmup=True)
     assert warmed == [warm] and cold is not warm
+    # auto: only a compiled U-Net is warmed up (compile=auto stays eager on CPU)
+    auto = LatentInpainter.from_pretrained("tiny", resolution=16, device="cpu", warmup="auto", compile="auto")
+    assert warmed == [warm] and auto.compiled is False
+    with pytest.raises(ConfigError, match="warmup must be true, false or auto, got 'yes'"):
+        LatentInpainter.from_pretrained("tiny", resolution=16, device="cpu", warmup="yes")
 
 
 # ------------------------------------------------------------------------------------- streams on CPU

@@ -424,7 +424,7 @@ class LatentInpainter(Inpainter):
         lora_scale: float = 1.0,
         vae: str | None = None,
         vae_use: str = "both",
-        warmup: bool = False,
+        warmup: bool | str = False,
         **kwargs: Any,
     ) -> LatentInpainter:
         """Load a model (and optionally a few-step LoRA and a tiny VAE) and encode the class prompts once; the
@@ -447,7 +447,8 @@ class LatentInpainter(Inpainter):
             (random, for the tiny model); vae_use: ``"both"`` (it encodes and decodes) or ``"decode"`` (the
             model's own VAE still encodes the crops).
         warmup: run :meth:`LatentInpainter.warmup` before returning (compiles every crop and batch shape now,
-            not on the first frames; its seconds go to run_record's ``warmup_s``).
+            not on the first frames; its seconds go to run_record's ``warmup_s``): True, False, or "auto" (only
+            when the U-Net is compiled).
         Other keyword arguments go to :class:`LatentInpainter`.
         """
         from inpaint_anon import prompts as defaults
@@ -460,6 +461,8 @@ class LatentInpainter(Inpainter):
         if vae_use != "both" and vae is None:
             raise ConfigError(f"vae_use={vae_use!r} needs a tiny VAE: set vae= (e.g. madebyollin/taesd)")
         lora_scale = check_float("", "lora_scale", lora_scale, 0.0)
+        if not (isinstance(warmup, bool) or warmup == "auto"):
+            raise ConfigError(f"warmup must be true, false or auto, got {warmup!r}: use auto (when compiled)")
         if lcm_lora is None and lora_weight_name is not None:
             raise ConfigError(f"lora_weight_name={lora_weight_name!r} needs lcm_lora=: set both, or neither")
         lora_path = None if lcm_lora is None else lora_file(lcm_lora, lora_weight_name)
@@ -495,7 +498,7 @@ class LatentInpainter(Inpainter):
                                      lora_scale=lora_scale)
         if vae is not None:
             inpainter.sources.update(vae=str(vae), vae_use=vae_use)
-        if warmup:
+        if warmup is True or (warmup == "auto" and inpainter.compiled):
             inpainter.warmup()
         return inpainter
 
