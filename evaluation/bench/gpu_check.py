@@ -199,7 +199,7 @@ def run_ours(inpainter: LatentInpainter, clip: Path, size: tuple[int, int], work
     pipe = AnonymizePipeline(detector, inpainter, Compositor(), tracker=None, batch_frames=4, progress=False)
     device = inpainter.device
     start = time.perf_counter()
-    if inpainter.compile:
+    if inpainter.compiled:
         inpainter.warmup()
     pipe(warmup_clip, work / "warmup.mp4", video=VideoSettings(preset="ultrafast"), overwrite=True)
     _sync(device)
