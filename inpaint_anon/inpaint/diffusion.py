@@ -61,6 +61,7 @@ from inpaint_anon.errors import ConfigError, one_line
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput, RegionFill
 from inpaint_anon.inpaint.fallback import fail_closed_fills
 from inpaint_anon.inpaint.schedulers import scheduler_class
+from inpaint_anon.inpaint.temporal import TemporalMemory, TemporalPlan, WarmStart  # temporal:
 from inpaint_anon.timing import Timings
 from inpaint_anon.types import Detections, PromptEmbeds, SDComponents, cover_boxes, masks_to_boxes
 
@@ -180,6 +181,7 @@ class _Job:
 
     batch: InpaintBatch
     chunks: list[_Chunk]
+    temporal: TemporalPlan | None = None  # temporal: which regions warm-start or reuse their track's last fill
 
 
 class LatentInpainter(Inpainter):
@@ -203,6 +205,10 @@ class LatentInpainter(Inpainter):
         device: ``"auto"`` (cuda when available), ``"cpu"``, ``"cuda"``...
         dtype: ``"auto"`` (float16 on CUDA, float32 on CPU), ``"float32"``, ``"float16"``, ``"bfloat16"``.
         fallback: fills regions the model could not fill; default ``BlurInpainter``.
+        temporal_strength: None or 1.0: off; in (0, 1): a tracked region with a remembered fill starts from it,
+            warped by its box motion, noised to this strength (:mod:`inpaint_anon.inpaint.temporal`).
+        reuse_threshold: None: off; >= 0: a tracked region whose context changed (mean absolute change, 0-1
+            units) less than this since its last generation reuses that fill, moved with the box.
     """
 
     name = "diffusion"
@@ -223,8 +229,11 @@ class LatentInpainter(Inpainter):
         device: str = "auto",
         dtype: str = "auto",
         fallback: Inpainter | None = None,
+        temporal_strength: float | None = None,
+        reuse_threshold: float | None = None,
     ) -> None:
         self._check_settings(steps, guidance_scale, strength, resolution, padding, max_batch)
+        self._temporal = TemporalMemory(temporal_strength, reuse_threshold, steps=steps)  # temporal: checks both
         self._device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self._device)
         self.steps, self.guidance_scale, self.strength = steps, float(guidance_scale), float(strength)
@@ -332,6 +341,14 @@ class LatentInpainter(Inpainter):
     def device(self) -> torch.device:
         return self._device
 
+    def start_video(self) -> None:
+        """A new video: the temporal memory forgets every track."""
+        self._temporal.start_video()  # temporal:
+
+    def run_record(self) -> dict[str, Any]:
+        """The temporal settings and this video's fresh / warm-started / reused region counts."""
+        return self._temporal.record()  # temporal:
+
     @property
     def do_classifier_free_guidance(self) -> bool:
         return self.guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
@@ -371,17 +388,20 @@ class LatentInpainter(Inpainter):
         """Steps 1-3: list the regions, crop them at model resolution, prepare each chunk's latents."""
         # 1. Regions: check the inputs and list the regions to fill
         batch, regions = self._on_device(batch)
+        plan = self._temporal.plan(batch, regions)  # temporal: fresh, warm-started and reused regions
         chunks = []
-        for chunk_regions in _chunks(regions, self.max_batch):
-            # 2. Crops at model resolution
-            with self._timed(batch.timings, "crop"):
-                crops, masks = self._prepare_crops(batch.images, batch.detections, chunk_regions)
-            chunk = _Chunk(chunk_regions, crops, masks)
-            # 3. Latents (a scheduler of the chunk's own, noise, VAE-encoded crops)
-            self._attempt(chunk, lambda c=chunk: self._prepare_latents(c.crops, c.masks, *self._conditions(c.regions),
-                                                                       timings=batch.timings))
-            chunks.append(chunk)
-        return _Job(batch, chunks)
+        for group in self._temporal.groups(plan, regions):  # temporal: one strength per chunk
+            for chunk_regions in _chunks(group, self.max_batch):
+                # 2. Crops at model resolution
+                with self._timed(batch.timings, "crop"):
+                    crops, masks = self._prepare_crops(batch.images, batch.detections, chunk_regions)
+                chunk = _Chunk(chunk_regions, crops, masks)
+                # 3. Latents (a scheduler of the chunk's own, noise, VAE-encoded crops)
+                self._attempt(chunk, lambda c=chunk: self._prepare_latents(
+                    c.crops, c.masks, *self._conditions(c.regions), timings=batch.timings,
+                    init=self._temporal.warm_start(plan, c.regions, c.crops, c.masks)))  # temporal: init=
+                chunks.append(chunk)
+        return _Job(batch, chunks, plan)
 
     @torch.no_grad()
     def denoise_step(self, job: _Job) -> _Job:
@@ -396,6 +416,7 @@ class LatentInpainter(Inpainter):
         """Steps 5-7: VAE-decode, retry failed chunks one region at a time, make each region's fill, fill what
         failed by the fallback."""
         timings = job.batch.timings
+        self._temporal.decoding(job.temporal)  # temporal: every earlier batch is finished
         fills: list[RegionFill] = []
         failures: list[tuple[_Region, str]] = []
         for chunk in job.chunks:
@@ -412,6 +433,8 @@ class LatentInpainter(Inpainter):
         # 7. Fill what failed with the fallback (after the others, so it wins where it overlaps a generated fill)
         with self._timed(timings, "fallback"):
             fallback_fills, fallbacks = self._fill_failures(job.batch, failures)
+        with self._timed(timings, "temporal"):  # temporal: remember the generated fills, add the reused ones
+            fills += self._temporal.finish(job.temporal, fills, job.batch.detections, self._fill)  # temporal:
         return InpaintOutput(fills=fills + fallback_fills, fallbacks=fallbacks)
 
     def _on_device(self, batch: InpaintBatch) -> tuple[InpaintBatch, list[_Region]]:
@@ -586,10 +609,12 @@ class LatentInpainter(Inpainter):
         generators: list[torch.Generator],
         *,
         timings: Timings,
+        init: WarmStart | None = None,
     ) -> _ChunkLatents:
         """Step 3: a pipeline with a new scheduler, embeddings, timesteps, noise, VAE-encoded (masked) crops.
 
-        The new scheduler goes with the chunk to steps 4 and 5: no other chunk or thread steps it.
+        The new scheduler goes with the chunk to steps 4 and 5: no other chunk or thread steps it. ``init``: the
+        crops' img2img start and strength instead of ``images`` at :attr:`strength` (the temporal warm start).
         """
         # 3a. Check inputs
         b, _, h, w = images.shape
@@ -600,7 +625,8 @@ class LatentInpainter(Inpainter):
             )
         device, dtype, f = self._device, self.dtype, self.vae_scale_factor
         nine_channels = self.unet.config.in_channels == 9
-        is_strength_max = self.strength == 1.0
+        strength = self.strength if init is None else init.strength  # temporal: a warm start's own strength
+        is_strength_max = strength == 1.0
         pipeline = self._new_pipeline()
         scheduler = pipeline.scheduler
 
@@ -610,7 +636,7 @@ class LatentInpainter(Inpainter):
             prompt_embeds = torch.cat([self.prompt_embeds.uncond.expand(b, -1, -1), prompt_embeds])
 
         # 3c. Timesteps (shortened by strength)
-        timesteps = self._timesteps(pipeline)
+        timesteps = self._timesteps(pipeline, strength)  # temporal: strength
         latent_timestep = timesteps[:1].repeat(b)
 
         # 3d. Latents: noise, or the image latents noised to the first timestep when strength < 1
@@ -618,7 +644,8 @@ class LatentInpainter(Inpainter):
         image_latents = None
         if not nine_channels or not is_strength_max:
             with self._timed(timings, "vae_encode"):
-                image_latents = self._encode(images, generators)
+                start = images if init is None else init.images.to(device=device, dtype=torch.float32)  # temporal:
+                image_latents = self._encode(start, generators)
         latent_shape = (b, self.vae.config.latent_channels, h // f, w // f)
         noise = randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
         if is_strength_max:
@@ -673,11 +700,11 @@ class LatentInpainter(Inpainter):
         step state the copy could carry."""
         return self._pipeline(copy.deepcopy(self.scheduler))
 
-    def _timesteps(self, pipeline: StableDiffusionInpaintPipeline) -> torch.Tensor:
+    def _timesteps(self, pipeline: StableDiffusionInpaintPipeline, strength: float) -> torch.Tensor:
         """Step 3c: set the pipeline's scheduler to ``steps`` and return the timesteps left after ``strength``,
         as diffusers does."""
         _, steps = retrieve_timesteps(pipeline.scheduler, self.steps, self._device)
-        return pipeline.get_timesteps(steps, self.strength, self._device)[0]
+        return pipeline.get_timesteps(steps, strength, self._device)[0]  # temporal: strength
 
     def _decode(self, latents: torch.Tensor, timings: Timings) -> torch.Tensor:
         """Step 5: VAE decode to float32 (B, 3, h, w) in [0, 1]."""
