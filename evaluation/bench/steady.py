@@ -7,12 +7,15 @@ Run from the repository root:
 1. Clip: the generated street clip (``evaluation.bench.common.generated_clip``, H.264), decoded, with its exact
    object masks (``tests.clips.object_masks``) as the detections: person = track 1, car = track 2.
 2. Inpainter: the tiny random SD-1.5 inpainting model (``inpaint_anon.inpaint.tiny``) at 64 px crops, 4 steps,
-   in batches of 4 frames, three ways: per frame (no memory), warped init (``temporal_strength``), and warped
-   init with the similarity skip (``reuse_threshold``).
+   in batches of 4 frames (``__call__`` per batch: the same fills as the pipeline's threads), three ways: per
+   frame (no memory), warped init (``temporal_strength``), and warped init with the similarity skip
+   (``reuse_threshold``).
 3. Flicker: :mod:`inpaint_anon.metrics.temporal` (motion-compensated change inside each track between
    consecutive frames, and its ratio to the original's) on the frames with the fills pasted at full opacity.
 Prints a markdown table and writes JSON (``evaluation.bench.common.write_report``). The tiny model's output is
-noise, so the numbers compare the three modes with each other, not with a real model's.
+noise, so the numbers compare the three modes with each other, not with a real model's: a random denoiser
+does not preserve its init image, so the warped start cannot steady it; what it shows is the plumbing and the
+skip (a pure warp of one fill) at work.
 """
 
 from __future__ import annotations
@@ -108,12 +111,12 @@ def flicker(anonymized: list[np.ndarray], original: list[np.ndarray], detections
     return {"flicker": round(value, 3), "flicker_orig": round(orig, 3), "flicker_ratio": round(ratio, 3)}
 
 
-def measure(frames: list[np.ndarray], detections: list[Detections], batch_frames: int = 4,
+def measure(frames: list[np.ndarray], detections: list[Detections], batch_frames: int = 4, resolution: int = 64,
             modes: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per mode: its settings, flicker, reused/warm/fresh region counts, seconds per frame."""
     rows = []
     for mode, settings in (MODES if modes is None else modes).items():
-        inpainter = tiny_inpainter(**settings)
+        inpainter = tiny_inpainter(resolution=resolution, **settings)
         start = time.perf_counter()
         out = anonymize(inpainter, frames, detections, batch_frames)
         seconds = time.perf_counter() - start
@@ -136,14 +139,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--size", default="128x96")
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--batch-frames", type=int, default=4)
+    parser.add_argument("--resolution", type=int, default=64, help="crop side of the tiny model (px)")
     parser.add_argument("--out", type=Path, default=Path("experiments/bench/steady.json"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         frames, detections = clip_frames(Path(tmp), parse_size(args.size), args.frames)
-    rows = measure(frames, detections, args.batch_frames)
+    rows = measure(frames, detections, args.batch_frames, args.resolution)
     print_rows(rows)
     write_report(args.out, "steady", rows, clip={"size": args.size, "frames": len(frames)},
-                 model="tiny random SD-1.5 inpainting, 64 px crops, 4 steps, guidance 1")
+                 model=f"tiny random SD-1.5 inpainting, {args.resolution} px crops, 4 steps, guidance 1",
+                 batch_frames=args.batch_frames)
     return rows
 
 

@@ -189,6 +189,7 @@ class TemporalMemory:
             self._upto = -1
             self._written: dict[int, dict[int, TrackFill]] = {}  # finished batches > self._upto
             self._finished = -1  # every batch <= this is finished
+            self._last_write: dict[int, int] = {}  # track id -> the batch that last wrote its entry
             self._decoder: threading.Thread | None = None
             self.counts = {"fresh": 0, "warm": 0, "reused": 0}
             self._cond.notify_all()
@@ -299,6 +300,8 @@ class TemporalMemory:
             alive = {t: e for t, e in self._base.items() if first_frame - e.seen <= self.max_gap}
             kept = sorted(alive, key=lambda t: (alive[t].seen, t), reverse=True)[: self.max_tracks]
             self._base = {t: alive[t] for t in sorted(kept)}
+            pending = {t for written in self._written.values() for t in written}
+            self._last_write = {t: b for t, b in self._last_write.items() if t in self._base or t in pending}
             return dict(self._base)
 
     # ------------------------------------------------------------------------------------------ decode side
@@ -339,8 +342,13 @@ class TemporalMemory:
             if plan.video != self._video:
                 return
             self._decoder = threading.current_thread()
+            # one chain per track: batch j writes a track only if batch j - 1 (whose writes it could not see)
+            # did not, so every entry descends from the latest one (else even and odd batches would alternate
+            # between two lines of fills, a jump at every batch)
+            entries = {t: e for t, e in entries.items() if self._last_write.get(t) != plan.batch - 1}
             if entries and plan.batch > self._upto:
                 self._written[plan.batch] = entries
+                self._last_write.update(dict.fromkeys(entries, plan.batch))
             self._finished = max(self._finished, upto)
             self._cond.notify_all()
 
