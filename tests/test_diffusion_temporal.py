@@ -262,3 +262,26 @@ def test_steady_bench_runs_on_a_few_frames(tmp_path, capsys):
     assert all(r["flicker"] >= 0 and r["flicker_orig"] > 0 for r in rows)
     assert '"benchmark": "steady"' in out.read_text()
     assert "| warped init |" in capsys.readouterr().out
+
+
+def test_the_pipeline_runs_the_memory_in_its_threads_the_same_every_time(tmp_path):
+    """Real stage threads, queues of one item, one frame per batch (batch j waits on j - 2 at every step): the
+    run ends, and two runs write the same pixels."""
+    from functools import partial
+
+    from inpaint_anon.pipeline import AnonymizePipeline
+    from inpaint_anon.track import Tracker
+    from tests.textured import read_all, run_lossless, textured_clip, truth_detector
+
+    clip = textured_clip(tmp_path / "in.mkv")
+    outputs, records = [], []
+    model = inpainter(temporal_strength=0.5, reuse_threshold=0.05)
+    for run in range(2):
+        pipe = AnonymizePipeline(truth_detector(), model, tracker=partial(Tracker), batch_frames=1, queue_size=1,
+                                 progress=False)
+        result = run_lossless(pipe, clip, tmp_path / f"out{run}.mkv")
+        assert result.frames_out == 6
+        outputs.append(read_all(tmp_path / f"out{run}.mkv"))
+        records.append(model.run_record()["temporal_regions"])
+    assert records[0] == records[1] and records[0]["warm"] + records[0]["reused"] > 0
+    assert all(np.array_equal(a, b) for a, b in zip(*outputs, strict=True))
