@@ -13,7 +13,8 @@ tracked region's generated fill from flickering (DeepPrivacy2 / StreamDiffusion 
     mask, at :data:`SIGNATURE_SIZE` px, in [0, 1]) is compared with the context of its last generation warped
     the same way: the mean absolute change over the pixels that are context in both. Below the threshold the
     model does not run for it: its fill is the previous fill warped to the new window (so it covers the whole
-    window, and with it the region's current fill mask). A reused region is still filled, never shown.
+    window, and with it the region's current fill mask). A reused region is still filled, never shown; and it is
+    reused only where the warped previous fill has generated pixels over all of the region (never old context).
 
 Memory and threads. The pipeline runs ``encode_step`` (batch j + 1), ``denoise_step`` (j) and ``decode_step``
 (j - 1) in overlapping threads. So that what a batch sees never depends on thread timing, the j-th batch of a
@@ -124,6 +125,7 @@ class _RegionState:
     box: Box
     context: torch.Tensor
     context_mask: torch.Tensor
+    own: torch.Tensor  # bool (S, S): the thumbnail pixels the region's own fill mask touches
     prior: TrackFill | None
 
 
@@ -223,7 +225,8 @@ class TemporalMemory:
             prior = memory.get(track_id) if track_id is not None else None
             if prior is not None and r.frame_index - prior.seen > self.max_gap:
                 prior = None
-            state = _RegionState(track_id, boxes[r.b][r.index], context, context_mask, prior)
+            own = _touched(dets.masks[r.index], window)
+            state = _RegionState(track_id, boxes[r.b][r.index], context, context_mask, own, prior)
             plan.states[(r.b, r.index)] = state
             if prior is not None and self._reusable(state, window):
                 plan.reused.append(r)
@@ -275,6 +278,9 @@ class TemporalMemory:
         size = (SIGNATURE_SIZE, SIGNATURE_SIZE)
         before, inside = warp(prior.context, prior.window, prior.box, window, state.box, size)
         had, _ = warp(prior.context_mask[None].float(), prior.window, prior.box, window, state.box, size)
+        generated, _ = warp(prior.mask[None].float(), prior.window, prior.box, window, state.box, size)
+        if bool((state.own & ~((generated[0] > 0) & inside)).any()):
+            return False  # part of the region has no generated pixel to show (privacy: never old context)
         both = inside & (had[0] > 0.999) & state.context_mask
         if both.float().mean() < MIN_CONTEXT_FRACTION:
             return False
@@ -361,6 +367,14 @@ def _window(region: _Region) -> Window:
 def _boxes(dets: Detections) -> list[Box]:
     """Each region's box as step 1 places its crop window (the tracked box grown to cover the mask)."""
     return [tuple(b) for b in cover_boxes(dets.boxes_xyxy, masks_to_boxes(dets.masks)).tolist()]
+
+
+def _touched(mask: torch.Tensor, window: Window) -> torch.Tensor:
+    """bool (S, S): the thumbnail pixels of ``window`` that ``mask`` (bool (H, W)) touches."""
+    x0, y0, x1, y1 = window
+    thumb = F.interpolate(mask[y0:y1, x0:x1].float()[None, None], size=(SIGNATURE_SIZE, SIGNATURE_SIZE),
+                          mode="bilinear", antialias=True, align_corners=False)
+    return thumb[0, 0] > 0.5
 
 
 def _context(image: torch.Tensor, known: torch.Tensor, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
