@@ -4,6 +4,8 @@ Run from the repository root:
 
     python -m evaluation.bench.steady                  # generated street clip, 128x96, 24 frames, tiny model
 
+A result (2 CPU cores, shared): evaluation/bench/results/steady.json.
+
 1. Clip: the generated street clip (``evaluation.bench.common.generated_clip``, H.264), decoded, with its exact
    object masks (``tests.clips.object_masks``) as the detections: person = track 1, car = track 2.
 2. Inpainter: the tiny random SD-1.5 inpainting model (``inpaint_anon.inpaint.tiny``) at 64 px crops, 4 steps,
