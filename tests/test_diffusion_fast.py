@@ -195,10 +195,11 @@ def test_no_guidance_runs_one_unet_batch_of_the_crops_not_two(fast, inputs, monk
 
 def test_run_record_names_the_fast_settings(split, lora, inputs):
     record = split.run_record()["diffusion"]
-    assert record == {"model": "tiny", "lcm_lora": str(lora), "lora_weight_name": None, "lora_scale": 1.0,
-                      "vae": "tiny", "vae_use": "decode", "encode_vae": "AutoencoderKL",
-                      "decode_vae": "AutoencoderTiny", "scheduler": "LCMScheduler", "steps": 4,
-                      "guidance_scale": 1.0, "strength": 0.75, "cfg": False, **split.shapes_record()}
+    expected = {"model": "tiny", "lcm_lora": str(lora), "lora_weight_name": None, "lora_scale": 1.0,
+                "vae": "tiny", "vae_use": "decode", "encode_vae": "AutoencoderKL", "decode_vae": "AutoencoderTiny",
+                "scheduler": "LCMScheduler", "steps": 4, "guidance_scale": 1.0, "strength": 0.75, "cfg": False,
+                **split.shapes_record()}
+    assert {k: record[k] for k in expected} == expected  # (the temporal keys: tests/test_diffusion_temporal.py)
     plain = LatentInpainter(tiny_components(), _embeds(inputs), resolution=SIZE, device="cpu")
     plain = plain.run_record()["diffusion"]
     assert (plain["lcm_lora"], plain["vae"], plain["scheduler"], plain["cfg"]) == (None, None, "DDIMScheduler", True)

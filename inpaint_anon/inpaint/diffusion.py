@@ -67,6 +67,7 @@ from inpaint_anon.errors import ConfigError, one_line
 from inpaint_anon.inpaint.base import Fallback, InpaintBatch, Inpainter, InpaintOutput, RegionFill
 from inpaint_anon.inpaint.fallback import fail_closed_fills
 from inpaint_anon.inpaint.schedulers import scheduler_class
+from inpaint_anon.inpaint.temporal import TemporalMemory, TemporalPlan, WarmStart  # temporal:
 from inpaint_anon.timing import Timings
 from inpaint_anon.types import Detections, PromptEmbeds, SDComponents, cover_boxes, masks_to_boxes
 
@@ -307,6 +308,7 @@ class _Job:
     batch: InpaintBatch
     chunks: list[_Chunk]
     ready: Any = None  # CUDA only: a torch.cuda.Event recorded after the job's latest stage (see _Streams)
+    temporal: TemporalPlan | None = None  # temporal: which regions warm-start or reuse their track's last fill
 
 
 class LatentInpainter(Inpainter):
@@ -342,6 +344,10 @@ class LatentInpainter(Inpainter):
         compile: ``torch.compile`` the U-Net (True, False, or "auto": on CUDA only); a compile failure warns and
             runs eagerly (``compiled: false`` and the reason in :meth:`run_record`).
         compile_mode: torch.compile's mode, e.g. "max-autotune" (CUDA graphs), "default".
+        temporal_strength: None or 1.0: off; in (0, 1): a tracked region with a remembered fill starts from it,
+            warped by its box motion, noised to this strength (:mod:`inpaint_anon.inpaint.temporal`).
+        reuse_threshold: None: off; >= 0: a tracked region whose context changed (mean absolute change, 0-1
+            units) less than this since its last generation reuses that fill, moved with the box.
     """
 
     name = "diffusion"
@@ -367,8 +373,11 @@ class LatentInpainter(Inpainter):
         batch_sizes: Sequence[int] | None = None,
         compile: bool | str = False,  # noqa: A002 - the option's name in the configs
         compile_mode: str = "max-autotune",
+        temporal_strength: float | None = None,
+        reuse_threshold: float | None = None,
     ) -> None:
         self._check_settings(steps, guidance_scale, strength, resolution, padding, max_batch)
+        self._temporal = TemporalMemory(temporal_strength, reuse_threshold, steps=steps)  # temporal: checks both
         self.buckets = _check_sizes("buckets", [resolution] if buckets is None else buckets, "[256, 384, 512]")
         self.batch_sizes = None if batch_sizes is None else _check_sizes("batch_sizes", batch_sizes, "[1, 2, 4, 8]")
         if self.batch_sizes is not None and max_batch > self.batch_sizes[-1]:
@@ -505,13 +514,14 @@ class LatentInpainter(Inpainter):
     def run_record(self) -> dict[str, Any]:
         """``{"diffusion": {...}}`` for run.json: the model, LoRA and tiny VAE loaded (None: not used, or not
         loaded by :meth:`from_pretrained`), the scheduler, steps, guidance, whether classifier-free guidance
-        (a doubled U-Net batch) runs, and :meth:`shapes_record`."""
+        (a doubled U-Net batch) runs, :meth:`shapes_record`, and the temporal settings and region counts."""
         return {"diffusion": {
             "model": None, "lcm_lora": None, "lora_weight_name": None, "lora_scale": None, "vae": None,
             "vae_use": None, **self.sources,
             "encode_vae": type(self.vae).__name__, "decode_vae": type(self.decode_vae).__name__,
             "scheduler": type(self.scheduler).__name__, "steps": self.steps, "guidance_scale": self.guidance_scale,
             "strength": self.strength, "cfg": self.do_classifier_free_guidance, **self.shapes_record(),
+            **self._temporal.record(),  # temporal: the settings and this video's fresh / warm / reused counts
         }}
 
     @staticmethod
@@ -571,6 +581,10 @@ class LatentInpainter(Inpainter):
     @property
     def device(self) -> torch.device:
         return self._device
+
+    def start_video(self) -> None:
+        """A new video: the temporal memory forgets every track."""
+        self._temporal.start_video()  # temporal:
 
     @property
     def do_classifier_free_guidance(self) -> bool:
@@ -677,15 +691,19 @@ class LatentInpainter(Inpainter):
         with self._stage("encode", job):
             # 1. Regions: check the inputs and list the regions to fill
             job.batch, regions = self._on_device(batch)
-            for chunk_regions in self._chunk_regions(regions):
-                # 2. Crops at their bucket's size
-                with self._timed(job.batch.timings, "crop"):
-                    crops, masks = self._prepare_crops(job.batch.images, job.batch.detections, chunk_regions)
-                chunk = _Chunk(chunk_regions, crops, masks)
-                # 3. Latents (a scheduler of the chunk's own, noise, VAE-encoded crops), padded to a batch size
-                self._attempt(chunk, lambda c=chunk: self._prepare_latents(*self._padded(c.regions, c.crops, c.masks),
-                                                                           timings=job.batch.timings))
-                job.chunks.append(chunk)
+            plan = job.temporal = self._temporal.plan(job.batch, regions)  # temporal: fresh, warm-started, reused
+            for group in self._temporal.groups(plan, regions):  # temporal: one strength per chunk
+                for chunk_regions in self._chunk_regions(group):
+                    # 2. Crops at their bucket's size
+                    with self._timed(job.batch.timings, "crop"):
+                        crops, masks = self._prepare_crops(job.batch.images, job.batch.detections, chunk_regions)
+                    chunk = _Chunk(chunk_regions, crops, masks)
+                    # 3. Latents (a scheduler of the chunk's own, noise, VAE-encoded crops), padded to a batch size
+                    self._attempt(chunk, lambda c=chunk: self._prepare_latents(
+                        *self._padded(c.regions, c.crops, c.masks), timings=job.batch.timings,
+                        init=self._padded_init(self._temporal.warm_start(plan, c.regions, c.crops, c.masks),
+                                               len(c.regions))))  # temporal: init=
+                    job.chunks.append(chunk)
         return job
 
     @torch.no_grad()
@@ -702,6 +720,7 @@ class LatentInpainter(Inpainter):
         """Steps 5-7: VAE-decode, retry failed chunks one region at a time, make each region's fill, fill what
         failed by the fallback."""
         timings = job.batch.timings
+        self._temporal.decoding(job.temporal)  # temporal: every earlier batch is finished
         fills: list[RegionFill] = []
         failures: list[tuple[_Region, str]] = []
         decoded: list[list[torch.Tensor | str]] = []
@@ -725,6 +744,9 @@ class LatentInpainter(Inpainter):
         # 7. Fill what failed with the fallback (after the others, so it wins where it overlaps a generated fill)
         with self._timed(timings, "fallback"):
             fallback_fills, fallbacks = self._fill_failures(job.batch, failures)
+        if job.temporal is not None:  # temporal: remember the generated fills, add the reused ones
+            with self._timed(timings, "temporal"):
+                fills += self._temporal.finish(job.temporal, fills, job.batch.detections, self._fill)
         return InpaintOutput(fills=fills + fallback_fills, fallbacks=fallbacks)
 
     def _on_device(self, batch: InpaintBatch) -> tuple[InpaintBatch, list[_Region]]:
@@ -839,6 +861,13 @@ class LatentInpainter(Inpainter):
             masks = torch.cat([masks, masks[-1:].expand(extra, -1, -1, -1)])
         return (crops, masks, *self._conditions(regions))
 
+    def _padded_init(self, init: WarmStart | None, n: int) -> WarmStart | None:
+        """A chunk's warm start padded as :meth:`_padded` pads its crops (the last image repeated)."""
+        extra = 0 if init is None or self.batch_sizes is None else _bucket(n, self.batch_sizes) - n
+        if extra <= 0:
+            return init
+        return replace(init, images=torch.cat([init.images, init.images[-1:].expand(extra, -1, -1, -1)]))
+
     def _conditions(self, regions: list[_Region]) -> tuple[torch.Tensor, list[torch.Generator]]:
         """The regions' prompt embeddings (R, 77, D) and fresh generators seeded per region."""
         cond = torch.stack([self.prompt_embeds.for_class(r.class_name) for r in regions])
@@ -935,10 +964,12 @@ class LatentInpainter(Inpainter):
         generators: list[torch.Generator],
         *,
         timings: Timings,
+        init: WarmStart | None = None,
     ) -> _ChunkLatents:
         """Step 3: a pipeline with a new scheduler, embeddings, timesteps, noise, VAE-encoded (masked) crops.
 
-        The new scheduler goes with the chunk to steps 4 and 5: no other chunk or thread steps it.
+        The new scheduler goes with the chunk to steps 4 and 5: no other chunk or thread steps it. ``init``: the
+        crops' img2img start and strength instead of ``images`` at :attr:`strength` (the temporal warm start).
         """
         # 3a. Check inputs
         b, _, h, w = images.shape
@@ -949,7 +980,8 @@ class LatentInpainter(Inpainter):
             )
         device, dtype, f = self._device, self.dtype, self.vae_scale_factor
         nine_channels = self.unet.config.in_channels == 9
-        is_strength_max = self.strength == 1.0
+        strength = self.strength if init is None else init.strength  # temporal: a warm start's own strength
+        is_strength_max = strength == 1.0
         pipeline = self._new_pipeline()
         scheduler = pipeline.scheduler
 
@@ -959,7 +991,7 @@ class LatentInpainter(Inpainter):
             prompt_embeds = torch.cat([self.prompt_embeds.uncond.expand(b, -1, -1), prompt_embeds])
 
         # 3c. Timesteps (shortened by strength)
-        timesteps = self._timesteps(pipeline)
+        timesteps = self._timesteps(pipeline, strength)  # temporal: strength
         latent_timestep = timesteps[:1].repeat(b)
 
         # 3d. Latents: noise, or the image latents noised to the first timestep when strength < 1
@@ -967,7 +999,8 @@ class LatentInpainter(Inpainter):
         image_latents = None
         if not nine_channels or not is_strength_max:
             with self._timed(timings, "vae_encode"):
-                image_latents = self._encode(images, generators)
+                start = images if init is None else init.images.to(device=device, dtype=torch.float32)  # temporal:
+                image_latents = self._encode(start, generators)
         latent_shape = (b, self.vae.config.latent_channels, h // f, w // f)
         noise = randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
         if is_strength_max:
@@ -1023,11 +1056,11 @@ class LatentInpainter(Inpainter):
         step state the copy could carry."""
         return self._pipeline(copy.deepcopy(self.scheduler))
 
-    def _timesteps(self, pipeline: StableDiffusionInpaintPipeline) -> torch.Tensor:
+    def _timesteps(self, pipeline: StableDiffusionInpaintPipeline, strength: float) -> torch.Tensor:
         """Step 3c: set the pipeline's scheduler to ``steps`` and return the timesteps left after ``strength``,
         as diffusers does."""
         _, steps = retrieve_timesteps(pipeline.scheduler, self.steps, self._device)
-        return pipeline.get_timesteps(steps, self.strength, self._device)[0]
+        return pipeline.get_timesteps(steps, strength, self._device)[0]  # temporal: strength
 
     def _decode(self, latents: torch.Tensor, timings: Timings) -> torch.Tensor:
         """Step 5: :attr:`decode_vae` decodes the (its ``scaling_factor``-unscaled) latents to float32
