@@ -287,3 +287,17 @@ def test_the_pipeline_runs_the_memory_in_its_threads_the_same_every_time(tmp_pat
         records.append(model.run_record()["diffusion"]["temporal_regions"])
     assert records[0] == records[1] and records[0]["warm"] + records[0]["reused"] > 0
     assert all(np.array_equal(a, b) for a, b in zip(*outputs, strict=True))
+
+
+def test_warm_starts_in_buckets_and_padded_batches_give_the_unpadded_fills(monkeypatch):
+    """Issue 13 parts 3 and 5 together: warm-started chunks are bucketed, and padded like their crops (the padding
+    changes nothing)."""
+    frames, detections = moving_track(n_frames=6)
+    plain = inpainter(temporal_strength=0.5, buckets=[32, 64], max_batch=4)
+    padded = inpainter(temporal_strength=0.5, buckets=[32, 64], max_batch=4, batch_sizes=[4])
+    sizes = count_unet_crops(monkeypatch, padded)
+    for batch in batches(frames, detections, 2):
+        assert as_tuples(plain(batch)) == as_tuples(padded(batch))
+    # batch j reads what batches <= j - 2 wrote: batches 0 and 1 start fresh, batch 2 warm
+    assert padded.run_record()["diffusion"]["temporal_regions"] == {"fresh": 4, "warm": 2, "reused": 0}
+    assert set(sizes) == {4}  # one region per chunk, padded to 4
