@@ -18,19 +18,23 @@ def test_gpu_check_runs_every_row_on_cpu_with_the_tiny_model(tmp_path):
     rows = gpu_check.main(["--device", "cpu", "--tiny", "--out", str(out), "--compile", "off"])
 
     names = [(r["row"], r["steps"]) for r in rows]
-    assert names == [("diffusers", 20), ("ours", 20), ("diffusers", 4), ("ours", 4), ("ours lcm", 4),
-                     ("ours lcm + tiny vae", 4), ("ours lcm + tiny vae + buckets", 4), ("fast path 108p (blur)", "")]
+    # --tiny: 2 and 1 steps for ours vs diffusers, 2 for the few-step rows (a GPU: 20, 4 and 4)
+    assert names == [("diffusers", 2), ("ours", 2), ("diffusers", 1), ("ours", 1), ("ours lcm", 2),
+                     ("ours lcm + tiny vae", 2), ("ours lcm + tiny vae + buckets", 2),
+                     ("ours lcm + tiny vae + buckets + steady", 2), ("fast path 108p (blur)", "")]
     generative = rows[:-1]
     assert all(r["frames"] == 2 and r["crops"] == 8 for r in generative)  # 2 frames x 4 regions
     assert all(r["fallbacks"] == 0 for r in generative)
-    assert [r["cfg"] for r in generative] == [True] * 4 + [False] * 3
-    assert [r["vae"] for r in generative] == ["sd"] * 5 + ["tiny"] * 2
+    assert [r["cfg"] for r in generative] == [True] * 4 + [False] * 4
+    assert [r["vae"] for r in generative] == ["sd"] * 5 + ["tiny"] * 3
+    assert [r["reused"] for r in generative[:-1]] == [0] * 7
     # ours vs diffusers at equal steps: the ratio is diffusers' seconds per frame over ours
     assert rows[1]["ratio"] == round(rows[0]["s_per_frame"] / rows[1]["s_per_frame"], 2)
     assert rows[3]["ratio"] == round(rows[2]["s_per_frame"] / rows[3]["s_per_frame"], 2)
+    assert [r["ratio"].split(" vs ")[1] for r in rows[4:8]] == ["diffusers 2"] * 4  # few-step vs diffusers' most
     assert rows[-1]["frames"] == 4
     report = json.loads(out.read_text())
-    assert report["benchmark"] == "gpu_check" and len(report["rows"]) == 8 and report["skipped"] == []
+    assert report["benchmark"] == "gpu_check" and len(report["rows"]) == 9 and report["skipped"] == []
     assert report["regions_per_frame"] == 4 and report["device"] == "cpu"
 
 
@@ -39,8 +43,8 @@ def test_gpu_check_budget_skips_the_rows_left_and_says_so(tmp_path):
     rows = gpu_check.main(["--device", "cpu", "--tiny", "--out", str(out), "--compile", "off", "--budget-s", "0"])
     assert rows == []
     report = json.loads(out.read_text())
-    assert report["skipped"][0] == "diffusers 20 steps" and report["skipped"][-1] == "fast path"
-    assert len(report["skipped"]) == 8
+    assert report["skipped"][0] == "diffusers 2 steps" and report["skipped"][-1] == "fast path"
+    assert len(report["skipped"]) == 9
 
 
 def test_street_regions_are_four_tracked_moving_ellipses():

@@ -23,8 +23,9 @@ random weights with ``LCMScheduler``. Rows:
 2. ``ours``: the same steps and guidance (``ratio`` = diffusers s/frame / ours; the target is >= 5);
 3. ``ours lcm``: 4 steps, guidance 1 (no unconditional batch), with the SD VAE and with the tiny VAE (TAESD
    architecture, ``AutoencoderTiny``), and the whole fast preset: tiny VAE, crop buckets 256/384/512 with padded
-   batches, ``torch.compile`` (``--compile-mode``, default max-autotune). Compilation and warm-up are timed apart
-   (``warmup_s``) and not counted in the steady-state columns;
+   batches, steady fills (warped init at 0.5, similarity reuse below 0.02: ``reused`` counts the regions that
+   skipped the model), and ``torch.compile`` (``--compile-mode``, default max-autotune). Compilation and warm-up are
+   timed apart (``warmup_s``) and not counted in the steady-state columns;
 4. ``fast path 1080p``: blur on the GPU, the real YOLOv8n-seg architecture at 640 (random weights, for its cost)
    reporting the clip's true masks, on a generated 1080p clip.
 
@@ -63,7 +64,7 @@ from inpaint_anon.types import Detections, PromptEmbeds, SDComponents
 from inpaint_anon.video import VideoReader, VideoSettings
 
 COLUMNS = ["row", "steps", "cfg", "vae", "buckets", "compile", "frames", "crops", "s_per_frame", "fps", "crops_per_s",
-           "ratio", "peak_cuda_mib", "warmup_s", "fallbacks"]
+           "ratio", "peak_cuda_mib", "warmup_s", "fallbacks", "reused"]
 
 REGION_BOXES = ((0.10, 0.30, 0.16, 0.42), (0.30, 0.25, 0.36, 0.37), (0.50, 0.30, 0.62, 0.85), (0.66, 0.55, 0.95, 0.80))
 """The four regions of a street frame, (x0, y0, x1, y1) as fractions of its size: two faces, a person, a car; at 720p
@@ -101,25 +102,28 @@ class Variant:
     buckets: tuple[int, ...] | None = None
     batch_sizes: tuple[int, ...] | None = None
     compile: bool = False
+    temporal_strength: float | None = None
+    reuse_threshold: float | None = None
     diffusers: bool = False  # time StableDiffusionInpaintPipeline per frame instead of ours
 
 
-def variants(resolution: int, with_compile: bool) -> list[Variant]:
-    """The generative rows in order (cheapest first; compile last, it may take minutes to warm up)."""
-    lcm = {"steps": 4, "guidance_scale": 1.0, "scheduler": "LCMScheduler"}
+def variants(resolution: int, with_compile: bool, steps: tuple[int, int] = (20, 4), lcm_steps: int = 4
+             ) -> list[Variant]:
+    """The generative rows in order (cheapest first; compile last, it may take minutes to warm up). ``steps``: the
+    two step counts of the ours-vs-diffusers rows; ``lcm_steps``: the few-step rows'."""
+    lcm = {"steps": lcm_steps, "guidance_scale": 1.0, "scheduler": "LCMScheduler"}
     small = tuple(max(8, resolution * k // 512 // 8 * 8) for k in (256, 384, 512))
-    rows = [
-        Variant("diffusers", 20, 7.5, diffusers=True),
-        Variant("ours", 20, 7.5),
-        Variant("diffusers", 4, 7.5, diffusers=True),
-        Variant("ours", 4, 7.5),
+    shapes = {"tiny_vae": True, "buckets": small, "batch_sizes": (1, 2, 4, 8)}
+    rows = [row for n in steps for row in (Variant("diffusers", n, 7.5, diffusers=True), Variant("ours", n, 7.5))]
+    rows += [
         Variant("ours lcm", **lcm),
         Variant("ours lcm + tiny vae", **lcm, tiny_vae=True),
-        Variant("ours lcm + tiny vae + buckets", **lcm, tiny_vae=True, buckets=small, batch_sizes=(1, 2, 4, 8)),
+        Variant("ours lcm + tiny vae + buckets", **lcm, **shapes),
+        Variant("ours lcm + tiny vae + buckets + steady", **lcm, **shapes, temporal_strength=0.5,
+                reuse_threshold=0.02),
     ]
     if with_compile:
-        rows.append(Variant("ours fast preset (+ compile)", **lcm, tiny_vae=True, buckets=small,
-                            batch_sizes=(1, 2, 4, 8), compile=True))
+        rows.append(Variant("ours fast preset (+ compile)", **lcm, **shapes, compile=True))
     return rows
 
 
@@ -173,7 +177,8 @@ def make_inpainter(models: Models, variant: Variant, device: str, compile_mode: 
         resolution=models.resolution, max_batch=8, device=device,
         buckets=list(variant.buckets) if variant.buckets else None,
         batch_sizes=list(variant.batch_sizes) if variant.batch_sizes else None,
-        compile=variant.compile, compile_mode=compile_mode,
+        compile=variant.compile, compile_mode=compile_mode, temporal_strength=variant.temporal_strength,
+        reuse_threshold=variant.reuse_threshold,
     )
 
 
@@ -210,8 +215,10 @@ def run_ours(inpainter: LatentInpainter, clip: Path, size: tuple[int, int], work
     _sync(device)
     wall = time.perf_counter() - start
     fallbacks = sum(1 for event in result.events if event["event"] == "fallback")
+    reused = inpainter.run_record()["diffusion"]["temporal_regions"]["reused"]
     return {"frames": result.frames_out, "crops": len(REGION_BOXES) * result.frames_out, "wall_s": wall,
-            "warmup_s": round(warmup_s, 2), "peak_cuda_mib": _peak_mib(device), "fallbacks": fallbacks}
+            "warmup_s": round(warmup_s, 2), "peak_cuda_mib": _peak_mib(device), "fallbacks": fallbacks,
+            "reused": reused}
 
 
 def run_diffusers(inpainter: LatentInpainter, clip: Path, size: tuple[int, int]) -> dict[str, Any]:
@@ -243,7 +250,7 @@ def run_diffusers(inpainter: LatentInpainter, clip: Path, size: tuple[int, int])
         call()
     _sync(device)
     return {"frames": len(calls), "crops": crops_total, "wall_s": time.perf_counter() - start,
-            "warmup_s": round(warmup_s, 2), "peak_cuda_mib": _peak_mib(device), "fallbacks": 0}
+            "warmup_s": round(warmup_s, 2), "peak_cuda_mib": _peak_mib(device), "fallbacks": 0, "reused": 0}
 
 
 def generative_row(variant: Variant, measured: dict[str, Any]) -> dict[str, Any]:
@@ -258,15 +265,16 @@ def generative_row(variant: Variant, measured: dict[str, Any]) -> dict[str, Any]
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """ratio = diffusers s/frame / ours at the same steps and guidance (ours rows only)."""
+    """ratio = diffusers s/frame / ours at the same steps and guidance; the few-step rows are compared with diffusers
+    at its most steps (``"x vs diffusers N"``)."""
     reference = {(r["steps"], r["cfg"]): r["s_per_frame"] for r in rows if r["row"] == "diffusers"}
     for r in rows:
         if r["row"].startswith("ours") and (r["steps"], r["cfg"]) in reference:
             r["ratio"] = round(reference[(r["steps"], r["cfg"])] / r["s_per_frame"], 2)
-    ours_20 = next((r["s_per_frame"] for r in rows if r["row"] == "diffusers" and r["steps"] == 20), None)
+    most = max((r for r in rows if r["row"] == "diffusers"), key=lambda r: r["steps"], default=None)
     for r in rows:
-        if r["row"].startswith("ours lcm") and ours_20:
-            r["ratio"] = f"{round(ours_20 / r['s_per_frame'], 1)} vs diffusers 20"
+        if r["row"].startswith("ours lcm") and most is not None:
+            r["ratio"] = f"{round(most['s_per_frame'] / r['s_per_frame'], 1)} vs diffusers {most['steps']}"
 
 
 def fast_path_row(work: Path, size: tuple[int, int], frames: int, device: str) -> dict[str, Any]:
@@ -276,7 +284,7 @@ def fast_path_row(work: Path, size: tuple[int, int], frames: int, device: str) -
     return {"row": f"fast path {size[1]}p (blur)", "steps": "", "cfg": "", "vae": "", "buckets": "", "compile": "",
             "frames": row["frames"], "crops": "", "s_per_frame": row["s_per_frame"], "fps": row["fps"],
             "crops_per_s": "", "ratio": "", "peak_cuda_mib": row["peak_cuda_mib"], "warmup_s": row["setup_s"],
-            "fallbacks": "", "ms_per_frame": row["ms_per_frame"]}
+            "fallbacks": "", "reused": "", "ms_per_frame": row["ms_per_frame"]}
 
 
 @dataclass
@@ -302,7 +310,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto | cuda[:N] | cpu")
     parser.add_argument("--tiny", action="store_true", help="the tiny test model at 64^2 (smoke test)")
-    parser.add_argument("--frames", type=int, default=None, help="frames per generative row (default 8; tiny: 2)")
+    parser.add_argument("--frames", type=int, default=None, help="frames per generative row (default 24; tiny: 2)")
     parser.add_argument("--size", default="1280x720", help="the street clip's size (tiny: 160x96)")
     parser.add_argument("--fast-size", default="1920x1080", help="the fast-path clip's size (tiny: 192x108)")
     parser.add_argument("--fast-frames", type=int, default=None, help="fast-path frames (default 300; tiny: 4)")
@@ -319,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     started = time.perf_counter()
     device = resolve_device(args.device)
     tiny = args.tiny
-    frames = args.frames or (2 if tiny else 8)
+    frames = args.frames or (2 if tiny else 24)
     fast_frames = args.fast_frames or (4 if tiny else 300)
     size = (160, 96) if tiny and args.size == "1280x720" else tuple(int(v) for v in args.size.split("x"))
     fast_size = (192, 108) if tiny and args.fast_size == "1920x1080" else tuple(
@@ -334,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         work = Path(tmp)
         clip = generated_clip(work, size, frames)
         warmup_clip = generated_clip(work, size, 2)
-        for variant in variants(models.resolution, with_compile):
+        for variant in variants(models.resolution, with_compile, *((2, 1), 2) if tiny else ()):
             if time.perf_counter() - started > args.budget_s:
                 report.skipped.append(f"{variant.row} {variant.steps} steps")
                 continue
