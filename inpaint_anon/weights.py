@@ -597,7 +597,7 @@ def lora_file(
     of a hub repo, from the HF cache (see :func:`hub_file`). Raises WeightsError."""
     ref = _check_ref(ref)
     hint = (
-        f"on a connected machine run `huggingface-cli download {ref}` (or `hf download {ref}`) and copy the HF "
+        f"on a connected machine run `hf download {ref}` (or `huggingface-cli download {ref}`) and copy the HF "
         f"cache here, or pass lcm_lora= a local .safetensors file"
     )
     path = Path(ref).expanduser()
@@ -709,7 +709,7 @@ def tiny_vae_folder(ref: str | os.PathLike[str], cache_dir: str | os.PathLike[st
     if _looks_like_path(ref):
         raise WeightsError(f"tiny VAE {ref!r}: no such folder; pass an AutoencoderTiny diffusers folder or a hub id "
                            f"such as {DEFAULT_TINY_VAE!r}")
-    hint = (f"on a connected machine run `huggingface-cli download {ref}` (or `hf download {ref}`) and copy the HF "
+    hint = (f"on a connected machine run `hf download {ref}` (or `huggingface-cli download {ref}`) and copy the HF "
             f"cache here, or pass vae= a local AutoencoderTiny folder")
     files = [hub_file(ref, name, what=f"tiny VAE {ref!r}", hint=hint, cache_dir=cache_dir) for name in _TINY_VAE_FILES]
     return files[0].parent

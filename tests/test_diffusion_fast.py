@@ -288,14 +288,14 @@ def test_lora_for_a_wider_unet_is_one_weights_error(tmp_path):
 
 def test_offline_uncached_hub_lora_fails_at_once_saying_how_to_get_it():
     with pytest.raises(WeightsError, match=r"LoRA 'latent-consistency/lcm-lora-sdv1-5': pytorch_lora_weights"
-                                           r"\.safetensors .*HF_HUB_OFFLINE is set.*`huggingface-cli download "
+                                           r"\.safetensors .*HF_HUB_OFFLINE is set.*`hf download "
                                            r"latent-consistency/lcm-lora-sdv1-5`.*local \.safetensors"):
         _fast(lcm_lora="latent-consistency/lcm-lora-sdv1-5")
 
 
 def test_offline_uncached_tiny_vae_fails_saying_how_to_get_it():
     with pytest.raises(WeightsError, match=r"tiny VAE 'madebyollin/taesd': config\.json .*HF_HUB_OFFLINE is set.*"
-                                           r"`huggingface-cli download madebyollin/taesd`"):
+                                           r"`hf download madebyollin/taesd`"):
         _fast(vae="madebyollin/taesd")
 
 
@@ -341,7 +341,7 @@ def test_fast_preset_offline_is_one_weights_error_exit_2():
     assert (node.lcm_lora, node.steps, node.guidance_scale, node.vae) == (
         "latent-consistency/lcm-lora-sdv1-5", 4, 1.0, "madebyollin/taesd")
     with pytest.raises(WeightsError, match=r"^inpainter: LoRA 'latent-consistency/lcm-lora-sdv1-5'.*"
-                                           r"huggingface-cli download latent-consistency/lcm-lora-sdv1-5") as caught:
+                                           r"hf download latent-consistency/lcm-lora-sdv1-5") as caught:
         run_module._instantiate("inpainter", node)
     assert caught.value.exit_code == 2
 
