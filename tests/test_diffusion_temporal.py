@@ -258,8 +258,8 @@ def test_steady_bench_runs_on_a_few_frames(tmp_path, capsys):
     out = tmp_path / "steady.json"
     rows = steady.main(["--size", "64x48", "--frames", "6", "--batch-frames", "2", "--resolution", "32",
                         "--out", str(out)])
-    assert [r["mode"] for r in rows] == ["per frame", "warped init", "warped init + skip"]
-    assert [r["fresh"] + r["warm"] + r["reused"] for r in rows] == [0, 12, 12]
+    assert [r["mode"] for r in rows] == ["per frame", "warped init", "warped init + skip", "skip only"]
+    assert [r["fresh"] + r["warm"] + r["reused"] for r in rows] == [0, 12, 12, 12]
     assert rows[1]["warm"] == 4 and rows[1]["fresh"] == 8
     assert all(r["flicker"] >= 0 and r["flicker_orig"] > 0 for r in rows)
     assert '"benchmark": "steady"' in out.read_text()

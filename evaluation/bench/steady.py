@@ -15,7 +15,7 @@ A result (2 CPU cores, shared): evaluation/bench/results/steady.json.
 3. Flicker: :mod:`inpaint_anon.metrics.temporal` (motion-compensated change inside each track between
    consecutive frames, and its ratio to the original's) on the frames with the fills pasted at full opacity.
 Prints a markdown table and writes JSON (``evaluation.bench.common.write_report``). The tiny model's output is
-noise, so the numbers compare the three modes with each other, not with a real model's: a random denoiser
+noise, so the numbers compare the modes with each other, not with a real model's: a random denoiser
 does not preserve its init image, so the warped start cannot steady it; what it shows is the plumbing and the
 skip (a pure warp of one fill) at work.
 """
@@ -48,6 +48,7 @@ MODES: dict[str, dict[str, Any]] = {
     "per frame": {},
     "warped init": {"temporal_strength": 0.5},
     "warped init + skip": {"temporal_strength": 0.5, "reuse_threshold": 0.02},
+    "skip only": {"reuse_threshold": 0.02},
 }
 
 

@@ -824,8 +824,8 @@ class LatentInpainter(Inpainter):
 
     def _retry_one_by_one(self, chunk: _Chunk, timings: Timings) -> list[torch.Tensor | str]:
         """Step 5's retry, per region of a failed chunk: steps 3-5 for that region alone (a new scheduler each
-        time, so the retry cannot disturb a chunk another thread is denoising); returns its fill float
-        (3, s, s) in [0, 1], or why it failed."""
+        time, so the retry cannot disturb a chunk another thread is denoising; a warm-started region starts again
+        from noise at full strength); returns its fill float (3, s, s) in [0, 1], or why it failed."""
         if len(chunk.regions) == 1:
             return [chunk.error or "failed"]
         logger.warning("%d crops failed together (%s); retrying one at a time", len(chunk.regions), chunk.error)
