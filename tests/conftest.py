@@ -16,6 +16,24 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="module")
+def tokenizer_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private inpaint_anon cache (the derived CLIP tokenizer files), one per test module."""
+    return tmp_path_factory.mktemp("inpaint_anon_cache")
+
+
+@pytest.fixture
+def offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tokenizer_cache: Path) -> None:
+    """No test may reach a hub: offline mode, an empty private HF home and cache, a private inpaint_anon cache
+    (``pytestmark = pytest.mark.usefixtures("offline_hub")`` in a module)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    monkeypatch.setenv("INPAINT_ANON_CACHE", str(tokenizer_cache))
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """Two shared cores: torch's thread pool stalls small ops under load; one thread is faster there."""

@@ -29,20 +29,7 @@ from tests.test_diffusers_parity import _diffusers as diffusers_output
 LORA_MODULE = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
 
 
-@pytest.fixture(scope="module")
-def tokenizer_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("inpaint_anon_cache")
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path, tokenizer_cache):
-    """No test may reach a hub: offline mode, an empty private HF cache and a private inpaint_anon cache."""
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
-    monkeypatch.setenv("INPAINT_ANON_CACHE", str(tokenizer_cache))
+pytestmark = pytest.mark.usefixtures("offline_hub")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

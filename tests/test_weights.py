@@ -26,17 +26,7 @@ MODELS = ("unet", "vae", "text_encoder")
 LDM_UNET_KEY = "model.diffusion_model.input_blocks.0.0.weight"
 
 
-@pytest.fixture(scope="module")
-def tokenizer_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("inpaint_anon_cache")
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path, tokenizer_cache):
-    """No test may reach a hub: offline mode, a private HF home and a private inpaint_anon cache."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("INPAINT_ANON_CACHE", str(tokenizer_cache))
+pytestmark = pytest.mark.usefixtures("offline_hub")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
