@@ -458,7 +458,8 @@ def test_help_shows_usage_then_groups(tmp_path: Path) -> None:
     assert lines[0].startswith("inpaint-anon: anonymize street video")
     usage, groups = lines.index(next(x for x in lines if x.startswith("Usage:"))), lines.index(
         "== Configuration groups (group=option) ==")
-    assert usage < groups < lines.index("inpainter: blur, diffusion, pixelate, scramble, solid, tiny")
+    inpainters = "inpainter: blur, diffusion, diffusion_fast, pixelate, scramble, solid, tiny, tiny_fast"
+    assert usage < groups < lines.index(inpainters)
     text = proc.stdout[:proc.stdout.index("== Configuration groups")]
     for knob in ("input=street.mp4", "+experiment=street", "keep_metadata=true", "overwrite=true", "inpainter=NAME",
                  "detector.stride", "metrics=default", "inpaint-anon evaluate run_dir=PATH", "inpaint-anon unscramble"):

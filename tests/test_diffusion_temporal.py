@@ -297,7 +297,10 @@ def test_warm_starts_in_buckets_and_padded_batches_give_the_unpadded_fills(monke
     padded = inpainter(temporal_strength=0.5, buckets=[32, 64], max_batch=4, batch_sizes=[4])
     sizes = count_unet_crops(monkeypatch, padded)
     for batch in batches(frames, detections, 2):
-        assert as_tuples(plain(batch)) == as_tuples(padded(batch))
+        ours, theirs = plain(batch).fills, padded(batch).fills
+        assert [(f.frame, f.region, f.window) for f in ours] == [(f.frame, f.region, f.window) for f in theirs]
+        for a, b in zip(ours, theirs):  # batch 1 vs 4 may round differently on CPU (oneDNN picks by batch size)
+            assert torch.equal(a.mask, b.mask) and (a.rgb.int() - b.rgb.int()).abs().max() <= 2
     # batch j reads what batches <= j - 2 wrote: batches 0 and 1 start fresh, batch 2 warm
     assert padded.run_record()["diffusion"]["temporal_regions"] == {"fresh": 4, "warm": 2, "reused": 0}
     assert set(sizes) == {4}  # one region per chunk, padded to 4
