@@ -98,10 +98,10 @@ def test_warp_moves_content_with_the_box_exactly():
 
 
 def test_flicker_per_frame_vs_warped_init_vs_skip():
-    """The metric on the composited frames of a moving track. Measured on the tiny *random* model: per-track
-    noise already makes its per-frame fills nearly constant in crop coordinates (ratio ~0.1), and a random
-    denoiser does not preserve its init image, so the warped start raises flicker there (a trained model is
-    what the warm start is for); the skip, a pure warp of one fill, is the steadiest."""
+    """The metric on the composited frames of a moving track (issue 13's test): the warped init lowers flicker
+    against per-frame generation, and so does the skip. Per-track noise already keeps the tiny model's per-frame
+    fills nearly constant in crop coordinates (ratio ~0.1); resuming each track's own latents from the
+    warm-start timestep keeps them closer still (what is left is the remaining steps' response to the context)."""
     frames, detections = moving_track()
     ratios = {}
     for mode, settings in {"per_frame": {}, "warped": {"temporal_strength": 0.5},
@@ -109,9 +109,24 @@ def test_flicker_per_frame_vs_warped_init_vs_skip():
         out = steady.anonymize(inpainter(**settings), frames, detections, batch_frames=2)
         ratios[mode] = steady.flicker(out, frames, detections)["flicker_ratio"]
     assert ratios["per_frame"] == pytest.approx(0.096, abs=0.03)
-    assert ratios["warped"] == pytest.approx(1.29, rel=0.25)
+    assert ratios["warped"] == pytest.approx(0.045, abs=0.02)
     assert ratios["skip"] == pytest.approx(0.043, abs=0.02)
-    assert ratios["skip"] < ratios["per_frame"] < ratios["warped"]
+    assert ratios["warped"] < ratios["per_frame"] / 1.5 and ratios["skip"] < ratios["per_frame"] / 1.5
+
+
+def test_warped_init_steadies_the_street_clip():
+    """The steady bench's clip (a walking person and a car whose boxes change size), a frame a batch: per-frame
+    fills flicker (the fixed noise is resampled as the crop window scales); the warm start, which warps with the
+    box, is a third steadier (measured: flicker ratio 4.34 -> 2.88)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        frames, detections = steady.clip_frames(Path(tmp), (128, 96), 12)
+    rows = steady.measure(frames, detections, batch_frames=1, resolution=64,
+                          modes={"per frame": {}, "warped init": {"temporal_strength": 0.5}})
+    per_frame, warped = (r["flicker_ratio"] for r in rows)
+    assert rows[1]["warm"] == 20 and warped < 0.75 * per_frame, rows
 
 
 def test_skip_reuses_every_later_frame_and_never_leaves_a_region_unfilled(monkeypatch):
@@ -196,7 +211,7 @@ def test_the_warm_start_never_encodes_the_regions_own_pixels(monkeypatch):
     monkeypatch.setattr(model, "_encode", recording_encode)
     steady.anonymize(model, frames, detections, batch_frames=2)
     assert model.run_record()["diffusion"]["temporal_regions"]["warm"] == 2
-    assert len(seen) == 1 + 1 + 2  # fresh chunks: the masked image; the warm chunk: init image + masked image
+    assert len(seen) == 1 + 1 + 1  # each chunk: its masked image only (a warm start resumes latents: no encode)
     for images, masks in seen:
         inside = (masks > 0.5).expand_as(images)
         near = ((images - colour[None, :, None, None]).abs() < 0.05).all(dim=1, keepdim=True).expand_as(images)

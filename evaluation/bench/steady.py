@@ -15,9 +15,11 @@ A result (2 CPU cores, shared): evaluation/bench/results/steady.json.
 3. Flicker: :mod:`inpaint_anon.metrics.temporal` (motion-compensated change inside each track between
    consecutive frames, and its ratio to the original's) on the frames with the fills pasted at full opacity.
 Prints a markdown table and writes JSON (``evaluation.bench.common.write_report``). The tiny model's output is
-noise, so the numbers compare the modes with each other, not with a real model's: a random denoiser
-does not preserve its init image, so the warped start cannot steady it; what it shows is the plumbing and the
-skip (a pure warp of one fill) at work.
+noise, so the numbers compare the modes with each other, not with a real model's. Per-frame fills flicker here
+because the fixed per-track noise is resampled as a crop window changes size; the warm start resumes each track's
+own latents from the warm-start timestep, warped with its box, so it is steadier; a batch reads only what batches
+<= j - 2 wrote, so the first two batches of a video start from noise (``--batch-frames 1`` shows the warm start
+at its best).
 """
 
 from __future__ import annotations

@@ -270,7 +270,8 @@ class _ChunkLatents:
     ``timesteps`` (those left after ``strength``); latents, noise: (B, 4, h/f, w/f); image_latents: the crops'
     latents (4-channel U-Net or strength < 1) or None; mask: (B, 1, h/f, w/f); masked_image_latents:
     (B, 4, h/f, w/f) for a 9-channel U-Net, else None; prompt_embeds: ([uncond,] cond) (B or 2B, 77, D);
-    timestep_cond: guidance embedding or None; generators: one per crop.
+    timestep_cond: guidance embedding or None; generators: one per crop; anchor_t: the warm-start timestep at
+    which a chunk generated from noise keeps its latents (temporal), else None.
     """
 
     pipeline: StableDiffusionInpaintPipeline
@@ -283,6 +284,7 @@ class _ChunkLatents:
     prompt_embeds: torch.Tensor
     timestep_cond: torch.Tensor | None
     generators: list[torch.Generator]
+    anchor_t: torch.Tensor | None = None  # temporal: keep the latents as they are at this timestep
 
 
 @dataclass
@@ -291,7 +293,8 @@ class _Chunk:
 
     crops: float32 (R, 3, res, res) in [-1, 1]; masks: float32 (R, 1, res, res) in {0, 1}; state: the
     latest step's result (_ChunkLatents after step 3, then latents after 4, then decoded crops after 5);
-    error: why a step failed.
+    error: why a step failed; anchors: temporal only, the latents (R', 4, res/f, res/f) of a chunk generated
+    from noise as they were at the warm-start timestep (the next frames of each track resume from them).
     """
 
     regions: list[_Region]
@@ -299,6 +302,7 @@ class _Chunk:
     masks: torch.Tensor
     state: Any = None
     error: str | None = None
+    anchors: torch.Tensor | None = None
 
 
 @dataclass
@@ -701,7 +705,8 @@ class LatentInpainter(Inpainter):
                     # 3. Latents (a scheduler of the chunk's own, noise, VAE-encoded crops), padded to a batch size
                     self._attempt(chunk, lambda c=chunk: self._prepare_latents(
                         *self._padded(c.regions, c.crops, c.masks), timings=job.batch.timings,
-                        init=self._padded_init(self._temporal.warm_start(plan, c.regions, c.crops, c.masks),
+                        init=self._padded_init(self._temporal.warm_start(plan, c.regions, c.crops.shape[2:],
+                                                                         self.vae_scale_factor),
                                                len(c.regions))))  # temporal: init=
                     job.chunks.append(chunk)
         return job
@@ -712,7 +717,9 @@ class LatentInpainter(Inpainter):
         # 4. Denoise
         with self._stage("unet", job):
             for chunk in job.chunks:
-                self._attempt(chunk, lambda c=chunk: self._denoise(c.state, job.batch.timings))
+                kept: list[torch.Tensor] = []  # temporal: the latents at the warm-start timestep
+                self._attempt(chunk, lambda c=chunk, k=kept: self._denoise(c.state, job.batch.timings, keep=k))
+                chunk.anchors = kept[0] if kept and chunk.error is None else None
         return job
 
     @torch.no_grad()
@@ -746,7 +753,9 @@ class LatentInpainter(Inpainter):
             fallback_fills, fallbacks = self._fill_failures(job.batch, failures)
         if job.temporal is not None:  # temporal: remember the generated fills, add the reused ones
             with self._timed(timings, "temporal"):
-                fills += self._temporal.finish(job.temporal, fills, job.batch.detections, self._fill)
+                anchors = {(r.b, r.index): c.anchors[i] for c in job.chunks if c.anchors is not None
+                           for i, r in enumerate(c.regions)}
+                fills += self._temporal.finish(job.temporal, fills, job.batch.detections, self._fill, anchors)
         return InpaintOutput(fills=fills + fallback_fills, fallbacks=fallbacks)
 
     def _on_device(self, batch: InpaintBatch) -> tuple[InpaintBatch, list[_Region]]:
@@ -866,7 +875,7 @@ class LatentInpainter(Inpainter):
         extra = 0 if init is None or self.batch_sizes is None else _bucket(n, self.batch_sizes) - n
         if extra <= 0:
             return init
-        return replace(init, images=torch.cat([init.images, init.images[-1:].expand(extra, -1, -1, -1)]))
+        return replace(init, latents=torch.cat([init.latents, init.latents[-1:].expand(extra, -1, -1, -1)]))
 
     def _conditions(self, regions: list[_Region]) -> tuple[torch.Tensor, list[torch.Generator]]:
         """The regions' prompt embeddings (R, 77, D) and fresh generators seeded per region."""
@@ -969,7 +978,8 @@ class LatentInpainter(Inpainter):
         """Step 3: a pipeline with a new scheduler, embeddings, timesteps, noise, VAE-encoded (masked) crops.
 
         The new scheduler goes with the chunk to steps 4 and 5: no other chunk or thread steps it. ``init``: the
-        crops' img2img start and strength instead of ``images`` at :attr:`strength` (the temporal warm start).
+        temporal warm start: the latents to resume from at its strength's first timestep (each track's own
+        latents from an earlier frame, warped), instead of noise at :attr:`strength`.
         """
         # 3a. Check inputs
         b, _, h, w = images.shape
@@ -997,16 +1007,18 @@ class LatentInpainter(Inpainter):
         # 3d. Latents: noise, or the image latents noised to the first timestep when strength < 1
         images = images.to(device=device, dtype=torch.float32)
         image_latents = None
-        if not nine_channels or not is_strength_max:
+        if not nine_channels or (not is_strength_max and init is None):
             with self._timed(timings, "vae_encode"):
-                start = images if init is None else init.images.to(device=device, dtype=torch.float32)  # temporal:
-                image_latents = self._encode(start, generators)
+                image_latents = self._encode(images, generators)
         latent_shape = (b, self.vae.config.latent_channels, h // f, w // f)
         noise = randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
-        if is_strength_max:
+        if init is not None:  # temporal: resume each track's own latents (never the crop's pixels)
+            latents = init.latents.to(device=device, dtype=dtype)
+        elif is_strength_max:
             latents = noise * scheduler.init_noise_sigma
         else:
             latents = scheduler.add_noise(image_latents, noise, latent_timestep)
+        anchor_t = self._temporal.anchor_timestep(scheduler.timesteps, self.steps) if init is None else None
 
         # 3e. Mask latents
         mask = F.interpolate(masks.to(device=device, dtype=torch.float32), size=(h // f, w // f))
@@ -1021,16 +1033,20 @@ class LatentInpainter(Inpainter):
             # numbers so that the schedulers that draw noise in step() stay in line with it
             randn_tensor(latent_shape, generator=generators, device=device, dtype=dtype)
         return _ChunkLatents(pipeline, timesteps, latents, noise, image_latents, mask, masked_image_latents,
-                             prompt_embeds, self._timestep_cond(pipeline, b), generators)
+                             prompt_embeds, self._timestep_cond(pipeline, b), generators, anchor_t)
 
-    def _denoise(self, chunk: _ChunkLatents, timings: Timings) -> torch.Tensor:
-        """Step 4: the U-Net loop with the chunk's own scheduler; returns the final latents (B, 4, h/f, w/f)."""
+    def _denoise(self, chunk: _ChunkLatents, timings: Timings, keep: list[torch.Tensor] | None = None
+                 ) -> torch.Tensor:
+        """Step 4: the U-Net loop with the chunk's own scheduler; returns the final latents (B, 4, h/f, w/f).
+        ``keep``: gets a copy of the latents as they are at ``chunk.anchor_t`` (temporal)."""
         nine_channels = self.unet.config.in_channels == 9
         scheduler, timesteps = chunk.pipeline.scheduler, chunk.timesteps
         extra_step_kwargs = chunk.pipeline.prepare_extra_step_kwargs(chunk.generators, 0.0)
         latents, mask = chunk.latents, chunk.mask
         with self._timed(timings, "unet"):
             for i, t in enumerate(timesteps):
+                if keep is not None and chunk.anchor_t is not None and t == chunk.anchor_t:
+                    keep.append(latents.detach().clone())  # temporal: where the next frames resume
                 noise_pred = self._predict_noise(
                     scheduler, latents, t, chunk.prompt_embeds, chunk.timestep_cond, mask, chunk.masked_image_latents
                 )

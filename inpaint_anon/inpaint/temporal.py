@@ -3,12 +3,15 @@
 On top of the fixed per-track noise (:func:`~inpaint_anon.inpaint.diffusion.region_seed`), two things keep a
 tracked region's generated fill from flickering (DeepPrivacy2 / StreamDiffusion style):
 
-(a) warped init (``temporal_strength`` in (0, 1)): a tracked region with a remembered fill starts from that fill
-    warped by the box motion (old box -> new box: scale + translate, :func:`warp`), as img2img: the init image is
-    the current crop with its *masked* pixels replaced by the warped previous fill (where the previous fill was
-    generated; mid-gray where it was not), never by the region's own pixels; it is VAE-encoded and noised to
-    ``temporal_strength`` (diffusers' strength: fewer steps); the 9-channel U-Net still gets the mask and
-    masked-image latents of the current crop. Regions without a memory start from noise at full strength.
+(a) warped init (``temporal_strength`` in (0, 1)): a track's generation from noise keeps its latents as they are
+    at the warm-start timestep (the first timestep that ``temporal_strength`` leaves, diffusers' strength); the
+    track's later frames resume from those latents, warped by the box motion (old box -> new box: scale +
+    translate, :func:`warp`, at latent resolution), for the remaining steps only, with the current crop's mask
+    and masked-image latents. So when nothing changed a frame repeats its track's fill exactly, whatever the
+    model; what changed (the context, the mask) is taken in by the remaining steps. No pixel goes through a VAE
+    round trip (which drifts), and nothing of the region's own pixels is in the start: the latents come from a
+    generation. The anchor is the track's last generation from noise (a warm start keeps it, so warps do not
+    pile up). Regions without one start from noise at full strength.
 (b) similarity skip (``reuse_threshold``): the region's current context (the crop window outside every fill
     mask, at :data:`SIGNATURE_SIZE` px, in [0, 1]) is compared with the context of its last generation warped
     the same way: the mean absolute change over the pixels that are context in both. Below the threshold the
@@ -95,7 +98,9 @@ class TrackFill:
     region's fill mask); window: (x0, y0, x1, y1) frame pixels; box: the region's box xyxy; frame_index: of the
     generation; seen: the last frame the track was filled in (by this fill or a reuse of it); context: float32
     (3, S, S) in [0, 1], the window's pixels outside every fill mask at generation (0 inside them); context_mask:
-    bool (S, S), True where ``context`` holds a pixel. S = :data:`SIGNATURE_SIZE`.
+    bool (S, S), True where ``context`` holds a pixel. S = :data:`SIGNATURE_SIZE`. latent: the anchor, latents
+    (4, h', w') at the warm-start timestep of the track's last generation from noise, over ``anchor_window``
+    with the box ``anchor_box`` (None: no warm start from this entry).
     """
 
     rgb: torch.Tensor
@@ -106,14 +111,17 @@ class TrackFill:
     seen: int
     context: torch.Tensor
     context_mask: torch.Tensor
+    latent: torch.Tensor | None = None
+    anchor_window: Window | None = None
+    anchor_box: Box | None = None
 
 
 @dataclass
 class WarmStart:
-    """Step 3's img2img start of a chunk of warped regions: images float32 (B, 3, h, w) in [-1, 1] (the crops
-    with their masked pixels replaced by the warped previous fills), noised to ``strength``."""
+    """Step 3's start of a chunk of warm regions: latents (B, 4, h/f, w/f), each track's anchor warped to its
+    current window, to be denoised from ``strength``'s first timestep."""
 
-    images: torch.Tensor
+    latents: torch.Tensor
     strength: float
 
 
@@ -230,7 +238,7 @@ class TemporalMemory:
             plan.states[(r.b, r.index)] = state
             if prior is not None and self._reusable(state, window):
                 plan.reused.append(r)
-            elif prior is not None and self.strength is not None:
+            elif prior is not None and self.strength is not None and prior.latent is not None:
                 plan.warm.append(r)
             else:
                 plan.fresh.append(r)
@@ -248,28 +256,30 @@ class TemporalMemory:
             return [regions]
         return [group for group in (plan.fresh, plan.warm) if group]
 
-    def warm_start(self, plan: TemporalPlan | None, regions: list[_Region], crops: torch.Tensor,
-                   masks: torch.Tensor) -> WarmStart | None:
-        """Step 3's start for a chunk of ``regions`` (all warm or all fresh; None for fresh ones).
-
-        crops: float (R, 3, h, w) in [-1, 1]; masks: float (R, 1, h, w) in {0, 1}. The init image is ``crops``
-        outside the mask and, inside it, the warped previous fill where that was generated, else 0 (mid-gray):
-        never the crop's own pixels under the mask."""
+    def warm_start(self, plan: TemporalPlan | None, regions: list[_Region], crop_size: tuple[int, int],
+                   scale_factor: int) -> WarmStart | None:
+        """Step 3's start for a chunk of ``regions`` (all warm or all fresh; None for fresh ones): each track's
+        anchor latents warped from their window and box to the region's, at the latent size of ``crop_size``
+        (h, w) / ``scale_factor``."""
         if plan is None or not regions or regions[0] not in plan.warm:
             return None
-        size = (crops.shape[2], crops.shape[3])
-        images = []
-        for i, r in enumerate(regions):
+        size = (crop_size[0] // scale_factor, crop_size[1] // scale_factor)
+        latents = []
+        for r in regions:
             state = plan.states[(r.b, r.index)]
             prior = state.prior
-            window = _window(r)
-            rgb, inside = warp(prior.rgb.float() / 127.5 - 1, prior.window, prior.box, window, state.box, size)
-            generated, _ = warp(prior.mask[None].float(), prior.window, prior.box, window, state.box, size)
-            generated = (generated[0] > 0.5) & inside
-            crop = crops[i].float()
-            replacement = torch.where(generated.to(crop.device), rgb.to(crop.device), torch.zeros_like(crop))
-            images.append(torch.where(masks[i].to(crop.device) > 0.5, replacement, crop))
-        return WarmStart(torch.stack(images), self.strength)
+            warped, _ = warp(prior.latent, prior.anchor_window, prior.anchor_box, _window(r), state.box, size)
+            latents.append(warped)
+        return WarmStart(torch.stack(latents), self.strength)
+
+    def anchor_timestep(self, timesteps: torch.Tensor, steps: int) -> torch.Tensor | None:
+        """The timestep at which a generation from noise keeps its latents for the warm starts: the first that
+        ``temporal_strength`` leaves of the scheduler's ``timesteps`` for ``steps`` steps (None: off)."""
+        if self.strength is None:
+            return None
+        order = max(len(timesteps) // steps, 1)
+        start = (steps - min(int(steps * self.strength), steps)) * order
+        return timesteps[start] if start < len(timesteps) else None
 
     def _reusable(self, state: _RegionState, window: Window) -> bool:
         if self.reuse_threshold is None or self.reuse_threshold <= 0:
@@ -318,9 +328,12 @@ class TemporalMemory:
             self._finish(plan, {}, upto=plan.batch - 1)
 
     def finish(self, plan: TemporalPlan | None, generated: list[RegionFill], detections: list[Detections],
-               make_fill: Callable[[list[Detections], _Region, torch.Tensor], RegionFill]) -> list[RegionFill]:
-        """End of ``decode_step``: remember the ``generated`` fills (not the fallbacks') and return the reused
-        regions' fills (their previous fill warped to the new window, through ``make_fill``, in region order)."""
+               make_fill: Callable[[list[Detections], _Region, torch.Tensor], RegionFill],
+               anchors: dict[tuple[int, int], torch.Tensor] | None = None) -> list[RegionFill]:
+        """End of ``decode_step``: remember the ``generated`` fills (not the fallbacks') with their anchors (a
+        fresh region's: ``anchors[(b, index)]``, its latents at the warm-start timestep; a warm region keeps its
+        prior's), and return the reused regions' fills (their previous fill warped to the new window, through
+        ``make_fill``, in region order)."""
         if plan is None:
             return []
         entries: dict[int, TrackFill] = {}
@@ -329,8 +342,13 @@ class TemporalMemory:
             state, fill = plan.states[(r.b, r.index)], by_region.get((r.b, r.index))
             if fill is None or state.track_id is None:
                 continue
+            if r in plan.warm:
+                anchor = (state.prior.latent, state.prior.anchor_window, state.prior.anchor_box)
+            else:
+                latent = (anchors or {}).get((r.b, r.index))
+                anchor = (latent, _window(r), state.box) if latent is not None else (None, None, None)
             entries[state.track_id] = TrackFill(fill.rgb, fill.mask, fill.window, state.box, r.frame_index,
-                                                r.frame_index, state.context, state.context_mask)
+                                                r.frame_index, state.context, state.context_mask, *anchor)
         reused = []
         for r in plan.reused:
             state = plan.states[(r.b, r.index)]
