@@ -62,11 +62,11 @@ _LDM_UNET_KEY = "model.diffusion_model.input_blocks.0.0.weight"
 
 
 
-def _download_hint(repo: str) -> str:
+def _download_hint(repo: str, local: str = "a local diffusers folder or a single .safetensors file") -> str:
+    """How to provide hub repo ``repo`` offline, or ``local`` instead."""
     return (
         f"on a connected machine run `hf download {repo}` (or `huggingface-cli download {repo}`) and copy "
-        f"the HF cache here (or set HF_HOME to it), or pass a local diffusers folder or a single "
-        f".safetensors file"
+        f"the HF cache here (or set HF_HOME to it), or pass {local}"
     )
 
 
@@ -596,10 +596,7 @@ def lora_file(
     ``.safetensors`` file) in a local folder, or ``weight_name`` (default ``pytorch_lora_weights.safetensors``)
     of a hub repo, from the HF cache (see :func:`hub_file`). Raises WeightsError."""
     ref = _check_ref(ref)
-    hint = (
-        f"on a connected machine run `hf download {ref}` (or `huggingface-cli download {ref}`) and copy the HF "
-        f"cache here, or pass lcm_lora= a local .safetensors file"
-    )
+    hint = _download_hint(ref, "lcm_lora= a local .safetensors file")
     path = Path(ref).expanduser()
     if path.is_dir():
         candidates = [path / weight_name] if weight_name else sorted(path.glob("*.safetensors"))
@@ -709,8 +706,7 @@ def tiny_vae_folder(ref: str | os.PathLike[str], cache_dir: str | os.PathLike[st
     if _looks_like_path(ref):
         raise WeightsError(f"tiny VAE {ref!r}: no such folder; pass an AutoencoderTiny diffusers folder or a hub id "
                            f"such as {DEFAULT_TINY_VAE!r}")
-    hint = (f"on a connected machine run `hf download {ref}` (or `huggingface-cli download {ref}`) and copy the HF "
-            f"cache here, or pass vae= a local AutoencoderTiny folder")
+    hint = _download_hint(ref, "vae= a local AutoencoderTiny folder")
     files = [hub_file(ref, name, what=f"tiny VAE {ref!r}", hint=hint, cache_dir=cache_dir) for name in _TINY_VAE_FILES]
     return files[0].parent
 

@@ -123,6 +123,7 @@ class _Region:
     window: CropWindow
     seed: int
     size: int  # side in pixels of its model-resolution crop: the bucket of its window
+    box: tuple[float, float, float, float]  # xyxy frame pixels: the (tracked) box grown to cover the mask
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -164,7 +165,6 @@ def _check_vaes(encoder: AutoencoderKL | AutoencoderTiny, decoder: AutoencoderKL
             f"fit the encoding VAE ({type(encoder).__name__}: /{encode_f}, {channels[0]} channels): use a tiny "
             f"VAE made for this model (madebyollin/taesd for SD-1.5, 'tiny' for the tiny model)"
         )
-
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -209,6 +209,11 @@ def _compile_cause(err: BaseException) -> BaseException:
             err = err.__cause__
         else:
             return err
+
+
+def _repeat_last(rows: torch.Tensor, extra: int) -> torch.Tensor:
+    """``rows`` (B, ...) with its last row repeated ``extra`` more times (the padding of a chunk)."""
+    return rows if extra <= 0 else torch.cat([rows, rows[-1:].expand(extra, *rows.shape[1:])])
 
 
 def _bucket(side: int, buckets: list[int]) -> int:
@@ -791,7 +796,8 @@ class LatentInpainter(Inpainter):
                 seed = region_seed(self.seed, track_id=track_id, frame_index=frame_index, region=i)
                 window = CropWindow.around(box, height, width, self.padding)
                 side = max(window.x1 - window.x0, window.y1 - window.y0)
-                regions.append(_Region(b, i, frame_index, names[i], window, seed, _bucket(side, self.buckets)))
+                regions.append(_Region(b, i, frame_index, names[i], window, seed, _bucket(side, self.buckets),
+                                       tuple(box)))
         return regions
 
     def _prepare_crops(
@@ -862,20 +868,19 @@ class LatentInpainter(Inpainter):
         a generator with its seed): a fixed set of batch shapes for the compiled U-Net. Each crop's noise comes
         from its own generator, so the padding does not change the real crops' results; it is dropped after
         decoding (step 5)."""
-        n = len(regions)
-        extra = 0 if self.batch_sizes is None else _bucket(n, self.batch_sizes) - n
-        if extra > 0:
-            regions = regions + [regions[-1]] * extra
-            crops = torch.cat([crops, crops[-1:].expand(extra, -1, -1, -1)])
-            masks = torch.cat([masks, masks[-1:].expand(extra, -1, -1, -1)])
-        return (crops, masks, *self._conditions(regions))
+        extra = self._padding(len(regions))
+        regions = regions + [regions[-1]] * extra
+        return (_repeat_last(crops, extra), _repeat_last(masks, extra), *self._conditions(regions))
 
     def _padded_init(self, init: WarmStart | None, n: int) -> WarmStart | None:
-        """A chunk's warm start padded as :meth:`_padded` pads its crops (the last image repeated)."""
-        extra = 0 if init is None or self.batch_sizes is None else _bucket(n, self.batch_sizes) - n
-        if extra <= 0:
-            return init
-        return replace(init, latents=torch.cat([init.latents, init.latents[-1:].expand(extra, -1, -1, -1)]))
+        """A chunk's warm start padded as :meth:`_padded` pads its crops (the last latents repeated)."""
+        if init is None:
+            return None
+        return replace(init, latents=_repeat_last(init.latents, self._padding(n)))
+
+    def _padding(self, n: int) -> int:
+        """How many rows pad a chunk of ``n`` up to the smallest of :attr:`batch_sizes` >= n (0 without)."""
+        return 0 if self.batch_sizes is None else _bucket(n, self.batch_sizes) - n
 
     def _conditions(self, regions: list[_Region]) -> tuple[torch.Tensor, list[torch.Generator]]:
         """The regions' prompt embeddings (R, 77, D) and fresh generators seeded per region."""

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from inpaint_anon.errors import ConfigError
 from inpaint_anon.inpaint.base import InpaintBatch, RegionFill
-from inpaint_anon.types import Detections, cover_boxes, masks_to_boxes
+from inpaint_anon.types import Detections
 
 if TYPE_CHECKING:
     from inpaint_anon.inpaint.diffusion import _Region
@@ -223,8 +223,7 @@ class TemporalMemory:
         first = min((r.frame_index for r in regions), default=0)
         memory = self._snapshot(video, number, first)
         plan = TemporalPlan(video, number)
-        boxes = {b: _boxes(batch.detections[b]) for b in {r.b for r in regions}}
-        known = {b: batch.detections[b].union_mask() for b in boxes}
+        known = {b: batch.detections[b].union_mask() for b in {r.b for r in regions}}
         for r in regions:
             dets = batch.detections[r.b]
             track_id = None if dets.track_ids is None else int(dets.track_ids[r.index])
@@ -234,7 +233,7 @@ class TemporalMemory:
             if prior is not None and r.frame_index - prior.seen > self.max_gap:
                 prior = None
             own = _touched(dets.masks[r.index], window)
-            state = _RegionState(track_id, boxes[r.b][r.index], context, context_mask, own, prior)
+            state = _RegionState(track_id, r.box, context, context_mask, own, prior)
             plan.states[(r.b, r.index)] = state
             if prior is not None and self._reusable(state, window):
                 plan.reused.append(r)
@@ -380,11 +379,6 @@ class TemporalMemory:
 def _window(region: _Region) -> Window:
     w = region.window
     return (w.x0, w.y0, w.x1, w.y1)
-
-
-def _boxes(dets: Detections) -> list[Box]:
-    """Each region's box as step 1 places its crop window (the tracked box grown to cover the mask)."""
-    return [tuple(b) for b in cover_boxes(dets.boxes_xyxy, masks_to_boxes(dets.masks)).tolist()]
 
 
 def _touched(mask: torch.Tensor, window: Window) -> torch.Tensor:
