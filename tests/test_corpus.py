@@ -545,6 +545,7 @@ def ray_session() -> Iterator[object]:
     ray.shutdown()
 
 
+@pytest.mark.timeout(300)  # a local Ray: bounded, whatever happens to its actors
 def test_ray_two_actors_same_outputs_as_single_runs(tmp_path: Path, ray_session: object) -> None:
     """The corpus through 2 Ray actors: every good file done once, the corrupt one failed with its reason (exit 1),
     and each output decodes to the frames of ``inpaint_anon.run input=FILE`` with the same config."""
@@ -597,6 +598,7 @@ def slow_square_detector(delay_s: float = 0.2, marker_dir: str = ".") -> SlowSqu
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_ray_kill_mid_run_redoes_the_file(tmp_path: Path, ray_session: object) -> None:
     """``ray.kill`` of an actor busy with a file: the job finishes (exit 0), the interrupted file is redone on
     another actor, no partial or duplicate output is left."""
